@@ -1,0 +1,398 @@
+/*
+ * cqwire: completion-based message passing between processes, speaking the
+ * wire format of Python's multiprocessing.connection (and billiard).
+ *
+ * Conventions used by every function below:
+ * - Functions return 0 or a count on success and a negative CQW_E* code on
+ *   failure. On POSIX, CQW_EFOO == -EFOO, so kernel errors pass through.
+ * - Timeouts are milliseconds: a negative value waits forever, 0 does not
+ *   block. (Python's poll(-1) is a non-blocking check; pass 0 for that.)
+ * - Optional Python arguments that take None use -1 here (CQW_NONE).
+ * - Objects are opaque and allocated by the library; struct cqw_op is owned
+ *   by the caller and lent to the loop between submit and reap.
+ */
+#ifndef CQWIRE_H
+#define CQWIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef _WIN32
+#include <errno.h>
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(CQW_BUILDING_DLL)
+#define CQW_EXTERN __declspec(dllexport)
+#elif defined(__GNUC__)
+#define CQW_EXTERN __attribute__((visibility("default")))
+#else
+#define CQW_EXTERN
+#endif
+
+#define CQW_VERSION_MAJOR 0
+#define CQW_VERSION_MINOR 1
+#define CQW_VERSION_PATCH 0
+
+#ifdef _WIN32
+typedef intptr_t cqw_fd; /* HANDLE or SOCKET */
+#else
+typedef int cqw_fd;
+#endif
+
+/* ----------------------------------------------------------------------
+ * Errors
+ *
+ * One list generates the codes, cqw_strerror() and cqw_err_name(). System
+ * errors keep their errno value (negated); cqwire's own codes live below
+ * -4000 where no errno reaches. Windows maps its codes onto these in the
+ * iocp backend, using the Linux numbers.
+ */
+#ifdef _WIN32
+#define CQW__SYS(name, linux_value) (-(linux_value))
+#else
+#define CQW__SYS(name, linux_value) (-(name))
+#endif
+
+#define CQW_ERRNO_MAP(X)                                                       \
+	X(EPERM, CQW__SYS(EPERM, 1), "operation not permitted")                \
+	X(ENOENT, CQW__SYS(ENOENT, 2), "no such file or directory")            \
+	X(EINTR, CQW__SYS(EINTR, 4), "interrupted system call")                \
+	X(EIO, CQW__SYS(EIO, 5), "i/o error")                                  \
+	X(EBADF, CQW__SYS(EBADF, 9), "bad file descriptor")                    \
+	X(EAGAIN, CQW__SYS(EAGAIN, 11), "resource temporarily unavailable")    \
+	X(ENOMEM, CQW__SYS(ENOMEM, 12), "not enough memory")                   \
+	X(EACCES, CQW__SYS(EACCES, 13), "permission denied")                   \
+	X(EFAULT, CQW__SYS(EFAULT, 14), "bad address")                         \
+	X(EBUSY, CQW__SYS(EBUSY, 16), "resource busy")                         \
+	X(EEXIST, CQW__SYS(EEXIST, 17), "file exists")                         \
+	X(EINVAL, CQW__SYS(EINVAL, 22), "invalid argument")                    \
+	X(EMFILE, CQW__SYS(EMFILE, 24), "too many open files")                 \
+	X(ENOSPC, CQW__SYS(ENOSPC, 28), "no space left on device")             \
+	X(EPIPE, CQW__SYS(EPIPE, 32), "broken pipe")                           \
+	X(ENAMETOOLONG, CQW__SYS(ENAMETOOLONG, 36), "name too long")           \
+	X(ENOSYS, CQW__SYS(ENOSYS, 38), "function not implemented")            \
+	X(EPROTO, CQW__SYS(EPROTO, 71), "protocol error")                      \
+	X(ENOTSOCK, CQW__SYS(ENOTSOCK, 88), "not a socket")                    \
+	X(EMSGSIZE, CQW__SYS(EMSGSIZE, 90), "message too long")                \
+	X(EOPNOTSUPP, CQW__SYS(EOPNOTSUPP, 95), "operation not supported")     \
+	X(EAFNOSUPPORT, CQW__SYS(EAFNOSUPPORT, 97),                            \
+	  "address family not supported")                                      \
+	X(EADDRINUSE, CQW__SYS(EADDRINUSE, 98), "address already in use")      \
+	X(EADDRNOTAVAIL, CQW__SYS(EADDRNOTAVAIL, 99),                          \
+	  "address not available")                                             \
+	X(ENETUNREACH, CQW__SYS(ENETUNREACH, 101), "network is unreachable")   \
+	X(ECONNABORTED, CQW__SYS(ECONNABORTED, 103), "connection aborted")     \
+	X(ECONNRESET, CQW__SYS(ECONNRESET, 104), "connection reset by peer")   \
+	X(ENOBUFS, CQW__SYS(ENOBUFS, 105), "no buffer space available")        \
+	X(ENOTCONN, CQW__SYS(ENOTCONN, 107), "socket is not connected")        \
+	X(ETIMEDOUT, CQW__SYS(ETIMEDOUT, 110), "timed out")                    \
+	X(ECONNREFUSED, CQW__SYS(ECONNREFUSED, 111), "connection refused")     \
+	X(EHOSTUNREACH, CQW__SYS(EHOSTUNREACH, 113), "host is unreachable")    \
+	X(ECANCELED, CQW__SYS(ECANCELED, 125), "operation canceled")
+
+/* cqwire's own codes. */
+#define CQW_OWN_ERRORS(X)                                                      \
+	X(EOF, -4001, "end of file at a message boundary")                    \
+	X(ETRUNC, -4002, "end of file during message")                        \
+	X(EAUTH, -4003, "authentication failed")                              \
+	X(ETOOSHORT, -4004, "buffer too short for the message")               \
+	X(ECLOSED, -4005, "handle is closed")                                 \
+	X(EWRITEONLY, -4006, "connection is write-only")                      \
+	X(EREADONLY, -4007, "connection is read-only")                        \
+	X(ENOHANDLE, -4008, "no handle received with the message")            \
+	X(EADDRESS, -4009, "address not recognized")                          \
+	X(EFORK, -4010, "object belongs to another process")
+
+enum cqw_errno {
+#define CQW__ENUM(name, value, text) CQW_##name = (value),
+	CQW_ERRNO_MAP(CQW__ENUM) CQW_OWN_ERRORS(CQW__ENUM)
+#undef CQW__ENUM
+};
+
+/* A static message for err ("unknown error" for codes not in the list). */
+CQW_EXTERN const char *cqw_strerror(int err);
+/* The code's name without the CQW_ prefix, e.g. "EOF" or "EPIPE". */
+CQW_EXTERN const char *cqw_err_name(int err);
+
+/* ----------------------------------------------------------------------
+ * Flags
+ */
+#define CQW_READABLE 0x01u /* connection may receive */
+#define CQW_WRITABLE 0x02u /* connection may send */
+#define CQW_DUPLEX (CQW_READABLE | CQW_WRITABLE)
+/*
+ * The connection is the only reader of its descriptor: it may read past the
+ * current frame into a staging buffer and hand up many frames per system
+ * call. Never set it on a descriptor that another process or a Python
+ * Connection also reads, nor on one that receives handles.
+ */
+#define CQW_EXCLUSIVE 0x04u
+/*
+ * billiard mode: refuse (CQW_EMSGSIZE) to send payloads over 0x7fffffff
+ * bytes, which need the large-frame header that billiard, celery and
+ * CPython <= 3.7 cannot read.
+ */
+#define CQW_NO_LARGE_FRAMES 0x08u
+
+/* "None" for the optional arguments of Python's API. */
+#define CQW_NONE (-1)
+
+/* ----------------------------------------------------------------------
+ * Connections: the synchronous API (Python's Connection)
+ */
+typedef struct cqw_conn cqw_conn;
+
+/*
+ * Python's Pipe(duplex). With CQW_DUPLEX in flags, *a and *b are both ends
+ * of a stream socket pair. Without it, *a is the read end and *b the write
+ * end of a pipe(), as Pipe(duplex=False) returns (reader, writer).
+ * CQW_EXCLUSIVE and CQW_NO_LARGE_FRAMES apply to both ends.
+ */
+CQW_EXTERN int cqw_pipe(cqw_conn **a, cqw_conn **b, unsigned flags);
+
+/*
+ * Wrap an open descriptor (socket or pipe). The connection owns fd from
+ * now on, also on failure. flags must hold CQW_READABLE and/or
+ * CQW_WRITABLE. fd < 0: CQW_EINVAL. The descriptor's blocking mode is left
+ * as it is (other processes may share it).
+ */
+CQW_EXTERN int cqw_conn_from_fd(cqw_conn **out, cqw_fd fd, unsigned flags);
+
+/*
+ * Close the descriptor. Idempotent; afterwards every operation returns
+ * CQW_ECLOSED. The object stays valid until cqw_conn_free().
+ */
+CQW_EXTERN int cqw_conn_close(cqw_conn *c);
+/* Close (if open) and free. NULL is a no-op. */
+CQW_EXTERN void cqw_conn_free(cqw_conn *c);
+
+/* Give up the descriptor without closing it; the connection is closed. */
+CQW_EXTERN cqw_fd cqw_conn_detach(cqw_conn *c);
+
+/* The descriptor, or CQW_ECLOSED. */
+CQW_EXTERN cqw_fd cqw_conn_fileno(const cqw_conn *c);
+CQW_EXTERN int cqw_conn_closed(const cqw_conn *c);
+CQW_EXTERN int cqw_conn_readable(const cqw_conn *c);
+CQW_EXTERN int cqw_conn_writable(const cqw_conn *c);
+
+/*
+ * Send one message of len bytes, blocking until it is all written. The
+ * buffer is the caller's again when this returns. Returns 0.
+ */
+CQW_EXTERN int cqw_send_bytes(cqw_conn *c, const void *buf, size_t len);
+
+/*
+ * Python's send_bytes(buf, offset, size) on a buffer of buflen bytes:
+ * size == CQW_NONE sends from offset to the end. Negative offset or size,
+ * offset > buflen or offset + size > buflen: CQW_EINVAL, nothing sent.
+ */
+CQW_EXTERN int cqw_send_bytes_at(cqw_conn *c, const void *buf, size_t buflen,
+				 int64_t offset, int64_t size);
+
+/*
+ * Receive one message into a buffer allocated with malloc(); the caller
+ * frees it with cqw_free(). maxlength == CQW_NONE: no limit; other
+ * negative values: CQW_EINVAL. A message longer than maxlength returns
+ * CQW_EMSGSIZE without allocating, and poisons the connection as Python
+ * does: a duplex end stops being readable, a read-only end is closed.
+ * Returns the message length. Memory is allocated only as the payload
+ * arrives, so a header that lies costs nothing.
+ */
+CQW_EXTERN int64_t cqw_recv_bytes(cqw_conn *c, void **buf, int64_t maxlength);
+
+/*
+ * Receive one message into buf[offset..cap). Returns its length. If it
+ * does not fit, returns CQW_ETOOSHORT, stores the message length in
+ * *needed (if not NULL) and keeps the message: the next receive gets it.
+ * offset > cap: CQW_EINVAL.
+ */
+CQW_EXTERN int64_t cqw_recv_bytes_into(cqw_conn *c, void *buf, size_t cap,
+				       size_t offset, size_t *needed);
+
+/*
+ * 1 if a message (or EOF, or part of a message) can be read, 0 if not
+ * within timeout_ms, or an error (CQW_EWRITEONLY, CQW_ECLOSED...).
+ */
+CQW_EXTERN int cqw_poll(cqw_conn *c, int timeout_ms);
+
+/* Free memory that cqwire allocated for the caller. */
+CQW_EXTERN void cqw_free(void *p);
+
+/* ----------------------------------------------------------------------
+ * Batches: many messages per call, one gather system call where possible
+ */
+struct cqw_msg {
+	void *buf;  /* payload (send) or destination (receive) */
+	size_t cap; /* receive: capacity of buf; unused for send */
+	size_t len; /* send: payload length; receive: message length */
+};
+
+/*
+ * Send n messages in order, as few gather writes as the kernel allows.
+ * Blocks until all are written. Returns 0 or an error; on error the
+ * number of messages fully written is unknown to the peer's order only in
+ * that they are a prefix of msgs.
+ */
+CQW_EXTERN int cqw_send_batch(cqw_conn *c, const struct cqw_msg *msgs,
+			      size_t n);
+
+/*
+ * Receive up to n messages: wait up to timeout_ms for the first, then take
+ * every further message that can be read without blocking. Returns the
+ * count (0 on timeout). If message i does not fit msgs[i].cap, the batch
+ * ends before it (it is kept); if i == 0, CQW_ETOOSHORT is returned with
+ * the needed size in msgs[0].len.
+ */
+CQW_EXTERN int cqw_recv_batch(cqw_conn *c, struct cqw_msg *msgs, size_t n,
+			      int timeout_ms);
+
+/* ----------------------------------------------------------------------
+ * wait(): readiness of many connections and raw descriptors
+ */
+struct cqw_wait_item {
+	cqw_conn *conn; /* a connection, or NULL to use fd */
+	cqw_fd fd;      /* a raw descriptor (sockets, pipes, pidfds) */
+	int ready;      /* out: 1 if readable (data, EOF or error) */
+};
+
+/*
+ * Python's connection.wait(): wait up to timeout_ms until at least one item
+ * is readable; return how many are (0 on timeout). A closed or write-only
+ * connection, or an invalid descriptor: CQW_EBADF/CQW_ECLOSED/CQW_EWRITEONLY.
+ */
+CQW_EXTERN int cqw_wait(struct cqw_wait_item *items, size_t n,
+			int timeout_ms);
+
+/* ----------------------------------------------------------------------
+ * Handles (multiprocessing.reduction.send_handle / recv_handle), on
+ * AF_UNIX stream sockets: one byte 0x01 with the descriptor attached.
+ */
+CQW_EXTERN int cqw_send_handle(cqw_conn *c, cqw_fd fd);
+/* The new descriptor is the caller's. No descriptor attached: ENOHANDLE. */
+CQW_EXTERN int cqw_recv_handle(cqw_conn *c, cqw_fd *fd);
+
+/* ----------------------------------------------------------------------
+ * Listener / Client with the HMAC handshake
+ *
+ * Addresses: "unix:/path", "unix:@name" (Linux abstract), a bare path,
+ * "tcp:host:port", "tcp:[v6addr]:port" (port 0 picks one).
+ */
+#define CQW_AUTH_REFUSE_MD5 0x01u /* never accept or send HMAC-MD5 */
+#define CQW_AUTH_LEGACY_CHALLENGE 0x02u /* send 20 raw bytes, as <= 3.11 */
+
+struct cqw_auth {
+	const void *key; /* NULL: no authentication; an empty key is used */
+	size_t keylen;
+	unsigned flags;  /* CQW_AUTH_* */
+	int timeout_ms;  /* handshake deadline; 0 means the default (20 s) */
+};
+
+typedef struct cqw_listener cqw_listener;
+
+/*
+ * Bind and listen. auth may be NULL. A unix path that exists:
+ * CQW_EADDRINUSE (as Python). backlog <= 0 means 1.
+ */
+CQW_EXTERN int cqw_listen(cqw_listener **out, const char *address,
+			  const struct cqw_auth *auth, int backlog);
+
+/*
+ * Accept one connection and, with an authkey, run the handshake (server
+ * speaks first). A failed handshake closes that connection and returns
+ * CQW_EAUTH (or the transport error); the listener stays usable.
+ * timeout_ms bounds the wait for a peer (the handshake has its own
+ * deadline).
+ */
+CQW_EXTERN int cqw_accept(cqw_listener *l, cqw_conn **out, int timeout_ms);
+
+/* The bound address in the syntax above (port resolved), or NULL. */
+CQW_EXTERN const char *cqw_listener_address(const cqw_listener *l);
+CQW_EXTERN cqw_fd cqw_listener_fileno(const cqw_listener *l);
+/* Close the socket; a unix path it created is unlinked. Idempotent. */
+CQW_EXTERN int cqw_listener_close(cqw_listener *l);
+CQW_EXTERN void cqw_listener_free(cqw_listener *l);
+
+/* Connect and, with an authkey, answer then deliver a challenge. */
+CQW_EXTERN int cqw_connect(cqw_conn **out, const char *address,
+			   const struct cqw_auth *auth);
+
+/* ----------------------------------------------------------------------
+ * Loops and ops: the asynchronous API
+ *
+ * Ops are submitted to a loop, go out at cqw_flush() (one gather per
+ * connection for everything queued on it), and come back from cqw_reap()
+ * exactly once each. A connection is bound to the first loop that it is
+ * submitted on; the synchronous calls return CQW_EBUSY while it has ops in
+ * flight. One loop per thread; after fork() a loop rebuilds its backend in
+ * the child on first use.
+ */
+typedef struct cqw_loop cqw_loop;
+
+enum cqw_backend {
+	CQW_BACKEND_AUTO = 0, /* CQW_BACKEND in the environment, else best */
+	CQW_BACKEND_POLL = 1,
+	CQW_BACKEND_URING = 2,
+	CQW_BACKEND_IOCP = 3,
+};
+
+struct cqw_loop_opts {
+	enum cqw_backend backend;
+	unsigned entries; /* queue depth hint; 0 = default */
+};
+
+/* opts may be NULL. CQW_ENOSYS if a forced backend is not available. */
+CQW_EXTERN int cqw_loop_new(cqw_loop **out, const struct cqw_loop_opts *opts);
+/* Every op must have been reaped. */
+CQW_EXTERN void cqw_loop_free(cqw_loop *loop);
+/* "poll", "uring" or "iocp". */
+CQW_EXTERN const char *cqw_loop_backend(const cqw_loop *loop);
+/* Make a cqw_reap() blocked in another thread return. */
+CQW_EXTERN int cqw_loop_wake(cqw_loop *loop);
+
+enum cqw_op_kind {
+	CQW_OP_SEND = 1, /* send buf[0..len) as one message */
+	CQW_OP_RECV = 2, /* receive one message into buf[0..len) */
+};
+
+struct cqw_op {
+	int kind;        /* enum cqw_op_kind */
+	cqw_conn *conn;
+	void *buf;
+	size_t len;      /* SEND: payload size; RECV: capacity */
+	void *user_data;
+	/*
+	 * Out: SEND: 0; RECV: message length; or a CQW_E* code. A RECV
+	 * whose message does not fit gets CQW_ETOOSHORT and needed holds
+	 * the size; the message stays for the next RECV.
+	 */
+	int64_t result;
+	size_t needed;
+	void *priv[6];   /* the loop's; do not touch while submitted */
+};
+
+/* Queue op. Never fails for lack of space; CQW_EINVAL for a bad op. */
+CQW_EXTERN int cqw_submit(cqw_loop *loop, struct cqw_op *op);
+/* Start the I/O for everything submitted. Returns 0 or an error. */
+CQW_EXTERN int cqw_flush(cqw_loop *loop);
+/*
+ * Flush, then wait up to timeout_ms for completions; store up to max
+ * completed ops in ops[] and return how many (0 on timeout).
+ */
+CQW_EXTERN int cqw_reap(cqw_loop *loop, struct cqw_op **ops, int max,
+			int timeout_ms);
+/*
+ * Ask to cancel op. It still completes exactly once, with CQW_ECANCELED
+ * unless it finished first. A send already partly written is not cancelled
+ * (that would tear the stream).
+ */
+CQW_EXTERN int cqw_cancel(cqw_loop *loop, struct cqw_op *op);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CQWIRE_H */

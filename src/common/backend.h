@@ -1,0 +1,63 @@
+/*
+ * The backend seam: what a completion-queue backend (src/poll, and later
+ * src/uring and src/iocp) implements for src/common/loop.c. A loop holds a
+ * pointer to one const ops table; two can coexist in one process (uring,
+ * with poll as its fallback).
+ *
+ * The unit of work is a struct cqw__io: one read or one gather write on a
+ * connection's descriptor. The channel owns every io (two per connection:
+ * one receive and one send, never more in flight) and the memory it points
+ * at, until the backend completes it.
+ *
+ * Rules every backend keeps:
+ * - start() never fails and never blocks. It may complete the io at once
+ *   (the poll backend tries the system call first) by calling
+ *   cqw__loop_io_complete(); it never calls back into the channel.
+ * - Every started io completes exactly once through
+ *   cqw__loop_io_complete(loop, io, result) with result >= 0 (bytes; 0 is
+ *   end of file for reads) or a CQW_E* code. CQW_EAGAIN is never a result:
+ *   waiting for readiness is the backend's job.
+ * - cancel() asks; the io still completes once (maybe CQW_ECANCELED).
+ * - All calls come from the loop's thread. wake() may come from any.
+ * - after_fork() runs in a child on the loop's first use there. It must
+ *   not touch kernel state shared with the parent (an io_uring ring);
+ *   ios started before the fork must still complete once in the child.
+ */
+#ifndef CQW_BACKEND_H
+#define CQW_BACKEND_H
+
+#include "internal.h"
+
+struct cqw__backend_ops {
+	const char *name;
+	int (*init)(cqw_loop *loop, unsigned entries);
+	void (*fini)(cqw_loop *loop);
+	void (*start)(cqw_loop *loop, struct cqw__io *io);
+	/* Push started ios to the kernel (no-op for poll). */
+	int (*flush)(cqw_loop *loop);
+	/*
+	 * Wait up to timeout_ms for at least one completion or a wake();
+	 * completions go through cqw__loop_io_complete(). 0, 1 if a
+	 * wake() arrived, or an error.
+	 */
+	int (*wait)(cqw_loop *loop, int timeout_ms);
+	void (*cancel)(cqw_loop *loop, struct cqw__io *io);
+	int (*wake)(cqw_loop *loop);
+	int (*after_fork)(cqw_loop *loop);
+};
+
+#ifdef CQW_HAVE_POLL
+extern const struct cqw__backend_ops cqw__poll_backend;
+#endif
+#ifdef CQW_HAVE_URING
+extern const struct cqw__backend_ops cqw__uring_backend;
+#endif
+#ifdef CQW_HAVE_IOCP
+extern const struct cqw__backend_ops cqw__iocp_backend;
+#endif
+
+/* For backends: an io is done. Only queues it; never calls back. */
+void cqw__loop_io_complete(cqw_loop *loop, struct cqw__io *io,
+			   int64_t result);
+
+#endif

@@ -1,0 +1,584 @@
+/*
+ * The channel: a connection's receive and send state, and the synchronous
+ * frame primitives built on it.
+ *
+ * Receive state is one frame in progress: the header decoder (c->dec) and
+ * how much of the payload was consumed (c->pay_got). It survives between
+ * calls, which is what lets recv_bytes_into() refuse a too-small buffer
+ * and keep the message: the header was read, the payload was not.
+ *
+ * Frame-exact (default): every read asks for at most the rest of the
+ * current header or payload, so no byte past the frame is consumed and
+ * another process may read the next frame (Python's rule, WIRE.md §2.3).
+ * CQW_EXCLUSIVE: reads smaller than the staging buffer fill it instead,
+ * so many small frames cost one system call; large payloads still go
+ * straight into the caller's buffer.
+ *
+ * Sends gather [hdr0, p0, hdr1, p1, ...] into one write and resume after
+ * partial writes from (iov index, offset).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "loop.h"
+
+int
+cqw__conn_init(cqw_conn *c, cqw_fd fd, int kind, unsigned flags)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	c->kind = kind;
+	c->flags = flags & CQW__CONN_FLAGS;
+	cqw__dec_reset(&c->dec);
+	return 0;
+}
+
+void
+cqw__chan_release(cqw_conn *c)
+{
+	free(c->stage);
+	c->stage = NULL;
+	c->stage_off = c->stage_len = 0;
+	free(c->siov);
+	free(c->shdr);
+	c->siov = NULL;
+	c->shdr = NULL;
+}
+
+int
+cqw__chan_has_buffered(const cqw_conn *c)
+{
+	return c->stage_len > c->stage_off || cqw__dec_want(&c->dec) == 0 ||
+	       cqw__dec_started(&c->dec);
+}
+
+/*
+ * Read up to len bytes of the current frame: >0, 0 at EOF, CQW_EAGAIN or
+ * an error. Never blocks.
+ */
+int
+cqw__chan_read(cqw_conn *c, void *buf, size_t len)
+{
+	size_t avail = c->stage_len - c->stage_off;
+	int64_t r;
+
+	if (len > 0x40000000) {
+		len = 0x40000000; /* keep the count inside an int */
+	}
+	if (avail == 0 && (c->flags & CQW_EXCLUSIVE) &&
+	    len < CQW__STAGE_SIZE) {
+		if (c->stage == NULL) {
+			c->stage = malloc(CQW__STAGE_SIZE);
+			if (c->stage == NULL) {
+				return CQW_ENOMEM;
+			}
+		}
+		r = cqw__io_read(c->fd, c->kind, c->stage, CQW__STAGE_SIZE);
+		if (r <= 0) {
+			return (int)r;
+		}
+		c->stage_off = 0;
+		c->stage_len = (size_t)r;
+		avail = (size_t)r;
+	}
+	if (avail > 0) {
+		if (len > avail) {
+			len = avail;
+		}
+		memcpy(buf, c->stage + c->stage_off, len);
+		c->stage_off += len;
+		return (int)len;
+	}
+	return (int)cqw__io_read(c->fd, c->kind, buf, len);
+}
+
+/* Wait for readability before the deadline: 0, CQW_ETIMEDOUT or error. */
+static int
+wait_readable(cqw_conn *c, int64_t deadline)
+{
+	int r = cqw__io_wait(c->fd, 0, cqw__remaining_ms(deadline));
+
+	if (r == 0) {
+		return CQW_ETIMEDOUT;
+	}
+	return r < 0 ? r : 0;
+}
+
+int
+cqw__chan_recv_header(cqw_conn *c, int64_t deadline)
+{
+	uint8_t tmp[CQW__HDR_LARGE];
+	size_t want;
+	int r;
+
+	while ((want = cqw__dec_want(&c->dec)) > 0) {
+		r = cqw__chan_read(c, tmp, want);
+		if (r > 0) {
+			cqw__dec_feed(&c->dec, tmp, (size_t)r);
+			continue;
+		}
+		if (r == 0) {
+			r = cqw__dec_eof(&c->dec);
+			cqw__dec_reset(&c->dec);
+			return r;
+		}
+		if (r != CQW_EAGAIN) {
+			return r;
+		}
+		r = wait_readable(c, deadline);
+		if (r < 0) {
+			return r;
+		}
+	}
+	return 0;
+}
+
+int
+cqw__chan_recv_payload(cqw_conn *c, void *dst, uint64_t len,
+		       int64_t deadline)
+{
+	uint8_t *p = dst;
+	int r;
+
+	while (c->pay_got < len) {
+		r = cqw__chan_read(c, p + c->pay_got,
+				   (size_t)(len - c->pay_got));
+		if (r > 0) {
+			c->pay_got += (uint64_t)r;
+			continue;
+		}
+		if (r == 0) {
+			/* A header promised more: the frame was cut. */
+			cqw__dec_reset(&c->dec);
+			c->pay_got = 0;
+			return CQW_ETRUNC;
+		}
+		if (r != CQW_EAGAIN) {
+			return r;
+		}
+		r = wait_readable(c, deadline);
+		if (r < 0) {
+			return r;
+		}
+	}
+	if (len == c->dec.len) {
+		cqw__dec_reset(&c->dec);
+		c->pay_got = 0;
+	}
+	return 0;
+}
+
+int64_t
+cqw__chan_recv_small(cqw_conn *c, void *buf, size_t cap, int64_t deadline)
+{
+	int r = cqw__chan_recv_header(c, deadline);
+	uint64_t len;
+
+	if (r < 0) {
+		return r;
+	}
+	len = c->dec.len;
+	if (len > cap) {
+		cqw__conn_poison(c);
+		return CQW_EMSGSIZE;
+	}
+	r = cqw__chan_recv_payload(c, buf, len, deadline);
+	return r < 0 ? r : (int64_t)len;
+}
+
+/* Write iov[0..cnt) whole, waiting for space as needed. */
+static int
+write_all(cqw_conn *c, cqw__iov *iov, int cnt)
+{
+	int first = 0, n;
+	int64_t r;
+
+	while (first < cnt) {
+		n = cnt - first;
+		if (n > CQW__IOV_MAX) {
+			n = CQW__IOV_MAX;
+		}
+		r = cqw__io_writev(c->fd, c->kind, iov + first, n);
+		if (r == CQW_EAGAIN) {
+			r = cqw__io_wait(c->fd, 1, -1);
+			if (r < 0) {
+				return (int)r;
+			}
+			continue;
+		}
+		if (r < 0) {
+			return (int)r;
+		}
+		while (first < cnt && (size_t)r >= CQW__IOV_LEN(&iov[first])) {
+			r -= (int64_t)CQW__IOV_LEN(&iov[first]);
+			first++;
+		}
+		if (first < cnt && r > 0) {
+			CQW__IOV_BASE(&iov[first]) =
+				(char *)CQW__IOV_BASE(&iov[first]) + r;
+			CQW__IOV_LEN(&iov[first]) -= (size_t)r;
+		}
+	}
+	return 0;
+}
+
+/* Sync gathers go in chunks of this many messages (stack-sized). */
+#define SYNC_CHUNK 128
+
+int
+cqw__chan_send(cqw_conn *c, const struct cqw_msg *msgs, size_t n)
+{
+	uint8_t hdr[SYNC_CHUNK][CQW__HDR_LARGE];
+	cqw__iov iov[2 * SYNC_CHUNK];
+	size_t i, done = 0;
+	int cnt, r;
+
+	if (c->flags & CQW_NO_LARGE_FRAMES) {
+		for (i = 0; i < n; i++) {
+			if (msgs[i].len > CQW__SMALL_MAX) {
+				return CQW_EMSGSIZE;
+			}
+		}
+	}
+	while (done < n) {
+		cnt = 0;
+		for (i = 0; i < SYNC_CHUNK && done + i < n; i++) {
+			const struct cqw_msg *m = &msgs[done + i];
+
+			CQW__IOV_BASE(&iov[cnt]) = (char *)hdr[i];
+			CQW__IOV_LEN(&iov[cnt]) =
+				cqw__frame_header(hdr[i], m->len);
+			cnt++;
+			if (m->len > 0) {
+				CQW__IOV_BASE(&iov[cnt]) = m->buf;
+				CQW__IOV_LEN(&iov[cnt]) = m->len;
+				cnt++;
+			}
+		}
+		r = write_all(c, iov, cnt);
+		if (r < 0) {
+			return r;
+		}
+		done += i;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------
+ * The asynchronous side. Ops wait in c->sendq / c->recvq; kick() starts
+ * at most one write (a gather of everything queued) and one read; when a
+ * backend completes one, io_done() advances the state and kicks again.
+ */
+
+enum { RT_HDR = 1, RT_STAGE, RT_PAYLOAD };
+
+static void
+start_read(cqw_loop *loop, cqw_conn *c, int target, void *buf, size_t len)
+{
+	c->rio.kind = CQW__IO_READ;
+	c->rio.conn = c;
+	c->rio.buf = buf;
+	c->rio.len = len > 0x40000000 ? 0x40000000 : len;
+	c->rtarget = target;
+	c->recv_busy = 1;
+	loop->ops->start(loop, &c->rio);
+}
+
+static void
+start_write(cqw_loop *loop, cqw_conn *c)
+{
+	unsigned cnt = c->siov_cnt - c->siov_first;
+
+	c->wio.kind = CQW__IO_WRITEV;
+	c->wio.conn = c;
+	c->wio.iov = c->siov + c->siov_first;
+	c->wio.iovcnt = (int)(cnt > CQW__IOV_MAX ? CQW__IOV_MAX : cnt);
+	c->send_busy = 1;
+	loop->ops->start(loop, &c->wio);
+}
+
+static void
+fail_queue(cqw_loop *loop, struct cqw__opq *q, int err)
+{
+	struct cqw_op *op;
+
+	while ((op = cqw__opq_pop(q)) != NULL) {
+		cqw__loop_op_done(loop, op, err);
+	}
+}
+
+static int
+ensure_gather(cqw_conn *c)
+{
+	if (c->siov != NULL) {
+		return 0;
+	}
+	c->siov = malloc(sizeof(*c->siov) * 2 * CQW__GATHER_MSGS);
+	c->shdr = malloc(sizeof(*c->shdr) * CQW__GATHER_MSGS);
+	if (c->siov == NULL || c->shdr == NULL) {
+		free(c->siov);
+		free(c->shdr);
+		c->siov = NULL;
+		c->shdr = NULL;
+		return CQW_ENOMEM;
+	}
+	return 0;
+}
+
+static void
+send_kick(cqw_loop *loop, cqw_conn *c)
+{
+	struct cqw_op *op;
+	unsigned n = 0, cnt = 0;
+	int r;
+
+	if (c->send_busy || c->sendq.head == NULL) {
+		return;
+	}
+	r = c->send_error ? c->send_error : ensure_gather(c);
+	if (r < 0) {
+		fail_queue(loop, &c->sendq, r);
+		return;
+	}
+	while (n < CQW__GATHER_MSGS && (op = cqw__opq_pop(&c->sendq)) != NULL) {
+		if ((c->flags & CQW_NO_LARGE_FRAMES) &&
+		    op->len > CQW__SMALL_MAX) {
+			cqw__loop_op_done(loop, op, CQW_EMSGSIZE);
+			continue;
+		}
+		CQW__IOV_BASE(&c->siov[cnt]) = (char *)c->shdr[n];
+		CQW__IOV_LEN(&c->siov[cnt]) =
+			cqw__frame_header(c->shdr[n], op->len);
+		cnt++;
+		if (op->len > 0) {
+			CQW__IOV_BASE(&c->siov[cnt]) = op->buf;
+			CQW__IOV_LEN(&c->siov[cnt]) = op->len;
+			cnt++;
+		}
+		CQW__OP_SET_STATE(op, CQW__OPS_SENDING);
+		c->gather[n++] = op;
+	}
+	if (n == 0) {
+		return;
+	}
+	c->ngather = n;
+	c->siov_first = 0;
+	c->siov_cnt = cnt;
+	start_write(loop, c);
+}
+
+static void
+send_done(cqw_loop *loop, cqw_conn *c, int64_t r)
+{
+	unsigned i;
+
+	c->send_busy = 0;
+	if (r < 0) {
+		/* The stream may be torn: nothing more may follow. */
+		c->send_error = (int)r;
+		for (i = 0; i < c->ngather; i++) {
+			cqw__loop_op_done(loop, c->gather[i], r);
+		}
+		c->ngather = 0;
+		fail_queue(loop, &c->sendq, (int)r);
+		return;
+	}
+	while (c->siov_first < c->siov_cnt &&
+	       (size_t)r >= CQW__IOV_LEN(&c->siov[c->siov_first])) {
+		r -= (int64_t)CQW__IOV_LEN(&c->siov[c->siov_first]);
+		c->siov_first++;
+	}
+	if (c->siov_first < c->siov_cnt) {
+		/* A partial write: resume from (iov index, offset). */
+		cqw__iov *v = &c->siov[c->siov_first];
+
+		CQW__IOV_BASE(v) = (char *)CQW__IOV_BASE(v) + r;
+		CQW__IOV_LEN(v) -= (size_t)r;
+		start_write(loop, c);
+		return;
+	}
+	for (i = 0; i < c->ngather; i++) {
+		cqw__loop_op_done(loop, c->gather[i], 0);
+	}
+	c->ngather = 0;
+	send_kick(loop, c);
+}
+
+/* Move staged bytes into the header or payload; 1 if any moved. */
+static int
+take_staged(cqw_conn *c, struct cqw_op *op)
+{
+	size_t avail = c->stage_len - c->stage_off, n;
+
+	if (avail == 0) {
+		return 0;
+	}
+	if (cqw__dec_want(&c->dec) > 0) {
+		n = cqw__dec_feed(&c->dec, c->stage + c->stage_off, avail);
+	} else {
+		n = (size_t)(c->dec.len - c->pay_got);
+		if (n > avail) {
+			n = avail;
+		}
+		memcpy((char *)op->buf + c->pay_got, c->stage + c->stage_off,
+		       n);
+		c->pay_got += n;
+	}
+	c->stage_off += n;
+	return n > 0;
+}
+
+static int
+ensure_stage(cqw_conn *c)
+{
+	if (c->stage == NULL) {
+		c->stage = malloc(CQW__STAGE_SIZE);
+	}
+	return c->stage != NULL ? 0 : CQW_ENOMEM;
+}
+
+static void
+recv_kick(cqw_loop *loop, cqw_conn *c)
+{
+	struct cqw_op *op;
+	int exclusive = (c->flags & CQW_EXCLUSIVE) != 0;
+	uint64_t len;
+	size_t want;
+
+	while (!c->recv_busy && (op = c->recvq.head) != NULL) {
+		want = cqw__dec_want(&c->dec);
+		if (want == 0 && c->dec.len > op->len) {
+			/* Too small: keep the frame for the next receive. */
+			op->needed = c->dec.len > SIZE_MAX ? SIZE_MAX :
+							     (size_t)c->dec.len;
+			cqw__opq_pop(&c->recvq);
+			cqw__loop_op_done(loop, op, CQW_ETOOSHORT);
+			continue;
+		}
+		if (take_staged(c, op)) {
+			continue;
+		}
+		len = c->dec.len;
+		if (want == 0 && c->pay_got == len) {
+			cqw__dec_reset(&c->dec);
+			c->pay_got = 0;
+			cqw__opq_pop(&c->recvq);
+			cqw__loop_op_done(loop, op, (int64_t)len);
+			continue;
+		}
+		if (exclusive && (want > 0 || len - c->pay_got <
+						      CQW__STAGE_SIZE)) {
+			if (ensure_stage(c) < 0) {
+				cqw__opq_pop(&c->recvq);
+				cqw__loop_op_done(loop, op, CQW_ENOMEM);
+				continue;
+			}
+			start_read(loop, c, RT_STAGE, c->stage,
+				   CQW__STAGE_SIZE);
+		} else if (want > 0) {
+			start_read(loop, c, RT_HDR, c->rhdr, want);
+		} else {
+			start_read(loop, c, RT_PAYLOAD,
+				   (char *)op->buf + c->pay_got,
+				   (size_t)(len - c->pay_got));
+		}
+	}
+}
+
+static void
+recv_done(cqw_loop *loop, cqw_conn *c, int64_t r)
+{
+	struct cqw_op *op = c->recvq.head;
+
+	c->recv_busy = 0;
+	if (r <= 0) {
+		if (r == 0) {
+			r = cqw__dec_want(&c->dec) > 0 ? cqw__dec_eof(&c->dec) :
+							  CQW_ETRUNC;
+			cqw__dec_reset(&c->dec);
+			c->pay_got = 0;
+		}
+		cqw__opq_pop(&c->recvq);
+		cqw__loop_op_done(loop, op, r);
+		recv_kick(loop, c);
+		return;
+	}
+	switch (c->rtarget) {
+	case RT_HDR:
+		cqw__dec_feed(&c->dec, c->rhdr, (size_t)r);
+		break;
+	case RT_STAGE:
+		c->stage_off = 0;
+		c->stage_len = (size_t)r;
+		break;
+	default:
+		c->pay_got += (uint64_t)r;
+		break;
+	}
+	recv_kick(loop, c);
+}
+
+void
+cqw__chan_kick(cqw_loop *loop, cqw_conn *c)
+{
+	send_kick(loop, c);
+	recv_kick(loop, c);
+}
+
+void
+cqw__chan_io_done(cqw_loop *loop, struct cqw__io *io)
+{
+	cqw_conn *c = io->conn;
+
+	if (io == &c->wio) {
+		send_done(loop, c, io->result);
+	} else {
+		recv_done(loop, c, io->result);
+	}
+}
+
+int
+cqw__chan_cancel(cqw_loop *loop, struct cqw_op *op)
+{
+	cqw_conn *c = op->conn;
+
+	switch (CQW__OP_STATE(op)) {
+	case CQW__OPS_QUEUED:
+		break;
+	case CQW__OPS_SENDING:
+		/* Part of it may be on the wire; cutting it would tear. */
+		return CQW_EBUSY;
+	default:
+		return 0; /* already done: nothing to cancel */
+	}
+	if (op == c->recvq.head && c->recv_busy) {
+		if (c->pay_got > 0 || c->rtarget == RT_PAYLOAD) {
+			return CQW_EBUSY;
+		}
+		/* The read completes (maybe ECANCELED) and ends the op. */
+		loop->ops->cancel(loop, &c->rio);
+		return 0;
+	}
+	if (cqw__opq_remove(&c->sendq, op) || cqw__opq_remove(&c->recvq, op)) {
+		cqw__loop_op_done(loop, op, CQW_ECANCELED);
+	}
+	return 0;
+}
+
+void
+cqw__chan_cancel_all(cqw_loop *loop, cqw_conn *c)
+{
+	struct cqw_op *head = c->recv_busy ? cqw__opq_pop(&c->recvq) : NULL;
+
+	fail_queue(loop, &c->sendq, CQW_ECANCELED);
+	fail_queue(loop, &c->recvq, CQW_ECANCELED);
+	if (head != NULL) {
+		/* Put back the op that the read in flight belongs to. */
+		cqw__opq_push(&c->recvq, head);
+		loop->ops->cancel(loop, &c->rio);
+	}
+	if (c->send_busy) {
+		loop->ops->cancel(loop, &c->wio);
+	}
+}

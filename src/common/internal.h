@@ -1,0 +1,122 @@
+/*
+ * Internal shapes shared by src/common: the connection (whose receive and
+ * send state is the channel) and the loop.
+ */
+#ifndef CQW_INTERNAL_H
+#define CQW_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cqwire.h"
+#include "frame.h"
+#include "io.h"
+
+/* Read-ahead staging for CQW_EXCLUSIVE connections. */
+#define CQW__STAGE_SIZE (64 * 1024)
+/* Messages per gather write: two iovecs each, within IOV_MAX. */
+#define CQW__GATHER_MSGS (CQW__IOV_MAX / 2)
+
+struct cqw__opq {
+	struct cqw_op *head;
+	struct cqw_op *tail;
+};
+
+enum cqw__io_kind {
+	CQW__IO_READ = 1,   /* read up to len bytes into buf */
+	CQW__IO_WRITEV = 2, /* write iov[0..iovcnt) (may be partial) */
+};
+
+struct cqw__io {
+	int kind;
+	cqw_conn *conn;
+	void *buf;
+	size_t len;
+	cqw__iov *iov;
+	int iovcnt;
+	int64_t result;
+	struct cqw__io *next;   /* the loop's and backend's list link */
+	int backend_state;      /* the backend's */
+};
+
+struct cqw_conn {
+	cqw_fd fd;
+	unsigned flags;  /* CQW_READABLE | CQW_WRITABLE | CQW_EXCLUSIVE ... */
+	int kind;        /* enum cqw__fd_kind */
+	int closed;
+
+	/* Receive: the frame in progress (shared by sync and async). */
+	struct cqw__dec dec;
+	uint64_t pay_got;  /* payload bytes of the current frame consumed */
+	uint8_t *stage;    /* CQW_EXCLUSIVE read-ahead, allocated on use */
+	size_t stage_off;
+	size_t stage_len;
+
+	/* Asynchronous state; see channel.c. */
+	struct cqw_loop *loop;
+	unsigned inflight;       /* ops submitted and not yet completed */
+	struct cqw__opq sendq;   /* submitted, not yet in a gather */
+	struct cqw__opq recvq;   /* submitted receives, head is current */
+	struct cqw_op *gather[CQW__GATHER_MSGS]; /* ops in the send in flight */
+	unsigned ngather;
+	cqw__iov *siov;          /* the gather: [hdr0, p0, hdr1, p1, ...] */
+	uint8_t (*shdr)[CQW__HDR_LARGE];
+	unsigned siov_first;     /* resume point after a partial write */
+	unsigned siov_cnt;
+	struct cqw__io wio;      /* the send in flight */
+	struct cqw__io rio;      /* the receive in flight */
+	uint8_t rhdr[CQW__HDR_LARGE]; /* frame-exact header reads land here */
+	int rtarget;             /* what rio reads into: RT_* in channel.c */
+	int send_busy;           /* wio is started */
+	int recv_busy;           /* rio is started */
+	int send_error;          /* sticky: the stream is broken */
+	int pending;             /* on the loop's list of conns with work */
+	struct cqw_conn *next_pending;
+};
+
+/* Which flags a connection keeps from the caller. */
+#define CQW__CONN_FLAGS                                                        \
+	(CQW_READABLE | CQW_WRITABLE | CQW_EXCLUSIVE | CQW_NO_LARGE_FRAMES)
+
+/* Op bookkeeping in the op's private area. */
+#define CQW__OP_NEXT(op) ((struct cqw_op *)(op)->priv[0])
+#define CQW__OP_SET_NEXT(op, n) ((op)->priv[0] = (n))
+#define CQW__OP_STATE(op) ((uintptr_t)(op)->priv[1])
+#define CQW__OP_SET_STATE(op, s) ((op)->priv[1] = (void *)(uintptr_t)(s))
+enum {
+	CQW__OPS_IDLE = 0,    /* not the loop's */
+	CQW__OPS_QUEUED = 1,  /* in a connection's sendq or recvq */
+	CQW__OPS_SENDING = 2, /* part of the gather being written */
+	CQW__OPS_DONE = 3,    /* in the loop's done queue */
+};
+
+void cqw__opq_push(struct cqw__opq *q, struct cqw_op *op);
+struct cqw_op *cqw__opq_pop(struct cqw__opq *q);
+int cqw__opq_remove(struct cqw__opq *q, struct cqw_op *op);
+
+/* Bumped in the child after every fork(); see loop.c. */
+unsigned cqw__fork_gen(void);
+
+/* channel.c: the synchronous frame primitives. deadline: ms or -1. */
+int cqw__conn_init(cqw_conn *c, cqw_fd fd, int kind, unsigned flags);
+int cqw__chan_read(cqw_conn *c, void *buf, size_t len);
+int cqw__chan_recv_header(cqw_conn *c, int64_t deadline);
+int cqw__chan_recv_payload(cqw_conn *c, void *dst, uint64_t len,
+			   int64_t deadline);
+int cqw__chan_send(cqw_conn *c, const struct cqw_msg *msgs, size_t n);
+int cqw__chan_has_buffered(const cqw_conn *c);
+void cqw__chan_release(cqw_conn *c);
+
+/*
+ * Receive one whole frame into buf (cap bytes), refusing larger ones with
+ * CQW_EMSGSIZE (the connection is then poisoned as for maxlength).
+ * Used by the handshake, which has a deadline.
+ */
+int64_t cqw__chan_recv_small(cqw_conn *c, void *buf, size_t cap,
+			     int64_t deadline);
+
+/* conn.c */
+int cqw__conn_new(cqw_conn **out, cqw_fd fd, unsigned flags);
+void cqw__conn_poison(cqw_conn *c);
+
+#endif

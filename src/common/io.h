@@ -1,0 +1,99 @@
+/*
+ * The I/O that src/common asks of the platform (src/posix on Unix). Every
+ * call is non-blocking unless it says otherwise, retries EINTR itself, and
+ * returns a count or a negative CQW_E* code. Descriptors are never switched
+ * to O_NONBLOCK: another process (a Python peer that inherited the pipe)
+ * may share the open file and expects it blocking. Sockets use
+ * MSG_DONTWAIT per call; pipes use RWF_NOWAIT, or readiness first where the
+ * kernel lacks it.
+ */
+#ifndef CQW_IO_H
+#define CQW_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cqwire.h"
+
+#ifdef _WIN32
+typedef struct cqw__iov {
+	unsigned long len;
+	char *base;
+} cqw__iov;
+#define CQW__IOV_BASE(v) ((v)->base)
+#define CQW__IOV_LEN(v) ((v)->len)
+#define CQW__IOV_MAX 1024
+#else
+#include <sys/uio.h>
+typedef struct iovec cqw__iov;
+#define CQW__IOV_BASE(v) ((v)->iov_base)
+#define CQW__IOV_LEN(v) ((v)->iov_len)
+#define CQW__IOV_MAX 1024
+/* Sockets for Listener / Client (blocking, close-on-exec). */
+struct cqw__addr;
+int cqw__sock_listen(const struct cqw__addr *a, int backlog, cqw_fd *out);
+int cqw__sock_connect(const struct cqw__addr *a, cqw_fd *out);
+/* Wait up to timeout_ms for a peer: CQW_ETIMEDOUT if none came. */
+int cqw__sock_accept(cqw_fd lfd, cqw_fd *out, int timeout_ms);
+/* The address a socket is bound to. */
+int cqw__sock_name(cqw_fd fd, struct cqw__addr *a);
+int cqw__unlink(const char *path);
+
+#endif
+
+enum cqw__fd_kind {
+	CQW__FD_SOCK = 1, /* a stream socket: send/recv with flags */
+	CQW__FD_PIPE = 2, /* anything else read/write works on */
+};
+
+/* What fd is: a CQW__FD_* kind, or CQW_EBADF. */
+int cqw__io_fd_kind(cqw_fd fd);
+
+/* >0 bytes read, 0 at end of file, CQW_EAGAIN, or an error. */
+int64_t cqw__io_read(cqw_fd fd, int kind, void *buf, size_t len);
+
+/* Bytes written (maybe fewer than asked), CQW_EAGAIN, or an error. */
+int64_t cqw__io_writev(cqw_fd fd, int kind, const cqw__iov *iov, int cnt);
+
+/*
+ * Wait up to timeout_ms until fd is readable (or at EOF or in error), or
+ * writable with want_write. 1 ready, 0 timed out, or an error (CQW_EBADF
+ * for a descriptor that is not open).
+ */
+int cqw__io_wait(cqw_fd fd, int want_write, int timeout_ms);
+
+/*
+ * Readiness of many descriptors for reading: sets ready[i], returns how
+ * many are ready, 0 on timeout.
+ */
+int cqw__io_wait_many(const cqw_fd *fds, int *ready, size_t n,
+		      int timeout_ms);
+
+/* Monotonic milliseconds. */
+int64_t cqw__now_ms(void);
+
+/* Milliseconds left until deadline (-1: none), for a wait call. */
+int cqw__remaining_ms(int64_t deadline);
+
+int cqw__io_close(cqw_fd fd);
+/* A connected stream socket pair. */
+int cqw__io_socketpair(cqw_fd fds[2]);
+/* A pipe: fds[0] reads, fds[1] writes. */
+int cqw__io_pipe(cqw_fd fds[2]);
+
+/* One byte 0x01 with fd attached (SCM_RIGHTS); blocking. */
+int cqw__io_send_fd(cqw_fd sock, cqw_fd fd);
+/* The counterpart; blocking. CQW_EOF, CQW_ENOHANDLE, CQW_EPROTO. */
+int cqw__io_recv_fd(cqw_fd sock, cqw_fd *out);
+
+/* Sockets for Listener / Client (blocking, close-on-exec). */
+struct cqw__addr;
+int cqw__sock_listen(const struct cqw__addr *a, int backlog, cqw_fd *out);
+int cqw__sock_connect(const struct cqw__addr *a, cqw_fd *out);
+/* Wait up to timeout_ms for a peer: CQW_ETIMEDOUT if none came. */
+int cqw__sock_accept(cqw_fd lfd, cqw_fd *out, int timeout_ms);
+/* The address a socket is bound to. */
+int cqw__sock_name(cqw_fd fd, struct cqw__addr *a);
+int cqw__unlink(const char *path);
+
+#endif

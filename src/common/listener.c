@@ -1,0 +1,321 @@
+/*
+ * Listener and Client, and the driver of the authentication handshake
+ * (the messages themselves are auth.c's). The server speaks first:
+ * it delivers a challenge and then answers the client's (WIRE.md §4.2).
+ * Every handshake read is capped at 256 bytes and the whole exchange has
+ * a deadline, so a silent or hostile peer costs a bounded wait.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "address.h"
+#include "auth.h"
+#include "internal.h"
+#include "platform.h"
+
+#define AUTH_DEFAULT_TIMEOUT_MS 20000
+
+struct cqw_listener {
+	cqw_fd fd;
+	int closed;
+	int unlink_path;                /* a filesystem socket we made */
+	struct cqw__addr addr;
+	char address[CQW__ADDR_PATH_MAX + 16];
+	struct cqw_auth auth;           /* key copied into keybuf */
+	uint8_t *keybuf;
+};
+
+static int64_t
+auth_deadline(const struct cqw_auth *auth)
+{
+	if (auth->timeout_ms < 0) {
+		return -1;
+	}
+	return cqw__now_ms() + (auth->timeout_ms ? auth->timeout_ms :
+						   AUTH_DEFAULT_TIMEOUT_MS);
+}
+
+static int
+send_frame(cqw_conn *c, const void *buf, size_t len)
+{
+	struct cqw_msg m = { .buf = (void *)buf, .len = len };
+
+	return cqw__chan_send(c, &m, 1);
+}
+
+/* Frames 1-3 (server) or 4-6 (client): challenge the peer. */
+static int
+deliver_challenge(cqw_conn *c, const struct cqw_auth *auth, int64_t deadline)
+{
+	uint8_t rnd[CQW__AUTH_MODERN_RANDOM], chal[CQW__AUTH_MAX_FRAME];
+	uint8_t resp[CQW__AUTH_MAX_FRAME];
+	size_t nrnd = cqw__auth_random_len(auth->flags);
+	int64_t n;
+	int r, len;
+
+	r = cqw__random(rnd, nrnd);
+	if (r < 0) {
+		return r;
+	}
+	len = cqw__auth_make_challenge(auth->flags, rnd, chal, sizeof(chal));
+	if (len < 0) {
+		return len;
+	}
+	r = send_frame(c, chal, (size_t)len);
+	if (r < 0) {
+		return r;
+	}
+	n = cqw__chan_recv_small(c, resp, sizeof(resp), deadline);
+	if (n < 0) {
+		return (int)n;
+	}
+	r = cqw__auth_verify(auth->key, auth->keylen, auth->flags, chal,
+			     (size_t)len, resp, (size_t)n);
+	if (r < 0) {
+		send_frame(c, CQW__AUTH_FAILURE, strlen(CQW__AUTH_FAILURE));
+		return r;
+	}
+	return send_frame(c, CQW__AUTH_WELCOME, strlen(CQW__AUTH_WELCOME));
+}
+
+/* Frames 1-3 seen from the client, or 4-6 from the server: answer. */
+static int
+answer_challenge(cqw_conn *c, const struct cqw_auth *auth, int64_t deadline)
+{
+	uint8_t chal[CQW__AUTH_MAX_FRAME], resp[CQW__AUTH_MAX_FRAME];
+	int64_t n;
+	int r, len;
+
+	n = cqw__chan_recv_small(c, chal, sizeof(chal), deadline);
+	if (n < 0) {
+		return (int)n;
+	}
+	len = cqw__auth_answer(auth->key, auth->keylen, auth->flags, chal,
+			       (size_t)n, resp, sizeof(resp));
+	if (len < 0) {
+		return len; /* Python sends nothing and drops the peer. */
+	}
+	r = send_frame(c, resp, (size_t)len);
+	if (r < 0) {
+		return r;
+	}
+	n = cqw__chan_recv_small(c, resp, sizeof(resp), deadline);
+	if (n < 0) {
+		return (int)n;
+	}
+	return cqw__auth_check_welcome(resp, (size_t)n);
+}
+
+static int
+handshake(cqw_conn *c, const struct cqw_auth *auth, int server)
+{
+	int64_t deadline = auth_deadline(auth);
+	int r;
+
+	if (server) {
+		r = deliver_challenge(c, auth, deadline);
+		if (r == 0) {
+			r = answer_challenge(c, auth, deadline);
+		}
+	} else {
+		r = answer_challenge(c, auth, deadline);
+		if (r == 0) {
+			r = deliver_challenge(c, auth, deadline);
+		}
+	}
+	/* A frame over the cap, or a lie about a length, is a failed peer. */
+	if (r == CQW_EMSGSIZE || r == CQW_EPROTO) {
+		r = CQW_EAUTH;
+	}
+	return r;
+}
+
+static int
+check_auth(const struct cqw_auth *auth)
+{
+	if (auth == NULL || auth->key == NULL) {
+		return auth != NULL && auth->keylen > 0 ? CQW_EINVAL : 0;
+	}
+	if (auth->flags & ~(CQW_AUTH_REFUSE_MD5 | CQW_AUTH_LEGACY_CHALLENGE)) {
+		return CQW_EINVAL;
+	}
+	/* A legacy challenge is answered with MD5 only. */
+	if ((auth->flags & CQW_AUTH_REFUSE_MD5) &&
+	    (auth->flags & CQW_AUTH_LEGACY_CHALLENGE)) {
+		return CQW_EINVAL;
+	}
+	return 0;
+}
+
+int
+cqw_listen(cqw_listener **out, const char *address,
+	   const struct cqw_auth *auth, int backlog)
+{
+	cqw_listener *l;
+	struct cqw__addr bound;
+	int r;
+
+	if (out == NULL) {
+		return CQW_EINVAL;
+	}
+	r = check_auth(auth);
+	if (r < 0) {
+		return r;
+	}
+	l = calloc(1, sizeof(*l));
+	if (l == NULL) {
+		return CQW_ENOMEM;
+	}
+	r = cqw__addr_parse(&l->addr, address);
+	if (r < 0) {
+		goto out_free;
+	}
+	if (auth != NULL && auth->key != NULL) {
+		l->auth = *auth;
+		l->keybuf = malloc(auth->keylen ? auth->keylen : 1);
+		if (l->keybuf == NULL) {
+			r = CQW_ENOMEM;
+			goto out_free;
+		}
+		memcpy(l->keybuf, auth->key, auth->keylen);
+		l->auth.key = l->keybuf;
+	}
+	r = cqw__sock_listen(&l->addr, backlog > 0 ? backlog : 1, &l->fd);
+	if (r < 0) {
+		goto out_free;
+	}
+	l->unlink_path = l->addr.kind == CQW__ADDR_UNIX;
+	r = cqw__sock_name(l->fd, &bound);
+	if (r == 0) {
+		r = cqw__addr_format(&bound, l->address, sizeof(l->address));
+	}
+	if (r < 0) {
+		cqw_listener_close(l);
+		goto out_free;
+	}
+	*out = l;
+	return 0;
+
+out_free:
+	free(l->keybuf);
+	free(l);
+	return r;
+}
+
+int
+cqw_accept(cqw_listener *l, cqw_conn **out, int timeout_ms)
+{
+	cqw_conn *c;
+	cqw_fd fd;
+	int r;
+
+	if (l == NULL || out == NULL) {
+		return CQW_EINVAL;
+	}
+	if (l->closed) {
+		return CQW_ECLOSED;
+	}
+	r = cqw__sock_accept(l->fd, &fd, timeout_ms);
+	if (r < 0) {
+		return r;
+	}
+	r = cqw__conn_new(&c, fd, CQW_DUPLEX);
+	if (r < 0) {
+		cqw__io_close(fd);
+		return r;
+	}
+	if (l->auth.key != NULL) {
+		r = handshake(c, &l->auth, 1);
+		if (r < 0) {
+			cqw_conn_free(c);
+			return r;
+		}
+	}
+	*out = c;
+	return 0;
+}
+
+const char *
+cqw_listener_address(const cqw_listener *l)
+{
+	return l != NULL ? l->address : NULL;
+}
+
+cqw_fd
+cqw_listener_fileno(const cqw_listener *l)
+{
+	if (l == NULL) {
+		return CQW_EINVAL;
+	}
+	return l->closed ? CQW_ECLOSED : l->fd;
+}
+
+int
+cqw_listener_close(cqw_listener *l)
+{
+	if (l == NULL) {
+		return CQW_EINVAL;
+	}
+	if (l->closed) {
+		return 0;
+	}
+	l->closed = 1;
+	if (l->unlink_path) {
+		cqw__unlink(l->addr.path);
+	}
+	return cqw__io_close(l->fd);
+}
+
+void
+cqw_listener_free(cqw_listener *l)
+{
+	if (l == NULL) {
+		return;
+	}
+	cqw_listener_close(l);
+	if (l->keybuf != NULL) {
+		/* Do not leave the key in freed memory. */
+		memset(l->keybuf, 0, l->auth.keylen);
+	}
+	free(l->keybuf);
+	free(l);
+}
+
+int
+cqw_connect(cqw_conn **out, const char *address, const struct cqw_auth *auth)
+{
+	struct cqw__addr a;
+	cqw_conn *c;
+	cqw_fd fd;
+	int r;
+
+	if (out == NULL) {
+		return CQW_EINVAL;
+	}
+	r = check_auth(auth);
+	if (r < 0) {
+		return r;
+	}
+	r = cqw__addr_parse(&a, address);
+	if (r < 0) {
+		return r;
+	}
+	r = cqw__sock_connect(&a, &fd);
+	if (r < 0) {
+		return r;
+	}
+	r = cqw__conn_new(&c, fd, CQW_DUPLEX);
+	if (r < 0) {
+		cqw__io_close(fd);
+		return r;
+	}
+	if (auth != NULL && auth->key != NULL) {
+		r = handshake(c, auth, 0);
+		if (r < 0) {
+			cqw_conn_free(c);
+			return r;
+		}
+	}
+	*out = c;
+	return 0;
+}

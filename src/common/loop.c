@@ -1,0 +1,379 @@
+/*
+ * The loop: backend selection, op queueing and completion delivery.
+ *
+ * submit() only queues an op on its connection and puts the connection on
+ * the loop's pending list; flush() kicks every pending connection (each
+ * starts at most one gather write and one read); completed ios come back
+ * from the backend into loop->iodone and are processed here, outside any
+ * backend call, which completes ops into loop->done for reap().
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "loop.h"
+
+void
+cqw__opq_push(struct cqw__opq *q, struct cqw_op *op)
+{
+	CQW__OP_SET_NEXT(op, NULL);
+	if (q->tail != NULL) {
+		CQW__OP_SET_NEXT(q->tail, op);
+	} else {
+		q->head = op;
+	}
+	q->tail = op;
+}
+
+struct cqw_op *
+cqw__opq_pop(struct cqw__opq *q)
+{
+	struct cqw_op *op = q->head;
+
+	if (op != NULL) {
+		q->head = CQW__OP_NEXT(op);
+		if (q->head == NULL) {
+			q->tail = NULL;
+		}
+	}
+	return op;
+}
+
+int
+cqw__opq_remove(struct cqw__opq *q, struct cqw_op *op)
+{
+	struct cqw_op *prev = NULL, *it;
+
+	for (it = q->head; it != NULL; prev = it, it = CQW__OP_NEXT(it)) {
+		if (it != op) {
+			continue;
+		}
+		if (prev != NULL) {
+			CQW__OP_SET_NEXT(prev, CQW__OP_NEXT(it));
+		} else {
+			q->head = CQW__OP_NEXT(it);
+		}
+		if (q->tail == it) {
+			q->tail = prev;
+		}
+		return 1;
+	}
+	return 0;
+}
+
+void
+cqw__loop_op_done(cqw_loop *loop, struct cqw_op *op, int64_t result)
+{
+	op->result = result;
+	op->conn->inflight--;
+	CQW__OP_SET_STATE(op, CQW__OPS_DONE);
+	cqw__opq_push(&loop->done, op);
+}
+
+void
+cqw__loop_io_complete(cqw_loop *loop, struct cqw__io *io, int64_t result)
+{
+	io->result = result;
+	io->next = NULL;
+	if (loop->iodone_tail != NULL) {
+		loop->iodone_tail->next = io;
+	} else {
+		loop->iodone = io;
+	}
+	loop->iodone_tail = io;
+}
+
+static void
+process_ios(cqw_loop *loop)
+{
+	struct cqw__io *io;
+
+	while ((io = loop->iodone) != NULL) {
+		loop->iodone = io->next;
+		if (loop->iodone == NULL) {
+			loop->iodone_tail = NULL;
+		}
+		cqw__chan_io_done(loop, io);
+	}
+}
+
+static const struct cqw__backend_ops *
+backend_by_kind(enum cqw_backend kind)
+{
+	switch (kind) {
+#ifdef CQW_HAVE_POLL
+	case CQW_BACKEND_POLL:
+		return &cqw__poll_backend;
+#endif
+#ifdef CQW_HAVE_URING
+	case CQW_BACKEND_URING:
+		return &cqw__uring_backend;
+#endif
+#ifdef CQW_HAVE_IOCP
+	case CQW_BACKEND_IOCP:
+		return &cqw__iocp_backend;
+#endif
+	default:
+		return NULL;
+	}
+}
+
+/* CQW_BACKEND from the environment: a kind, AUTO, or -1 if unknown. */
+static int
+backend_from_env(void)
+{
+	static const struct {
+		const char *name;
+		enum cqw_backend kind;
+	} names[] = {
+		{ "auto", CQW_BACKEND_AUTO },
+		{ "poll", CQW_BACKEND_POLL },
+		{ "uring", CQW_BACKEND_URING },
+		{ "iocp", CQW_BACKEND_IOCP },
+	};
+	const char *s = getenv("CQW_BACKEND");
+	size_t i;
+
+	if (s == NULL || *s == '\0') {
+		return CQW_BACKEND_AUTO;
+	}
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (strcmp(s, names[i].name) == 0) {
+			return (int)names[i].kind;
+		}
+	}
+	return -1;
+}
+
+int
+cqw_loop_new(cqw_loop **out, const struct cqw_loop_opts *opts)
+{
+	/* Best first: auto takes the first one whose init succeeds. */
+	static const enum cqw_backend order[] = {
+		CQW_BACKEND_URING, CQW_BACKEND_IOCP, CQW_BACKEND_POLL
+	};
+	int kind = opts != NULL ? (int)opts->backend : CQW_BACKEND_AUTO;
+	unsigned entries = opts != NULL && opts->entries ? opts->entries : 256;
+	cqw_loop *loop;
+	size_t i;
+	int r = CQW_ENOSYS;
+
+	if (out == NULL) {
+		return CQW_EINVAL;
+	}
+	if (kind == CQW_BACKEND_AUTO) {
+		kind = backend_from_env();
+		if (kind < 0) {
+			return CQW_EINVAL;
+		}
+	}
+	loop = calloc(1, sizeof(*loop));
+	if (loop == NULL) {
+		return CQW_ENOMEM;
+	}
+	loop->fork_gen = cqw__fork_gen();
+	for (i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+		if (kind != CQW_BACKEND_AUTO && (int)order[i] != kind) {
+			continue;
+		}
+		loop->ops = backend_by_kind(order[i]);
+		if (loop->ops == NULL) {
+			continue;
+		}
+		/* A ring refused (ENOSYS, EPERM...) falls through to poll. */
+		r = loop->ops->init(loop, entries);
+		if (r == 0) {
+			*out = loop;
+			return 0;
+		}
+	}
+	free(loop);
+	return r;
+}
+
+void
+cqw_loop_free(cqw_loop *loop)
+{
+	if (loop == NULL) {
+		return;
+	}
+	loop->ops->fini(loop);
+	free(loop);
+}
+
+const char *
+cqw_loop_backend(const cqw_loop *loop)
+{
+	return loop != NULL ? loop->ops->name : NULL;
+}
+
+int
+cqw_loop_wake(cqw_loop *loop)
+{
+	if (loop == NULL) {
+		return CQW_EINVAL;
+	}
+	return loop->ops->wake(loop);
+}
+
+/* In a child after fork(): give the backend its chance to rebuild. */
+static int
+check_fork(cqw_loop *loop)
+{
+	unsigned gen = cqw__fork_gen();
+	int r;
+
+	if (gen == loop->fork_gen) {
+		return 0;
+	}
+	r = loop->ops->after_fork(loop);
+	if (r == 0) {
+		loop->fork_gen = gen;
+	}
+	return r;
+}
+
+int
+cqw_submit(cqw_loop *loop, struct cqw_op *op)
+{
+	cqw_conn *c;
+	unsigned need;
+
+	if (loop == NULL || op == NULL || op->conn == NULL) {
+		return CQW_EINVAL;
+	}
+	c = op->conn;
+	if (op->kind == CQW_OP_SEND) {
+		need = CQW_WRITABLE;
+	} else if (op->kind == CQW_OP_RECV) {
+		need = CQW_READABLE;
+	} else {
+		return CQW_EINVAL;
+	}
+	if (op->buf == NULL && op->len > 0) {
+		return CQW_EINVAL;
+	}
+	if (c->closed) {
+		return CQW_ECLOSED;
+	}
+	if ((c->flags & need) == 0) {
+		return need == CQW_READABLE ? CQW_EWRITEONLY : CQW_EREADONLY;
+	}
+	if (c->loop != NULL && c->loop != loop) {
+		return CQW_EBUSY;
+	}
+	if (CQW__OP_STATE(op) != CQW__OPS_IDLE &&
+	    CQW__OP_STATE(op) != CQW__OPS_DONE) {
+		return CQW_EBUSY; /* still the loop's */
+	}
+	c->loop = loop;
+	op->result = 0;
+	op->needed = 0;
+	CQW__OP_SET_STATE(op, CQW__OPS_QUEUED);
+	cqw__opq_push(op->kind == CQW_OP_SEND ? &c->sendq : &c->recvq, op);
+	c->inflight++;
+	loop->inflight++;
+	if (!c->pending) {
+		c->pending = 1;
+		c->next_pending = loop->pending;
+		loop->pending = c;
+	}
+	return 0;
+}
+
+int
+cqw_flush(cqw_loop *loop)
+{
+	cqw_conn *c;
+	int r;
+
+	if (loop == NULL) {
+		return CQW_EINVAL;
+	}
+	r = check_fork(loop);
+	if (r < 0) {
+		return r;
+	}
+	while ((c = loop->pending) != NULL) {
+		loop->pending = c->next_pending;
+		c->pending = 0;
+		cqw__chan_kick(loop, c);
+	}
+	process_ios(loop);
+	return loop->ops->flush(loop);
+}
+
+int
+cqw_reap(cqw_loop *loop, struct cqw_op **ops, int max, int timeout_ms)
+{
+	int64_t deadline;
+	struct cqw_op *op;
+	int r, n = 0;
+
+	if (ops == NULL || max <= 0) {
+		return CQW_EINVAL;
+	}
+	r = cqw_flush(loop);
+	if (r < 0) {
+		return r;
+	}
+	deadline = timeout_ms < 0 ? -1 : cqw__now_ms() + timeout_ms;
+	while (loop->done.head == NULL && loop->inflight > 0) {
+		r = loop->ops->wait(loop, cqw__remaining_ms(deadline));
+		if (r < 0) {
+			return r;
+		}
+		process_ios(loop);
+		if (r > 0) {
+			break; /* cqw_loop_wake() */
+		}
+		r = loop->ops->flush(loop);
+		if (r < 0) {
+			return r;
+		}
+		if (loop->done.head == NULL && deadline >= 0 &&
+		    cqw__remaining_ms(deadline) == 0) {
+			break;
+		}
+	}
+	while (n < max && (op = cqw__opq_pop(&loop->done)) != NULL) {
+		CQW__OP_SET_STATE(op, CQW__OPS_IDLE);
+		loop->inflight--;
+		ops[n++] = op;
+	}
+	return n;
+}
+
+int
+cqw_cancel(cqw_loop *loop, struct cqw_op *op)
+{
+	if (loop == NULL || op == NULL || op->conn == NULL ||
+	    op->conn->loop != loop) {
+		return CQW_EINVAL;
+	}
+	return cqw__chan_cancel(loop, op);
+}
+
+void
+cqw__loop_conn_close(cqw_loop *loop, cqw_conn *c)
+{
+	cqw_conn **pp;
+
+	for (pp = &loop->pending; *pp != NULL; pp = &(*pp)->next_pending) {
+		if (*pp == c) {
+			*pp = c->next_pending;
+			c->pending = 0;
+			break;
+		}
+	}
+	cqw__chan_cancel_all(loop, c);
+	/* The descriptor may close only when no io on it is in flight. */
+	while (c->send_busy || c->recv_busy) {
+		process_ios(loop);
+		if (c->send_busy || c->recv_busy) {
+			loop->ops->flush(loop);
+			loop->ops->wait(loop, -1);
+		}
+	}
+	c->loop = NULL;
+}

@@ -1,0 +1,256 @@
+/*
+ * The readiness backend: emulates completions with poll(2). start() tries
+ * the system call at once (most sends and many receives finish there);
+ * only on EAGAIN does the io join the waiting list, and wait() polls those
+ * descriptors and retries the ones that became ready. A pipe wakes the
+ * loop from other threads.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "common/backend.h"
+#include "common/loop.h"
+
+struct poll_state {
+	struct cqw__io **waiting; /* ios that met EAGAIN */
+	size_t nwaiting;
+	size_t cap;
+	struct pollfd *pfds;      /* [0] is the wake pipe */
+	int wake[2];
+};
+
+static struct poll_state *
+state(cqw_loop *loop)
+{
+	return loop->backend;
+}
+
+static int
+make_wake_pipe(int fds[2])
+{
+	int i;
+
+	/* pipe() and fcntl(): pipe2() is not on every Unix this serves. */
+	if (pipe(fds) != 0) {
+		return -errno;
+	}
+	for (i = 0; i < 2; i++) {
+		if (fcntl(fds[i], F_SETFD, FD_CLOEXEC) != 0 ||
+		    fcntl(fds[i], F_SETFL, O_NONBLOCK) != 0) {
+			int err = -errno;
+
+			close(fds[0]);
+			close(fds[1]);
+			return err;
+		}
+	}
+	return 0;
+}
+
+static int
+poll_init(cqw_loop *loop, unsigned entries)
+{
+	struct poll_state *s = calloc(1, sizeof(*s));
+	int r;
+
+	(void)entries;
+	if (s == NULL) {
+		return CQW_ENOMEM;
+	}
+	r = make_wake_pipe(s->wake);
+	if (r < 0) {
+		free(s);
+		return r;
+	}
+	loop->backend = s;
+	return 0;
+}
+
+static void
+poll_fini(cqw_loop *loop)
+{
+	struct poll_state *s = state(loop);
+
+	close(s->wake[0]);
+	close(s->wake[1]);
+	free(s->waiting);
+	free(s->pfds);
+	free(s);
+	loop->backend = NULL;
+}
+
+/* Try the io's system call: 1 if it completed, 0 if it must wait. */
+static int
+attempt(cqw_loop *loop, struct cqw__io *io)
+{
+	cqw_conn *c = io->conn;
+	int64_t r;
+
+	if (io->kind == CQW__IO_READ) {
+		r = cqw__io_read(c->fd, c->kind, io->buf, io->len);
+	} else {
+		r = cqw__io_writev(c->fd, c->kind, io->iov, io->iovcnt);
+	}
+	if (r == CQW_EAGAIN) {
+		return 0;
+	}
+	cqw__loop_io_complete(loop, io, r);
+	return 1;
+}
+
+static int
+add_waiting(struct poll_state *s, struct cqw__io *io)
+{
+	if (s->nwaiting == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 16;
+		struct cqw__io **w = realloc(s->waiting, cap * sizeof(*w));
+		struct pollfd *p;
+
+		if (w == NULL) {
+			return CQW_ENOMEM;
+		}
+		s->waiting = w;
+		p = realloc(s->pfds, (cap + 1) * sizeof(*p));
+		if (p == NULL) {
+			return CQW_ENOMEM;
+		}
+		s->pfds = p;
+		s->cap = cap;
+	}
+	s->waiting[s->nwaiting++] = io;
+	return 0;
+}
+
+static void
+poll_start(cqw_loop *loop, struct cqw__io *io)
+{
+	int r;
+
+	if (attempt(loop, io)) {
+		return;
+	}
+	r = add_waiting(state(loop), io);
+	if (r < 0) {
+		cqw__loop_io_complete(loop, io, r);
+	}
+}
+
+static int
+poll_flush(cqw_loop *loop)
+{
+	(void)loop;
+	return 0;
+}
+
+static void
+drain_wake(struct poll_state *s)
+{
+	char buf[64];
+
+	while (read(s->wake[0], buf, sizeof(buf)) > 0) {
+	}
+}
+
+static int
+poll_wait(cqw_loop *loop, int timeout_ms)
+{
+	struct poll_state *s = state(loop);
+	struct pollfd wake = { .fd = s->wake[0], .events = POLLIN };
+	struct pollfd *p = s->pfds != NULL ? s->pfds : &wake;
+	size_t i, kept = 0;
+	int r, woken = 0;
+
+	/* Completions are already waiting to be processed: do not block. */
+	if (loop->iodone != NULL) {
+		timeout_ms = 0;
+	}
+	p[0] = wake;
+	for (i = 0; i < s->nwaiting; i++) {
+		struct cqw__io *io = s->waiting[i];
+
+		p[i + 1].fd = io->conn->fd;
+		p[i + 1].events = io->kind == CQW__IO_READ ? POLLIN : POLLOUT;
+		p[i + 1].revents = 0;
+	}
+	r = poll(p, (nfds_t)(s->nwaiting + 1), timeout_ms);
+	if (r < 0) {
+		return errno == EINTR ? 0 : -errno;
+	}
+	if (p[0].revents) {
+		drain_wake(s);
+		woken = 1;
+	}
+	for (i = 0; i < s->nwaiting; i++) {
+		struct cqw__io *io = s->waiting[i];
+
+		if (p[i + 1].revents == 0 || !attempt(loop, io)) {
+			s->waiting[kept++] = io;
+		}
+	}
+	s->nwaiting = kept;
+	return woken;
+}
+
+static void
+poll_cancel(cqw_loop *loop, struct cqw__io *io)
+{
+	struct poll_state *s = state(loop);
+	size_t i;
+
+	for (i = 0; i < s->nwaiting; i++) {
+		if (s->waiting[i] == io) {
+			s->waiting[i] = s->waiting[--s->nwaiting];
+			cqw__loop_io_complete(loop, io, CQW_ECANCELED);
+			return;
+		}
+	}
+	/* Not waiting: it already completed and is queued. */
+}
+
+static int
+poll_wake(cqw_loop *loop)
+{
+	struct poll_state *s = state(loop);
+	char one = 1;
+
+	if (write(s->wake[1], &one, 1) < 0 && errno != EAGAIN) {
+		return -errno;
+	}
+	return 0;
+}
+
+static int
+poll_after_fork(cqw_loop *loop)
+{
+	struct poll_state *s = state(loop);
+	int fds[2], r;
+
+	/*
+	 * Nothing kernel-side is shared but the wake pipe: a parent's wake
+	 * must not wake the child. The waiting ios stay valid.
+	 */
+	r = make_wake_pipe(fds);
+	if (r < 0) {
+		return r;
+	}
+	close(s->wake[0]);
+	close(s->wake[1]);
+	s->wake[0] = fds[0];
+	s->wake[1] = fds[1];
+	return 0;
+}
+
+const struct cqw__backend_ops cqw__poll_backend = {
+	.name = "poll",
+	.init = poll_init,
+	.fini = poll_fini,
+	.start = poll_start,
+	.flush = poll_flush,
+	.wait = poll_wait,
+	.cancel = poll_cancel,
+	.wake = poll_wake,
+	.after_fork = poll_after_fork,
+};

@@ -1,0 +1,282 @@
+/*
+ * Listener and Client sockets on POSIX: AF_UNIX (path and Linux abstract)
+ * and TCP over IPv4 and IPv6, as Python's Listener makes them: blocking,
+ * SO_REUSEADDR for TCP, and an abstract name's length exactly its bytes.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include "common/address.h"
+#include "common/io.h"
+
+/* Fill a sockaddr_un; returns its length or CQW_ENAMETOOLONG. */
+static int
+unix_sockaddr(const struct cqw__addr *a, struct sockaddr_un *sun)
+{
+	size_t off = a->kind == CQW__ADDR_UNIX_ABSTRACT ? 1 : 0;
+
+	memset(sun, 0, sizeof(*sun));
+	sun->sun_family = AF_UNIX;
+	/* A path needs its terminator; an abstract name does not. */
+	if (a->path_len + off + (off ? 0 : 1) > sizeof(sun->sun_path)) {
+		return CQW_ENAMETOOLONG;
+	}
+	memcpy(sun->sun_path + off, a->path, a->path_len);
+	return (int)(offsetof(struct sockaddr_un, sun_path) + off +
+		     a->path_len + (off ? 0 : 1));
+}
+
+static int
+resolve(const struct cqw__addr *a, int passive, struct addrinfo **res)
+{
+	struct addrinfo hints;
+	char port[8];
+	int r;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+	snprintf(port, sizeof(port), "%d", a->port);
+	r = getaddrinfo(a->host, port, &hints, res);
+	if (r == EAI_SYSTEM) {
+		return -errno;
+	}
+	if (r == EAI_MEMORY) {
+		return CQW_ENOMEM;
+	}
+	return r == 0 ? 0 : CQW_EADDRNOTAVAIL;
+}
+
+static int
+bind_listen(int fd, const struct sockaddr *sa, socklen_t len, int backlog)
+{
+	if (bind(fd, sa, len) != 0 || listen(fd, backlog) != 0) {
+		return -errno;
+	}
+	return 0;
+}
+
+int
+cqw__sock_listen(const struct cqw__addr *a, int backlog, cqw_fd *out)
+{
+	struct addrinfo *res, *ai;
+	struct sockaddr_un sun;
+	int fd, r, one = 1;
+
+	if (a->kind == CQW__ADDR_UNIX || a->kind == CQW__ADDR_UNIX_ABSTRACT) {
+		r = unix_sockaddr(a, &sun);
+		if (r < 0) {
+			return r;
+		}
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			return -errno;
+		}
+		r = bind_listen(fd, (struct sockaddr *)&sun, (socklen_t)r,
+				backlog);
+		goto out;
+	}
+	if (a->kind != CQW__ADDR_TCP) {
+		return CQW_EAFNOSUPPORT;
+	}
+	r = resolve(a, 1, &res);
+	if (r < 0) {
+		return r;
+	}
+	fd = -1;
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			r = -errno;
+			continue;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		r = bind_listen(fd, ai->ai_addr, ai->ai_addrlen, backlog);
+		if (r == 0) {
+			break;
+		}
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0) {
+		return r;
+	}
+out:
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	*out = fd;
+	return 0;
+}
+
+static int
+connect_retry(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	int err = 0;
+	socklen_t elen = sizeof(err);
+
+	if (connect(fd, sa, len) == 0) {
+		return 0;
+	}
+	if (errno != EINTR) {
+		return -errno;
+	}
+	/* An interrupted connect goes on in the background: wait for it. */
+	if (cqw__io_wait(fd, 1, -1) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) {
+		return -errno;
+	}
+	return -err;
+}
+
+int
+cqw__sock_connect(const struct cqw__addr *a, cqw_fd *out)
+{
+	struct addrinfo *res, *ai;
+	struct sockaddr_un sun;
+	int fd, r, one = 1;
+
+	if (a->kind == CQW__ADDR_UNIX || a->kind == CQW__ADDR_UNIX_ABSTRACT) {
+		r = unix_sockaddr(a, &sun);
+		if (r < 0) {
+			return r;
+		}
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			return -errno;
+		}
+		r = connect_retry(fd, (struct sockaddr *)&sun, (socklen_t)r);
+		if (r < 0) {
+			close(fd);
+			return r;
+		}
+		*out = fd;
+		return 0;
+	}
+	if (a->kind != CQW__ADDR_TCP) {
+		return CQW_EAFNOSUPPORT;
+	}
+	r = resolve(a, 0, &res);
+	if (r < 0) {
+		return r;
+	}
+	fd = -1;
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			r = -errno;
+			continue;
+		}
+		r = connect_retry(fd, ai->ai_addr, ai->ai_addrlen);
+		if (r == 0) {
+			break;
+		}
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0) {
+		return r;
+	}
+	/* Small frames go out at once; the gather already avoids splits. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	*out = fd;
+	return 0;
+}
+
+int
+cqw__sock_accept(cqw_fd lfd, cqw_fd *out, int timeout_ms)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 : cqw__now_ms() + timeout_ms;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd, r, one = 1;
+
+	for (;;) {
+		r = cqw__io_wait(lfd, 0, cqw__remaining_ms(deadline));
+		if (r == 0) {
+			return CQW_ETIMEDOUT;
+		}
+		if (r < 0) {
+			return r;
+		}
+		len = sizeof(ss);
+		fd = accept4(lfd, (struct sockaddr *)&ss, &len,
+			     SOCK_CLOEXEC);
+		if (fd >= 0) {
+			break;
+		}
+		/* Another process may have taken it, or it was aborted. */
+		if (errno != EINTR && errno != EAGAIN &&
+		    errno != ECONNABORTED) {
+			return -errno;
+		}
+	}
+	if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	*out = fd;
+	return 0;
+}
+
+int
+cqw__sock_name(cqw_fd fd, struct cqw__addr *a)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	memset(a, 0, sizeof(*a));
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
+		return -errno;
+	}
+	if (ss.ss_family == AF_UNIX) {
+		const struct sockaddr_un *sun = (const void *)&ss;
+		size_t n = len - offsetof(struct sockaddr_un, sun_path);
+
+		if (n > 0 && sun->sun_path[0] == '\0') {
+			a->kind = CQW__ADDR_UNIX_ABSTRACT;
+			n--;
+			memcpy(a->path, sun->sun_path + 1, n);
+		} else {
+			a->kind = CQW__ADDR_UNIX;
+			n = strnlen(sun->sun_path, n);
+			memcpy(a->path, sun->sun_path, n);
+		}
+		a->path[n] = '\0';
+		a->path_len = n;
+		return 0;
+	}
+	a->kind = CQW__ADDR_TCP;
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *sin = (const void *)&ss;
+
+		inet_ntop(AF_INET, &sin->sin_addr, a->host, sizeof(a->host));
+		a->port = ntohs(sin->sin_port);
+	} else {
+		const struct sockaddr_in6 *sin6 = (const void *)&ss;
+
+		inet_ntop(AF_INET6, &sin6->sin6_addr, a->host,
+			  sizeof(a->host));
+		a->port = ntohs(sin6->sin6_port);
+		a->ipv6_literal = 1;
+	}
+	return 0;
+}
+
+int
+cqw__unlink(const char *path)
+{
+	return unlink(path) == 0 ? 0 : -errno;
+}
