@@ -73,7 +73,7 @@ t_long(char *buf, size_t cap, const char *prefix, char c, size_t n,
 	return buf;
 }
 
-#define T_LONG(buf, prefix, c, n, suffix)                                      \
+#define T_LONG(buf, prefix, c, n, suffix) \
 	t_long((buf), sizeof(buf), (prefix), (c), (n), (suffix))
 
 /* format(parse(s)) must be want, and parsing that must give the same. */
@@ -508,8 +508,7 @@ test_address_round_trip_at_limit(void **state)
 	t_round_trip(T_LONG(s, "tcp:", 'h', CQW__ADDR_HOST_MAX - 1, ":65535"),
 		     s);
 	t_round_trip(
-		T_LONG(s, "tcp:[::", 'f', CQW__ADDR_HOST_MAX - 3, "]:65535"),
-		s);
+	    T_LONG(s, "tcp:[::", 'f', CQW__ADDR_HOST_MAX - 3, "]:65535"), s);
 }
 
 /* Exactly len + 1 fits; len does not, and out is left "". */
@@ -549,11 +548,8 @@ static void
 test_address_format_small_buffer_each_kind(void **state)
 {
 	static const char *const addrs[] = {
-		"unix:/tmp/sock",
-		"unix:@name",
-		"pipe:\\\\.\\pipe\\x",
-		"tcp:h:65535",
-		"tcp:[::1]:1",
+		"unix:/tmp/sock", "unix:@name",	 "pipe:\\\\.\\pipe\\x",
+		"tcp:h:65535",	  "tcp:[::1]:1",
 	};
 	struct cqw__addr a;
 	char out[64];

@@ -68,22 +68,22 @@ t_hmac(const EVP_MD *md, const void *key, size_t keylen, const uint8_t *msg,
 	static const uint8_t empty[1];
 	unsigned int len = 0;
 
-	assert_non_null(HMAC(md, key ? key : empty, (int)keylen, msg, msglen,
-			     out, &len));
+	assert_non_null(
+	    HMAC(md, key ? key : empty, (int)keylen, msg, msglen, out, &len));
 	return len;
 }
 
 /* "{name}" + HMAC-name(KEY, the frame after "#CHALLENGE#"). */
 static size_t
-t_named(const char *name, const EVP_MD *md, const uint8_t *frame,
-	size_t len, uint8_t *out)
+t_named(const char *name, const EVP_MD *md, const uint8_t *frame, size_t len,
+	uint8_t *out)
 {
 	size_t n = t_put(out, "{");
 
 	n += t_put(out + n, name);
 	n += t_put(out + n, "}");
-	return n + t_hmac(md, KEY, KEYLEN, frame + PREFIX_LEN,
-			  len - PREFIX_LEN, out + n);
+	return n + t_hmac(md, KEY, KEYLEN, frame + PREFIX_LEN, len - PREFIX_LEN,
+			  out + n);
 }
 
 static void
@@ -101,8 +101,7 @@ test_auth_random_len(void **state)
  */
 static void
 t_vector(unsigned flags, uint8_t first, const uint8_t *want_frame,
-	 size_t want_frame_len, const uint8_t *want_resp,
-	 size_t want_resp_len)
+	 size_t want_frame_len, const uint8_t *want_resp, size_t want_resp_len)
 {
 	uint8_t rnd[CQW__AUTH_MODERN_RANDOM];
 	uint8_t frame[CQW__AUTH_MAX_FRAME];
@@ -119,21 +118,21 @@ t_vector(unsigned flags, uint8_t first, const uint8_t *want_frame,
 	assert_int_equal(m, want_resp_len);
 	assert_memory_equal(resp, want_resp, want_resp_len);
 
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame, (size_t)n,
-					  resp, (size_t)m),
-			 0);
+	assert_int_equal(
+	    cqw__auth_verify(KEY, KEYLEN, 0, frame, (size_t)n, resp, (size_t)m),
+	    0);
 }
 
 static const uint8_t legacy_s_frame[0x1f] = {
 	0x23, 0x43, 0x48, 0x41, 0x4c, 0x4c, 0x45, 0x4e, 0x47, 0x45, 0x23,
-	0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09,
-	0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x12, 0x13,
+	0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a,
+	0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x12, 0x13,
 };
 
 static const uint8_t legacy_c_frame[0x1f] = {
 	0x23, 0x43, 0x48, 0x41, 0x4c, 0x4c, 0x45, 0x4e, 0x47, 0x45, 0x23,
-	0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89,
-	0x8a, 0x8b, 0x8c, 0x8d, 0x8e, 0x8f, 0x90, 0x91, 0x92, 0x93,
+	0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a,
+	0x8b, 0x8c, 0x8d, 0x8e, 0x8f, 0x90, 0x91, 0x92, 0x93,
 };
 
 static void
@@ -166,11 +165,10 @@ static void
 test_auth_vector_modern_server_challenge(void **state)
 {
 	static const uint8_t resp[0x28] = {
-		0x7b, 0x73, 0x68, 0x61, 0x32, 0x35, 0x36, 0x7d,
-		0xfc, 0x57, 0xfb, 0xe6, 0x50, 0xd6, 0x12, 0x4b,
-		0x98, 0x21, 0x5e, 0x7b, 0x5d, 0x19, 0x7d, 0x58,
-		0x07, 0xad, 0x69, 0x98, 0x2d, 0x27, 0x5a, 0x97,
-		0x35, 0xea, 0x2d, 0x56, 0xf1, 0xfa, 0x69, 0x89,
+		0x7b, 0x73, 0x68, 0x61, 0x32, 0x35, 0x36, 0x7d, 0xfc, 0x57,
+		0xfb, 0xe6, 0x50, 0xd6, 0x12, 0x4b, 0x98, 0x21, 0x5e, 0x7b,
+		0x5d, 0x19, 0x7d, 0x58, 0x07, 0xad, 0x69, 0x98, 0x2d, 0x27,
+		0x5a, 0x97, 0x35, 0xea, 0x2d, 0x56, 0xf1, 0xfa, 0x69, 0x89,
 	};
 	uint8_t frame[0x3b];
 
@@ -183,11 +181,10 @@ static void
 test_auth_vector_modern_client_challenge(void **state)
 {
 	static const uint8_t resp[0x28] = {
-		0x7b, 0x73, 0x68, 0x61, 0x32, 0x35, 0x36, 0x7d,
-		0xc7, 0x55, 0x82, 0x06, 0xf5, 0x35, 0x27, 0xf2,
-		0x32, 0xe4, 0xc2, 0xd8, 0x10, 0xfa, 0x62, 0x44,
-		0x94, 0x67, 0xe3, 0x25, 0xa2, 0x4b, 0xa2, 0xff,
-		0x74, 0xb9, 0x4e, 0xbf, 0xd2, 0x71, 0xe5, 0x83,
+		0x7b, 0x73, 0x68, 0x61, 0x32, 0x35, 0x36, 0x7d, 0xc7, 0x55,
+		0x82, 0x06, 0xf5, 0x35, 0x27, 0xf2, 0x32, 0xe4, 0xc2, 0xd8,
+		0x10, 0xfa, 0x62, 0x44, 0x94, 0x67, 0xe3, 0x25, 0xa2, 0x4b,
+		0xa2, 0xff, 0x74, 0xb9, 0x4e, 0xbf, 0xd2, 0x71, 0xe5, 0x83,
 	};
 	uint8_t frame[0x3b];
 
@@ -216,25 +213,22 @@ test_auth_vector_mixed_legacy_answers_modern(void **state)
 
 	(void)state;
 	t_frame(frame, "{sha256}", 40, 0x00);
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame,
-					  sizeof(frame), from_s,
-					  sizeof(from_s)),
+	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame),
+					  from_s, sizeof(from_s)),
 			 0);
 	/* The other direction's MAC must not pass for this challenge. */
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame,
-					  sizeof(frame), from_c,
-					  sizeof(from_c)),
+	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame),
+					  from_c, sizeof(from_c)),
 			 CQW_EAUTH);
 
 	t_frame(frame, "{sha256}", 40, 0x80);
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame,
-					  sizeof(frame), from_c,
-					  sizeof(from_c)),
+	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame),
+					  from_c, sizeof(from_c)),
 			 0);
 	memcpy(bad, from_c, sizeof(bad));
 	bad[15] ^= 0x01;
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame,
-					  sizeof(frame), bad, sizeof(bad)),
+	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame),
+					  bad, sizeof(bad)),
 			 CQW_EAUTH);
 }
 
@@ -246,14 +240,14 @@ t_verify_accepts(const uint8_t *resp, size_t len)
 	uint8_t bad[CQW__AUTH_MAX_FRAME];
 
 	t_frame(frame, "{sha256}", 40, 0x00);
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame,
-					  sizeof(frame), resp, len),
-			 0);
+	assert_int_equal(
+	    cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame), resp, len),
+	    0);
 	memcpy(bad, resp, len);
 	bad[len - 1] ^= 0x80;
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame,
-					  sizeof(frame), bad, len),
-			 CQW_EAUTH);
+	assert_int_equal(
+	    cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame), bad, len),
+	    CQW_EAUTH);
 }
 
 static void
@@ -307,10 +301,8 @@ test_auth_answer_named_digests(void **state)
 		const char *name;
 		const EVP_MD *(*md)(void);
 	} cases[] = {
-		{ "md5", EVP_md5 },
-		{ "sha256", EVP_sha256 },
-		{ "sha384", EVP_sha384 },
-		{ "sha3_256", EVP_sha3_256 },
+		{ "md5", EVP_md5 },	      { "sha256", EVP_sha256 },
+		{ "sha384", EVP_sha384 },     { "sha3_256", EVP_sha3_256 },
 		{ "sha3_384", EVP_sha3_384 },
 	};
 	uint8_t frame[CQW__AUTH_MAX_FRAME];
@@ -374,9 +366,9 @@ t_answer_rejects(const char *tag, size_t nrandom)
 	uint8_t out[CQW__AUTH_MAX_FRAME];
 	size_t len = t_frame(frame, tag, nrandom, 0x41);
 
-	assert_int_equal(cqw__auth_answer(KEY, KEYLEN, 0, frame, len, out,
-					  sizeof(out)),
-			 CQW_EAUTH);
+	assert_int_equal(
+	    cqw__auth_answer(KEY, KEYLEN, 0, frame, len, out, sizeof(out)),
+	    CQW_EAUTH);
 }
 
 static void
@@ -404,9 +396,9 @@ test_auth_answer_accepts_brace_at_index_9(void **state)
 	size_t len = t_frame(frame, "{sha3_384}", 40, 0x41);
 
 	(void)state;
-	assert_int_equal(cqw__auth_answer(KEY, KEYLEN, 0, frame, len, out,
-					  sizeof(out)),
-			 10 + 48);
+	assert_int_equal(
+	    cqw__auth_answer(KEY, KEYLEN, 0, frame, len, out, sizeof(out)),
+	    10 + 48);
 	assert_memory_equal(out, "{sha3_384}", 10);
 }
 
@@ -420,9 +412,9 @@ test_auth_answer_rejects_missing_prefix(void **state)
 	(void)state;
 	len = t_frame(frame, "", 20, 0x00);
 	frame[10] = 'X'; /* "#CHALLENGEX" */
-	assert_int_equal(cqw__auth_answer(KEY, KEYLEN, 0, frame, len, out,
-					  sizeof(out)),
-			 CQW_EAUTH);
+	assert_int_equal(
+	    cqw__auth_answer(KEY, KEYLEN, 0, frame, len, out, sizeof(out)),
+	    CQW_EAUTH);
 	/* The 20 bytes alone, as a peer without the prefix would send. */
 	assert_int_equal(cqw__auth_answer(KEY, KEYLEN, 0, frame + PREFIX_LEN,
 					  20, out, sizeof(out)),
@@ -432,9 +424,9 @@ test_auth_answer_rejects_missing_prefix(void **state)
 					  (const uint8_t *)"#CHALL", 6, out,
 					  sizeof(out)),
 			 CQW_EAUTH);
-	assert_int_equal(cqw__auth_answer(KEY, KEYLEN, 0, NULL, 0, out,
-					  sizeof(out)),
-			 CQW_EAUTH);
+	assert_int_equal(
+	    cqw__auth_answer(KEY, KEYLEN, 0, NULL, 0, out, sizeof(out)),
+	    CQW_EAUTH);
 }
 
 static void
@@ -452,9 +444,8 @@ test_auth_answer_rejects_short_challenge(void **state)
 	t_answer_rejects("{sha256}", 11);
 	/* 20 is the shortest challenge answered. */
 	len = t_frame(frame, "", 20, 0x00);
-	assert_int_equal(cqw__auth_answer(KEY, KEYLEN, 0, frame, len, out,
-					  sizeof(out)),
-			 16);
+	assert_int_equal(
+	    cqw__auth_answer(KEY, KEYLEN, 0, frame, len, out, sizeof(out)), 16);
 }
 
 static void
@@ -467,16 +458,15 @@ test_auth_verify_rejects_256_byte_junk(void **state)
 	(void)state;
 	t_frame(frame, "{sha256}", 40, 0x00);
 	memset(resp, 'x', sizeof(resp));
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame,
-					  sizeof(frame), resp, sizeof(resp)),
+	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame),
+					  resp, sizeof(resp)),
 			 CQW_EAUTH);
 	/* Junk that starts with a valid MAC: the length must match too. */
 	n = t_named("sha256", EVP_sha256(), frame, sizeof(frame), resp);
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame,
-					  sizeof(frame), resp, n),
-			 0);
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame,
-					  sizeof(frame), resp, sizeof(resp)),
+	assert_int_equal(
+	    cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame), resp, n), 0);
+	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame),
+					  resp, sizeof(resp)),
 			 CQW_EAUTH);
 }
 
@@ -493,23 +483,23 @@ test_auth_verify_rejects_bad_lengths(void **state)
 	n = t_hmac(EVP_md5(), KEY, KEYLEN, frame + PREFIX_LEN,
 		   sizeof(frame) - PREFIX_LEN, resp);
 	memset(resp + n, 0, 4);
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame,
-					  sizeof(frame), resp, 20),
-			 CQW_EAUTH);
+	assert_int_equal(
+	    cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame), resp, 20),
+	    CQW_EAUTH);
 	/* A correct SHA-256 MAC cut short. */
 	n = t_named("sha256", EVP_sha256(), frame, sizeof(frame), resp);
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame,
-					  sizeof(frame), resp, n - 1),
-			 CQW_EAUTH);
+	assert_int_equal(
+	    cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame), resp, n - 1),
+	    CQW_EAUTH);
 	/* Nothing, and a MAC under a name we did not allow. */
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame,
-					  sizeof(frame), NULL, 0),
-			 CQW_EAUTH);
+	assert_int_equal(
+	    cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame), NULL, 0),
+	    CQW_EAUTH);
 	n = t_named("sha1", EVP_sha1(), frame, sizeof(frame), resp);
 	assert_int_equal(n, 6 + 20);
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame,
-					  sizeof(frame), resp, n),
-			 CQW_EAUTH);
+	assert_int_equal(
+	    cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame), resp, n),
+	    CQW_EAUTH);
 }
 
 /* §4.4: length wins over content, so this gets raw MD5, not SHA-256. */
@@ -525,9 +515,8 @@ test_auth_answer_20_byte_named_challenge_gets_md5(void **state)
 	len = t_frame(frame, "{sha256}", 12, 0x00);
 	assert_int_equal(len, PREFIX_LEN + 20);
 	n = t_hmac(EVP_md5(), KEY, KEYLEN, frame + PREFIX_LEN, 20, want);
-	assert_int_equal(cqw__auth_answer(KEY, KEYLEN, 0, frame, len, out,
-					  sizeof(out)),
-			 16);
+	assert_int_equal(
+	    cqw__auth_answer(KEY, KEYLEN, 0, frame, len, out, sizeof(out)), 16);
 	assert_memory_equal(out, want, n);
 }
 
@@ -556,9 +545,8 @@ test_auth_refuse_md5(void **state)
 	assert_int_equal(len, 59);
 	n = t_hmac(EVP_md5(), KEY, KEYLEN, frame + PREFIX_LEN,
 		   (size_t)len - PREFIX_LEN, resp);
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame, (size_t)len,
-					  resp, n),
-			 0);
+	assert_int_equal(
+	    cqw__auth_verify(KEY, KEYLEN, 0, frame, (size_t)len, resp, n), 0);
 	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, CQW_AUTH_REFUSE_MD5,
 					  frame, (size_t)len, resp, n),
 			 CQW_EAUTH);
@@ -580,17 +568,16 @@ test_auth_refuse_md5_named(void **state)
 
 	(void)state;
 	len = t_frame(frame, "{md5}", 40, 0x00);
-	assert_int_equal(cqw__auth_answer(KEY, KEYLEN, 0, frame, len, resp,
-					  sizeof(resp)),
-			 21);
+	assert_int_equal(
+	    cqw__auth_answer(KEY, KEYLEN, 0, frame, len, resp, sizeof(resp)),
+	    21);
 	assert_int_equal(cqw__auth_answer(KEY, KEYLEN, CQW_AUTH_REFUSE_MD5,
 					  frame, len, resp, sizeof(resp)),
 			 CQW_EAUTH);
 
 	len = t_frame(frame, "{sha256}", 40, 0x00);
 	n = t_named("md5", EVP_md5(), frame, len, resp);
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame, len, resp,
-					  n),
+	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame, len, resp, n),
 			 0);
 	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, CQW_AUTH_REFUSE_MD5,
 					  frame, len, resp, n),
@@ -627,9 +614,9 @@ test_auth_challenge_lengths(void **state)
 	m = cqw__auth_answer(KEY, KEYLEN, 0, frame, (size_t)n, resp,
 			     sizeof(resp));
 	assert_int_equal(m, 16);
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame, (size_t)n,
-					  resp, (size_t)m),
-			 0);
+	assert_int_equal(
+	    cqw__auth_verify(KEY, KEYLEN, 0, frame, (size_t)n, resp, (size_t)m),
+	    0);
 
 	n = cqw__auth_make_challenge(0, rnd, frame, sizeof(frame));
 	assert_int_equal(n, 59);
@@ -638,9 +625,9 @@ test_auth_challenge_lengths(void **state)
 	m = cqw__auth_answer(KEY, KEYLEN, 0, frame, (size_t)n, resp,
 			     sizeof(resp));
 	assert_int_equal(m, 40);
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame, (size_t)n,
-					  resp, (size_t)m),
-			 0);
+	assert_int_equal(
+	    cqw__auth_verify(KEY, KEYLEN, 0, frame, (size_t)n, resp, (size_t)m),
+	    0);
 }
 
 /* An empty key, given as "" or as NULL, is HMAC with an empty key. */
@@ -688,18 +675,17 @@ static void
 test_auth_check_welcome(void **state)
 {
 	(void)state;
-	assert_int_equal(cqw__auth_check_welcome(
-				 (const uint8_t *)"#WELCOME#", 9),
-			 0);
-	assert_int_equal(cqw__auth_check_welcome(
-				 (const uint8_t *)"#FAILURE#", 9),
-			 CQW_EAUTH);
-	assert_int_equal(cqw__auth_check_welcome(
-				 (const uint8_t *)"#WELCOME#x", 10),
-			 CQW_EAUTH);
-	assert_int_equal(cqw__auth_check_welcome(
-				 (const uint8_t *)"#WELCOME#", 8),
-			 CQW_EAUTH);
+	assert_int_equal(
+	    cqw__auth_check_welcome((const uint8_t *)"#WELCOME#", 9), 0);
+	assert_int_equal(
+	    cqw__auth_check_welcome((const uint8_t *)"#FAILURE#", 9),
+	    CQW_EAUTH);
+	assert_int_equal(
+	    cqw__auth_check_welcome((const uint8_t *)"#WELCOME#x", 10),
+	    CQW_EAUTH);
+	assert_int_equal(
+	    cqw__auth_check_welcome((const uint8_t *)"#WELCOME#", 8),
+	    CQW_EAUTH);
 	assert_int_equal(cqw__auth_check_welcome((const uint8_t *)"", 0),
 			 CQW_EAUTH);
 	assert_int_equal(cqw__auth_check_welcome(NULL, 0), CQW_EAUTH);
@@ -783,16 +769,15 @@ test_auth_invalid_arguments(void **state)
 			 CQW_EINVAL);
 	len = t_frame(frame, "{sha256}", 40, 0x00);
 	/* A NULL key is only the empty key. */
-	assert_int_equal(cqw__auth_answer(NULL, 1, 0, frame, len, out,
-					  sizeof(out)),
-			 CQW_EINVAL);
+	assert_int_equal(
+	    cqw__auth_answer(NULL, 1, 0, frame, len, out, sizeof(out)),
+	    CQW_EINVAL);
 	assert_int_equal(cqw__auth_verify(NULL, 1, 0, frame, len, out, 40),
 			 CQW_EINVAL);
-	assert_int_equal(cqw__auth_answer(KEY, KEYLEN, 0, NULL, len, out,
-					  sizeof(out)),
-			 CQW_EINVAL);
-	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame, len, NULL,
-					  40),
+	assert_int_equal(
+	    cqw__auth_answer(KEY, KEYLEN, 0, NULL, len, out, sizeof(out)),
+	    CQW_EINVAL);
+	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame, len, NULL, 40),
 			 CQW_EINVAL);
 	/* verify judges our own challenge: it must be a challenge. */
 	n = t_named("sha256", EVP_sha256(), frame, len, out);
@@ -827,7 +812,7 @@ main(void)
 		cmocka_unit_test(test_auth_verify_rejects_256_byte_junk),
 		cmocka_unit_test(test_auth_verify_rejects_bad_lengths),
 		cmocka_unit_test(
-			test_auth_answer_20_byte_named_challenge_gets_md5),
+		    test_auth_answer_20_byte_named_challenge_gets_md5),
 		cmocka_unit_test(test_auth_refuse_md5),
 		cmocka_unit_test(test_auth_refuse_md5_named),
 		cmocka_unit_test(test_auth_challenge_lengths),

@@ -5,7 +5,7 @@
  *
  *   "unix:/path", "unix:rel/path", a bare path (no "scheme:" prefix)
  *                                          -> CQW__ADDR_UNIX, path
- *   "unix:@name"                           -> CQW__ADDR_UNIX_ABSTRACT, name
+ *   "unix:@name", or a bare "@name"         -> CQW__ADDR_UNIX_ABSTRACT, name
  *                                             (may be empty; no NUL bytes)
  *   "tcp:host:port", "tcp:[v6]:port"       -> CQW__ADDR_TCP, host, port
  *   "pipe:\\.\pipe\name" or "\\.\pipe\name" -> CQW__ADDR_PIPE, path
@@ -30,8 +30,8 @@ struct cqw__addr {
 	char path[CQW__ADDR_PATH_MAX]; /* UNIX, UNIX_ABSTRACT (no '@'), PIPE */
 	size_t path_len;
 	char host[CQW__ADDR_HOST_MAX]; /* TCP, without brackets */
-	int port;                      /* TCP: 0..65535 */
-	int ipv6_literal;              /* TCP: host was given in [] */
+	int port;		       /* TCP: 0..65535 */
+	int ipv6_literal;	       /* TCP: host was given in [] */
 };
 
 /*
@@ -44,7 +44,10 @@ int cqw__addr_parse(struct cqw__addr *a, const char *s);
 /*
  * Format a into out ("unix:/p", "unix:@n", "tcp:h:p", "tcp:[h]:p" for a
  * host containing ':', "pipe:..."). Returns the length, or
- * CQW_ENAMETOOLONG if cap is too small (out is then "").
+ * CQW_ENAMETOOLONG if cap is too small (out is then ""), or CQW_EINVAL
+ * for a NULL argument or a struct that parse could not have produced. A
+ * filesystem path that starts with '@' is written "unix:./@..." so that
+ * it does not read back as an abstract name.
  */
 int cqw__addr_format(const struct cqw__addr *a, char *out, size_t cap);
 

@@ -35,10 +35,8 @@ struct digest {
 
 /* CPython's _ALLOWED_DIGESTS; digests[0] doubles as the legacy digest. */
 static const struct digest digests[] = {
-	{ "md5", CQW__MD5 },
-	{ "sha256", CQW__SHA256 },
-	{ "sha384", CQW__SHA384 },
-	{ "sha3_256", CQW__SHA3_256 },
+	{ "md5", CQW__MD5 },	       { "sha256", CQW__SHA256 },
+	{ "sha384", CQW__SHA384 },     { "sha3_256", CQW__SHA3_256 },
 	{ "sha3_384", CQW__SHA3_384 },
 };
 
@@ -166,9 +164,8 @@ cqw__auth_verify(const void *key, size_t keylen, unsigned flags,
 	size_t prefix_len;
 	int r;
 
-	if ((key == NULL && keylen != 0) ||
-	    (resp == NULL && resp_len != 0) || challenge == NULL ||
-	    challenge_len < PREFIX_LEN ||
+	if ((key == NULL && keylen != 0) || (resp == NULL && resp_len != 0) ||
+	    challenge == NULL || challenge_len < PREFIX_LEN ||
 	    memcmp(challenge, CQW__AUTH_CHALLENGE, PREFIX_LEN) != 0) {
 		return CQW_EINVAL;
 	}

@@ -57,7 +57,6 @@ extern const struct cqw__backend_ops cqw__iocp_backend;
 #endif
 
 /* For backends: an io is done. Only queues it; never calls back. */
-void cqw__loop_io_complete(cqw_loop *loop, struct cqw__io *io,
-			   int64_t result);
+void cqw__loop_io_complete(cqw_loop *loop, struct cqw__io *io, int64_t result);
 
 #endif

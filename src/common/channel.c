@@ -66,8 +66,7 @@ cqw__chan_read(cqw_conn *c, void *buf, size_t len)
 	if (len > 0x40000000) {
 		len = 0x40000000; /* keep the count inside an int */
 	}
-	if (avail == 0 && (c->flags & CQW_EXCLUSIVE) &&
-	    len < CQW__STAGE_SIZE) {
+	if (avail == 0 && (c->flags & CQW_EXCLUSIVE) && len < CQW__STAGE_SIZE) {
 		if (c->stage == NULL) {
 			c->stage = malloc(CQW__STAGE_SIZE);
 			if (c->stage == NULL) {
@@ -86,6 +85,9 @@ cqw__chan_read(cqw_conn *c, void *buf, size_t len)
 		if (len > avail) {
 			len = avail;
 		}
+		if (len == 0) {
+			return 0;
+		}
 		memcpy(buf, c->stage + c->stage_off, len);
 		c->stage_off += len;
 		return (int)len;
@@ -97,12 +99,65 @@ cqw__chan_read(cqw_conn *c, void *buf, size_t len)
 static int
 wait_readable(cqw_conn *c, int64_t deadline)
 {
-	int r = cqw__io_wait(c->fd, 0, cqw__remaining_ms(deadline));
+	int r;
+
+	if (c->spin_us > 0) {
+		/* Opt-in: look without sleeping before paying a wake-up. */
+		int64_t until = cqw__now_us() + c->spin_us;
+
+		do {
+			r = cqw__io_wait(c->fd, 0, 0);
+			if (r != 0) {
+				return r < 0 ? r : 0;
+			}
+		} while (cqw__now_us() < until);
+	}
+	r = cqw__io_wait(c->fd, 0, cqw__remaining_ms(deadline));
 
 	if (r == 0) {
 		return CQW_ETIMEDOUT;
 	}
 	return r < 0 ? r : 0;
+}
+
+/*
+ * Wait for the first bytes of a header. Without a deadline or spinning,
+ * sleep inside the read itself (one system call, as a raw blocking loop
+ * does); otherwise wait for readiness. Bytes read are fed to the decoder.
+ */
+static int
+wait_first(cqw_conn *c, uint8_t *tmp, int64_t deadline)
+{
+	int64_t r;
+
+	if (deadline >= 0 || c->spin_us > 0) {
+		return wait_readable(c, deadline);
+	}
+	if (c->flags & CQW_EXCLUSIVE) {
+		/* Sleep in a read of the staging buffer, which is empty. */
+		if (c->stage == NULL &&
+		    (c->stage = malloc(CQW__STAGE_SIZE)) == NULL) {
+			return CQW_ENOMEM;
+		}
+		r = cqw__io_read_wait(c->fd, c->kind, c->stage,
+				      CQW__STAGE_SIZE);
+		if (r > 0) {
+			c->stage_off = 0;
+			c->stage_len = (size_t)r;
+			return 0;
+		}
+	} else {
+		r = cqw__io_read_wait(c->fd, c->kind, tmp,
+				      cqw__dec_want(&c->dec));
+		if (r > 0) {
+			cqw__dec_feed(&c->dec, tmp, (size_t)r);
+			return 0;
+		}
+	}
+	if (r == 0) {
+		return 0; /* the read below sees the EOF again */
+	}
+	return r == CQW_EAGAIN ? wait_readable(c, deadline) : (int)r;
 }
 
 int
@@ -112,6 +167,24 @@ cqw__chan_recv_header(cqw_conn *c, int64_t deadline)
 	size_t want;
 	int r;
 
+	/*
+	 * When the last frame had to be waited for (ping-pong), the next one
+	 * most likely must be too: wait first and spare the read that would
+	 * only say EAGAIN. Streams, where frames are already there, keep
+	 * reading straight away.
+	 */
+	if (c->deferred_err < 0) {
+		r = c->deferred_err;
+		c->deferred_err = 0;
+		return r;
+	}
+	if (c->waited && !cqw__chan_has_buffered(c)) {
+		r = wait_first(c, tmp, deadline);
+		if (r < 0) {
+			return r;
+		}
+	}
+	c->waited = 0;
 	while ((want = cqw__dec_want(&c->dec)) > 0) {
 		r = cqw__chan_read(c, tmp, want);
 		if (r > 0) {
@@ -126,6 +199,7 @@ cqw__chan_recv_header(cqw_conn *c, int64_t deadline)
 		if (r != CQW_EAGAIN) {
 			return r;
 		}
+		c->waited = 1;
 		r = wait_readable(c, deadline);
 		if (r < 0) {
 			return r;
@@ -135,8 +209,7 @@ cqw__chan_recv_header(cqw_conn *c, int64_t deadline)
 }
 
 int
-cqw__chan_recv_payload(cqw_conn *c, void *dst, uint64_t len,
-		       int64_t deadline)
+cqw__chan_recv_payload(cqw_conn *c, void *dst, uint64_t len, int64_t deadline)
 {
 	uint8_t *p = dst;
 	int r;
@@ -187,6 +260,121 @@ cqw__chan_recv_small(cqw_conn *c, void *buf, size_t cap, int64_t deadline)
 	return r < 0 ? r : (int64_t)len;
 }
 
+int
+cqw__chan_frame_ready(cqw_conn *c)
+{
+	int64_t queued;
+	int r;
+
+	if (cqw__dec_want(&c->dec) > 0) {
+		/* Take what header bytes are here; they stay in the decoder. */
+		r = cqw__chan_recv_header(c, cqw__now_ms());
+		if (r == CQW_ETIMEDOUT) {
+			return 0;
+		}
+		if (r < 0) {
+			return r;
+		}
+	}
+	queued = cqw__io_nread(c->fd);
+	if (queued < 0) {
+		return (int)queued;
+	}
+	return (uint64_t)queued + (c->stage_len - c->stage_off) >=
+	       c->dec.len - c->pay_got;
+}
+
+int
+cqw__chan_stage_payload(cqw_conn *c)
+{
+	size_t staged = c->stage_len - c->stage_off;
+	uint64_t need = c->dec.len - c->pay_got - staged;
+	int64_t r;
+
+	if (c->stage == NULL && (c->stage = malloc(CQW__STAGE_SIZE)) == NULL) {
+		return CQW_ENOMEM;
+	}
+	if (c->stage_off > 0) {
+		memmove(c->stage, c->stage + c->stage_off, staged);
+		c->stage_off = 0;
+		c->stage_len = staged;
+	}
+	/* Frame-exact: never past this frame. Exclusive: all that fits. */
+	if ((c->flags & CQW_EXCLUSIVE) || need > CQW__STAGE_SIZE - staged) {
+		need = CQW__STAGE_SIZE - staged;
+	}
+	r = cqw__io_read(c->fd, c->kind, c->stage + staged, (size_t)need);
+	if (r > 0) {
+		c->stage_len += (size_t)r;
+		return 1;
+	}
+	return r == 0 ? 0 : (int)r;
+}
+
+/* Frames taken per peek; the peek is bounded by the stage size. */
+#define PEEK_FRAMES 64
+
+static uint32_t
+be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+int
+cqw__chan_recv_peeked(cqw_conn *c, struct cqw_msg *msgs, size_t n)
+{
+	uint8_t hdr[PEEK_FRAMES][CQW__HDR_SMALL];
+	cqw__iov iov[2 * PEEK_FRAMES];
+	size_t want = 0, off = 0, k, cnt = 0;
+	int64_t r;
+
+	/*
+	 * Frame-exact batching on a socket: look at what is queued, take
+	 * only whole frames that fit their buffers, and consume exactly
+	 * those bytes with one gather read. Nothing past them is touched.
+	 */
+	if (c->kind != CQW__FD_SOCK || cqw__chan_has_buffered(c)) {
+		return 0;
+	}
+	if (n > PEEK_FRAMES) {
+		n = PEEK_FRAMES;
+	}
+	for (k = 0; k < n && want < CQW__STAGE_SIZE; k++) {
+		want += CQW__HDR_SMALL + msgs[k].cap;
+	}
+	want = want < CQW__STAGE_SIZE ? want : CQW__STAGE_SIZE;
+	if (c->stage == NULL && (c->stage = malloc(CQW__STAGE_SIZE)) == NULL) {
+		return CQW_ENOMEM;
+	}
+	r = cqw__io_peek(c->fd, c->stage, want);
+	if (r <= 0) {
+		return r == CQW_EAGAIN || r == 0 ? 0 : (int)r;
+	}
+	for (k = 0; k < n && off + CQW__HDR_SMALL <= (size_t)r; k++) {
+		uint32_t len = be32(c->stage + off);
+
+		/* Large, negative or too big for its buffer: the slow path. */
+		if (len > CQW__SMALL_MAX || len > msgs[k].cap ||
+		    off + CQW__HDR_SMALL + len > (size_t)r) {
+			break;
+		}
+		CQW__IOV_BASE(&iov[cnt]) = (char *)hdr[k];
+		CQW__IOV_LEN(&iov[cnt++]) = CQW__HDR_SMALL;
+		if (len > 0) {
+			CQW__IOV_BASE(&iov[cnt]) = msgs[k].buf;
+			CQW__IOV_LEN(&iov[cnt++]) = len;
+		}
+		msgs[k].len = len;
+		off += CQW__HDR_SMALL + len;
+	}
+	if (k < 2) {
+		return 0; /* one frame: the plain path costs the same */
+	}
+	r = cqw__io_readv_all(c->fd, iov, (int)cnt);
+	return r < 0 ? (int)r : (int)k;
+}
+
 /* Write iov[0..cnt) whole, waiting for space as needed. */
 static int
 write_all(cqw_conn *c, cqw__iov *iov, int cnt)
@@ -216,7 +404,7 @@ write_all(cqw_conn *c, cqw__iov *iov, int cnt)
 		}
 		if (first < cnt && r > 0) {
 			CQW__IOV_BASE(&iov[first]) =
-				(char *)CQW__IOV_BASE(&iov[first]) + r;
+			    (char *)CQW__IOV_BASE(&iov[first]) + r;
 			CQW__IOV_LEN(&iov[first]) -= (size_t)r;
 		}
 	}
@@ -248,7 +436,7 @@ cqw__chan_send(cqw_conn *c, const struct cqw_msg *msgs, size_t n)
 
 			CQW__IOV_BASE(&iov[cnt]) = (char *)hdr[i];
 			CQW__IOV_LEN(&iov[cnt]) =
-				cqw__frame_header(hdr[i], m->len);
+			    cqw__frame_header(hdr[i], m->len);
 			cnt++;
 			if (m->len > 0) {
 				CQW__IOV_BASE(&iov[cnt]) = m->buf;
@@ -349,7 +537,7 @@ send_kick(cqw_loop *loop, cqw_conn *c)
 		}
 		CQW__IOV_BASE(&c->siov[cnt]) = (char *)c->shdr[n];
 		CQW__IOV_LEN(&c->siov[cnt]) =
-			cqw__frame_header(c->shdr[n], op->len);
+		    cqw__frame_header(c->shdr[n], op->len);
 		cnt++;
 		if (op->len > 0) {
 			CQW__IOV_BASE(&c->siov[cnt]) = op->buf;
@@ -421,8 +609,10 @@ take_staged(cqw_conn *c, struct cqw_op *op)
 		if (n > avail) {
 			n = avail;
 		}
-		memcpy((char *)op->buf + c->pay_got, c->stage + c->stage_off,
-		       n);
+		if (n > 0) {
+			memcpy((char *)op->buf + c->pay_got,
+			       c->stage + c->stage_off, n);
+		}
 		c->pay_got += n;
 	}
 	c->stage_off += n;
@@ -450,8 +640,8 @@ recv_kick(cqw_loop *loop, cqw_conn *c)
 		want = cqw__dec_want(&c->dec);
 		if (want == 0 && c->dec.len > op->len) {
 			/* Too small: keep the frame for the next receive. */
-			op->needed = c->dec.len > SIZE_MAX ? SIZE_MAX :
-							     (size_t)c->dec.len;
+			op->needed = c->dec.len > SIZE_MAX ? SIZE_MAX
+							   : (size_t)c->dec.len;
 			cqw__opq_pop(&c->recvq);
 			cqw__loop_op_done(loop, op, CQW_ETOOSHORT);
 			continue;
@@ -467,8 +657,8 @@ recv_kick(cqw_loop *loop, cqw_conn *c)
 			cqw__loop_op_done(loop, op, (int64_t)len);
 			continue;
 		}
-		if (exclusive && (want > 0 || len - c->pay_got <
-						      CQW__STAGE_SIZE)) {
+		if (exclusive &&
+		    (want > 0 || len - c->pay_got < CQW__STAGE_SIZE)) {
 			if (ensure_stage(c) < 0) {
 				cqw__opq_pop(&c->recvq);
 				cqw__loop_op_done(loop, op, CQW_ENOMEM);
@@ -494,8 +684,8 @@ recv_done(cqw_loop *loop, cqw_conn *c, int64_t r)
 	c->recv_busy = 0;
 	if (r <= 0) {
 		if (r == 0) {
-			r = cqw__dec_want(&c->dec) > 0 ? cqw__dec_eof(&c->dec) :
-							  CQW_ETRUNC;
+			r = cqw__dec_want(&c->dec) > 0 ? cqw__dec_eof(&c->dec)
+						       : CQW_ETRUNC;
 			cqw__dec_reset(&c->dec);
 			c->pay_got = 0;
 		}

@@ -35,13 +35,16 @@ cqw_conn_from_fd(cqw_conn **out, cqw_fd fd, unsigned flags)
 {
 	int r;
 
-	if (out == NULL || fd < 0) {
+	if (fd < 0) {
 		return CQW_EINVAL;
 	}
-	if ((flags & CQW_DUPLEX) == 0 || (flags & ~CQW__CONN_FLAGS) != 0) {
-		return CQW_EINVAL;
+	if (out == NULL || (flags & CQW_DUPLEX) == 0 ||
+	    (flags & ~CQW__CONN_FLAGS) != 0) {
+		r = CQW_EINVAL;
+	} else {
+		r = cqw__conn_new(out, fd, flags);
 	}
-	r = cqw__conn_new(out, fd, flags);
+	/* The descriptor is ours even when we fail: do not leak it. */
 	if (r < 0 && r != CQW_EBADF) {
 		cqw__io_close(fd);
 	}
@@ -157,6 +160,16 @@ int
 cqw_conn_writable(const cqw_conn *c)
 {
 	return c != NULL && (c->flags & CQW_WRITABLE) != 0;
+}
+
+int
+cqw_conn_set_spin(cqw_conn *c, unsigned usec)
+{
+	if (c == NULL) {
+		return CQW_EINVAL;
+	}
+	c->spin_us = usec;
+	return 0;
 }
 
 void
@@ -366,9 +379,50 @@ cqw_send_batch(cqw_conn *c, const struct cqw_msg *msgs, size_t n)
 	return cqw__chan_send(c, msgs, n);
 }
 
+/*
+ * Wait until the next frame can be read without sleeping: its header is
+ * in and either it does not fit cap (CQW_ETOOSHORT needs no payload), or
+ * its payload is here, or it is too big to ever be wholly queued (then
+ * the read may sleep while it streams in). 1 ready, 0 at the deadline.
+ */
+static int
+wait_frame(cqw_conn *c, size_t cap, int64_t deadline)
+{
+	int r;
+
+	for (;;) {
+		r = cqw__chan_frame_ready(c);
+		if (r != 0) {
+			return r;
+		}
+		if (cqw__dec_want(&c->dec) == 0) {
+			if (c->dec.len > cap || c->dec.len > CQW__STAGE_SIZE) {
+				return 1;
+			}
+			/*
+			 * Hold the part that came in the staging buffer, so
+			 * that poll() sleeps until more arrives.
+			 */
+			r = cqw__chan_stage_payload(c);
+			if (r > 0) {
+				continue; /* is it whole now? */
+			}
+			if (r != CQW_EAGAIN) {
+				return r < 0 ? r
+					     : 1; /* EOF: the read says so */
+			}
+		}
+		r = cqw__io_wait(c->fd, 0, cqw__remaining_ms(deadline));
+		if (r <= 0) {
+			return r;
+		}
+	}
+}
+
 int
 cqw_recv_batch(cqw_conn *c, struct cqw_msg *msgs, size_t n, int timeout_ms)
 {
+	int64_t deadline = timeout_ms < 0 ? -1 : cqw__now_ms() + timeout_ms;
 	int r = check_read(c);
 	size_t got = 0;
 	int64_t len;
@@ -380,21 +434,43 @@ cqw_recv_batch(cqw_conn *c, struct cqw_msg *msgs, size_t n, int timeout_ms)
 		return CQW_EINVAL;
 	}
 	r = cqw_poll(c, timeout_ms);
+	if (r > 0) {
+		r = wait_frame(c, msgs[0].cap, deadline);
+	}
 	while (r > 0 && got < n) {
+		if (!(c->flags & CQW_EXCLUSIVE)) {
+			r = cqw__chan_recv_peeked(c, msgs + got, n - got);
+			if (r > 0) {
+				got += (size_t)r;
+				r = cqw_poll(c, 0);
+				continue;
+			}
+			if (r < 0) {
+				break;
+			}
+		}
+		/* After the first, take only frames that are wholly here. */
+		if (got > 0) {
+			r = cqw__chan_frame_ready(c);
+			if (r <= 0) {
+				break;
+			}
+		}
 		len = cqw_recv_bytes_into(c, msgs[got].buf, msgs[got].cap, 0,
 					  &msgs[got].len);
 		if (len < 0) {
-			/* Hand up what we have; the error comes next call. */
-			if (got > 0) {
-				break;
-			}
-			return (int)len;
+			r = (int)len;
+			break;
 		}
 		msgs[got++].len = (size_t)len;
 		r = cqw_poll(c, 0);
 	}
 	if (r < 0 && got == 0) {
 		return r;
+	}
+	if (r < 0 && r != CQW_ETOOSHORT) {
+		/* Hand up what we have; the error is the next call's. */
+		c->deferred_err = r;
 	}
 	return (int)got;
 }

@@ -5,8 +5,8 @@ const char *
 cqw_strerror(int err)
 {
 	switch (err) {
-#define CQW__MSG(name, value, text)                                            \
-	case CQW_##name:                                                       \
+#define CQW__MSG(name, value, text) \
+	case CQW_##name:            \
 		return text;
 		CQW_ERRNO_MAP(CQW__MSG)
 		CQW_OWN_ERRORS(CQW__MSG)
@@ -22,8 +22,8 @@ const char *
 cqw_err_name(int err)
 {
 	switch (err) {
-#define CQW__NAME(name, value, text)                                           \
-	case CQW_##name:                                                       \
+#define CQW__NAME(name, value, text) \
+	case CQW_##name:             \
 		return #name;
 		CQW_ERRNO_MAP(CQW__NAME)
 		CQW_OWN_ERRORS(CQW__NAME)

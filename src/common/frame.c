@@ -62,8 +62,8 @@ cqw__dec_feed(struct cqw__dec *d, const uint8_t *p, size_t n)
 		return take;
 	}
 	if (d->need == CQW__HDR_LARGE) {
-		d->len = (uint64_t)get_be32(d->hdr + 4) << 32 |
-			 get_be32(d->hdr + 8);
+		d->len =
+		    (uint64_t)get_be32(d->hdr + 4) << 32 | get_be32(d->hdr + 8);
 		return take;
 	}
 	small = (int32_t)get_be32(d->hdr);

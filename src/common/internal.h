@@ -35,47 +35,51 @@ struct cqw__io {
 	cqw__iov *iov;
 	int iovcnt;
 	int64_t result;
-	struct cqw__io *next;   /* the loop's and backend's list link */
-	int backend_state;      /* the backend's */
+	struct cqw__io *next;	  /* the loop's and backend's list link */
+	int backend_state;	  /* the backend's */
+	uint64_t backend_priv[8]; /* the backend's (uring: a msghdr) */
 };
 
 struct cqw_conn {
 	cqw_fd fd;
-	unsigned flags;  /* CQW_READABLE | CQW_WRITABLE | CQW_EXCLUSIVE ... */
-	int kind;        /* enum cqw__fd_kind */
+	unsigned flags; /* CQW_READABLE | CQW_WRITABLE | CQW_EXCLUSIVE ... */
+	int kind;	/* enum cqw__fd_kind */
 	int closed;
+	unsigned spin_us; /* cqw_conn_set_spin() */
+	int waited;	  /* the last header had to be waited for */
+	int deferred_err; /* an error a batch owes the next receive */
 
 	/* Receive: the frame in progress (shared by sync and async). */
 	struct cqw__dec dec;
-	uint64_t pay_got;  /* payload bytes of the current frame consumed */
-	uint8_t *stage;    /* CQW_EXCLUSIVE read-ahead, allocated on use */
+	uint64_t pay_got; /* payload bytes of the current frame consumed */
+	uint8_t *stage;	  /* CQW_EXCLUSIVE read-ahead, allocated on use */
 	size_t stage_off;
 	size_t stage_len;
 
 	/* Asynchronous state; see channel.c. */
 	struct cqw_loop *loop;
-	unsigned inflight;       /* ops submitted and not yet completed */
-	struct cqw__opq sendq;   /* submitted, not yet in a gather */
-	struct cqw__opq recvq;   /* submitted receives, head is current */
+	unsigned inflight;     /* ops submitted and not yet completed */
+	struct cqw__opq sendq; /* submitted, not yet in a gather */
+	struct cqw__opq recvq; /* submitted receives, head is current */
 	struct cqw_op *gather[CQW__GATHER_MSGS]; /* ops in the send in flight */
 	unsigned ngather;
-	cqw__iov *siov;          /* the gather: [hdr0, p0, hdr1, p1, ...] */
+	cqw__iov *siov; /* the gather: [hdr0, p0, hdr1, p1, ...] */
 	uint8_t (*shdr)[CQW__HDR_LARGE];
-	unsigned siov_first;     /* resume point after a partial write */
+	unsigned siov_first; /* resume point after a partial write */
 	unsigned siov_cnt;
-	struct cqw__io wio;      /* the send in flight */
-	struct cqw__io rio;      /* the receive in flight */
+	struct cqw__io wio;	      /* the send in flight */
+	struct cqw__io rio;	      /* the receive in flight */
 	uint8_t rhdr[CQW__HDR_LARGE]; /* frame-exact header reads land here */
-	int rtarget;             /* what rio reads into: RT_* in channel.c */
-	int send_busy;           /* wio is started */
-	int recv_busy;           /* rio is started */
-	int send_error;          /* sticky: the stream is broken */
-	int pending;             /* on the loop's list of conns with work */
+	int rtarget;	/* what rio reads into: RT_* in channel.c */
+	int send_busy;	/* wio is started */
+	int recv_busy;	/* rio is started */
+	int send_error; /* sticky: the stream is broken */
+	int pending;	/* on the loop's list of conns with work */
 	struct cqw_conn *next_pending;
 };
 
 /* Which flags a connection keeps from the caller. */
-#define CQW__CONN_FLAGS                                                        \
+#define CQW__CONN_FLAGS \
 	(CQW_READABLE | CQW_WRITABLE | CQW_EXCLUSIVE | CQW_NO_LARGE_FRAMES)
 
 /* Op bookkeeping in the op's private area. */
@@ -105,6 +109,23 @@ int cqw__chan_recv_payload(cqw_conn *c, void *dst, uint64_t len,
 			   int64_t deadline);
 int cqw__chan_send(cqw_conn *c, const struct cqw_msg *msgs, size_t n);
 int cqw__chan_has_buffered(const cqw_conn *c);
+/*
+ * 1 if the next frame can be read whole without waiting (its header may
+ * be read here), 0 if not, or an error such as CQW_EOF.
+ */
+int cqw__chan_frame_ready(cqw_conn *c);
+/*
+ * With a whole header in, move what has come of the payload into the
+ * staging buffer (never past the frame unless CQW_EXCLUSIVE). 1 if bytes
+ * moved, 0 at end of file, CQW_EAGAIN if none were there, or an error.
+ */
+int cqw__chan_stage_payload(cqw_conn *c);
+/*
+ * Frame-exact batch receive on a socket: up to n whole frames that are
+ * already queued and fit msgs[i].cap, in two system calls. Returns how
+ * many (0: use the one-frame path) or an error.
+ */
+int cqw__chan_recv_peeked(cqw_conn *c, struct cqw_msg *msgs, size_t n);
 void cqw__chan_release(cqw_conn *c);
 
 /*

@@ -29,16 +29,6 @@ typedef struct iovec cqw__iov;
 #define CQW__IOV_BASE(v) ((v)->iov_base)
 #define CQW__IOV_LEN(v) ((v)->iov_len)
 #define CQW__IOV_MAX 1024
-/* Sockets for Listener / Client (blocking, close-on-exec). */
-struct cqw__addr;
-int cqw__sock_listen(const struct cqw__addr *a, int backlog, cqw_fd *out);
-int cqw__sock_connect(const struct cqw__addr *a, cqw_fd *out);
-/* Wait up to timeout_ms for a peer: CQW_ETIMEDOUT if none came. */
-int cqw__sock_accept(cqw_fd lfd, cqw_fd *out, int timeout_ms);
-/* The address a socket is bound to. */
-int cqw__sock_name(cqw_fd fd, struct cqw__addr *a);
-int cqw__unlink(const char *path);
-
 #endif
 
 enum cqw__fd_kind {
@@ -51,6 +41,24 @@ int cqw__io_fd_kind(cqw_fd fd);
 
 /* >0 bytes read, 0 at end of file, CQW_EAGAIN, or an error. */
 int64_t cqw__io_read(cqw_fd fd, int kind, void *buf, size_t len);
+
+/*
+ * A read that sleeps until data, EOF or an error: >0, 0 or an error;
+ * CQW_EAGAIN if the descriptor was made non-blocking by its owner.
+ */
+int64_t cqw__io_read_wait(cqw_fd fd, int kind, void *buf, size_t len);
+
+/* Bytes waiting to be read on a socket or pipe (FIONREAD). */
+int64_t cqw__io_nread(cqw_fd fd);
+
+/* Copy up to len bytes of a socket's queue without consuming them. */
+int64_t cqw__io_peek(cqw_fd sock, void *buf, size_t len);
+
+/*
+ * Fill iov[0..cnt) whole from a socket, sleeping if it must (the caller
+ * knows the bytes are there). 0 or an error.
+ */
+int cqw__io_readv_all(cqw_fd sock, cqw__iov *iov, int cnt);
 
 /* Bytes written (maybe fewer than asked), CQW_EAGAIN, or an error. */
 int64_t cqw__io_writev(cqw_fd fd, int kind, const cqw__iov *iov, int cnt);
@@ -66,11 +74,11 @@ int cqw__io_wait(cqw_fd fd, int want_write, int timeout_ms);
  * Readiness of many descriptors for reading: sets ready[i], returns how
  * many are ready, 0 on timeout.
  */
-int cqw__io_wait_many(const cqw_fd *fds, int *ready, size_t n,
-		      int timeout_ms);
+int cqw__io_wait_many(const cqw_fd *fds, int *ready, size_t n, int timeout_ms);
 
-/* Monotonic milliseconds. */
+/* Monotonic milliseconds, and microseconds. */
 int64_t cqw__now_ms(void);
+int64_t cqw__now_us(void);
 
 /* Milliseconds left until deadline (-1: none), for a wait call. */
 int cqw__remaining_ms(int64_t deadline);

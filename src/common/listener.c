@@ -18,10 +18,10 @@
 struct cqw_listener {
 	cqw_fd fd;
 	int closed;
-	int unlink_path;                /* a filesystem socket we made */
+	int unlink_path; /* a filesystem socket we made */
 	struct cqw__addr addr;
 	char address[CQW__ADDR_PATH_MAX + 16];
-	struct cqw_auth auth;           /* key copied into keybuf */
+	struct cqw_auth auth; /* key copied into keybuf */
 	uint8_t *keybuf;
 };
 
@@ -31,8 +31,8 @@ auth_deadline(const struct cqw_auth *auth)
 	if (auth->timeout_ms < 0) {
 		return -1;
 	}
-	return cqw__now_ms() + (auth->timeout_ms ? auth->timeout_ms :
-						   AUTH_DEFAULT_TIMEOUT_MS);
+	return cqw__now_ms() +
+	       (auth->timeout_ms ? auth->timeout_ms : AUTH_DEFAULT_TIMEOUT_MS);
 }
 
 static int
@@ -148,8 +148,8 @@ check_auth(const struct cqw_auth *auth)
 }
 
 int
-cqw_listen(cqw_listener **out, const char *address,
-	   const struct cqw_auth *auth, int backlog)
+cqw_listen(cqw_listener **out, const char *address, const struct cqw_auth *auth,
+	   int backlog)
 {
 	cqw_listener *l;
 	struct cqw__addr bound;

@@ -64,8 +64,16 @@ cqw__opq_remove(struct cqw__opq *q, struct cqw_op *op)
 void
 cqw__loop_op_done(cqw_loop *loop, struct cqw_op *op, int64_t result)
 {
+	cqw_conn *c = op->conn;
+
 	op->result = result;
-	op->conn->inflight--;
+	/*
+	 * A connection with nothing left on the loop is let go, so that it
+	 * may outlive the loop or move to another one.
+	 */
+	if (--c->inflight == 0 && !c->pending) {
+		c->loop = NULL;
+	}
 	CQW__OP_SET_STATE(op, CQW__OPS_DONE);
 	cqw__opq_push(&loop->done, op);
 }
@@ -149,9 +157,9 @@ int
 cqw_loop_new(cqw_loop **out, const struct cqw_loop_opts *opts)
 {
 	/* Best first: auto takes the first one whose init succeeds. */
-	static const enum cqw_backend order[] = {
-		CQW_BACKEND_URING, CQW_BACKEND_IOCP, CQW_BACKEND_POLL
-	};
+	static const enum cqw_backend order[] = { CQW_BACKEND_URING,
+						  CQW_BACKEND_IOCP,
+						  CQW_BACKEND_POLL };
 	int kind = opts != NULL ? (int)opts->backend : CQW_BACKEND_AUTO;
 	unsigned entries = opts != NULL && opts->entries ? opts->entries : 256;
 	cqw_loop *loop;
@@ -207,13 +215,19 @@ cqw_loop_backend(const cqw_loop *loop)
 	return loop != NULL ? loop->ops->name : NULL;
 }
 
+static int check_fork(cqw_loop *loop);
+
 int
 cqw_loop_wake(cqw_loop *loop)
 {
+	int r;
+
 	if (loop == NULL) {
 		return CQW_EINVAL;
 	}
-	return loop->ops->wake(loop);
+	/* A child must wake its own loop, never the parent's copy. */
+	r = check_fork(loop);
+	return r < 0 ? r : loop->ops->wake(loop);
 }
 
 /* In a child after fork(): give the backend its chance to rebuild. */
@@ -298,6 +312,9 @@ cqw_flush(cqw_loop *loop)
 		loop->pending = c->next_pending;
 		c->pending = 0;
 		cqw__chan_kick(loop, c);
+		if (c->inflight == 0) {
+			c->loop = NULL;
+		}
 	}
 	process_ios(loop);
 	return loop->ops->flush(loop);
@@ -347,8 +364,14 @@ cqw_reap(cqw_loop *loop, struct cqw_op **ops, int max, int timeout_ms)
 int
 cqw_cancel(cqw_loop *loop, struct cqw_op *op)
 {
-	if (loop == NULL || op == NULL || op->conn == NULL ||
-	    op->conn->loop != loop) {
+	if (loop == NULL || op == NULL || op->conn == NULL) {
+		return CQW_EINVAL;
+	}
+	if (CQW__OP_STATE(op) == CQW__OPS_IDLE ||
+	    CQW__OP_STATE(op) == CQW__OPS_DONE) {
+		return 0; /* completed already: nothing to cancel */
+	}
+	if (op->conn->loop != loop) {
 		return CQW_EINVAL;
 	}
 	return cqw__chan_cancel(loop, op);

@@ -9,13 +9,13 @@ struct cqw__io;
 
 struct cqw_loop {
 	const struct cqw__backend_ops *ops;
-	void *backend;           /* the backend's private state */
-	unsigned fork_gen;       /* cqw__fork_gen when the backend was made */
-	struct cqw__io *iodone;  /* completed ios, not yet processed */
+	void *backend;		/* the backend's private state */
+	unsigned fork_gen;	/* cqw__fork_gen when the backend was made */
+	struct cqw__io *iodone; /* completed ios, not yet processed */
 	struct cqw__io *iodone_tail;
-	struct cqw__opq done;    /* completed ops, not yet reaped */
-	cqw_conn *pending;       /* conns with ops not yet started */
-	unsigned inflight;       /* ops submitted and not reaped */
+	struct cqw__opq done; /* completed ops, not yet reaped */
+	cqw_conn *pending;    /* conns with ops not yet started */
+	unsigned inflight;    /* ops submitted and not reaped */
 };
 
 /* Cancel every op of c and detach it from the loop (cqw_conn_close). */

@@ -18,7 +18,7 @@ struct poll_state {
 	struct cqw__io **waiting; /* ios that met EAGAIN */
 	size_t nwaiting;
 	size_t cap;
-	struct pollfd *pfds;      /* [0] is the wake pipe */
+	struct pollfd *pfds; /* [0] is the wake pipe */
 	int wake[2];
 };
 

@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include "common/internal.h"
+#include "posix/sigpipe.h"
 
 static int no_rwf_nowait; /* set once the kernel says EOPNOTSUPP */
 
@@ -46,6 +48,15 @@ cqw__now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t
+cqw__now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 int
@@ -166,6 +177,80 @@ cqw__io_read(cqw_fd fd, int kind, void *buf, size_t len)
 	}
 }
 
+int64_t
+cqw__io_read_wait(cqw_fd fd, int kind, void *buf, size_t len)
+{
+	ssize_t r;
+
+	do {
+		r = kind == CQW__FD_SOCK ? recv(fd, buf, len, 0)
+					 : read(fd, buf, len);
+	} while (r < 0 && errno == EINTR);
+	if (r >= 0) {
+		return r;
+	}
+	return errno == EWOULDBLOCK ? CQW_EAGAIN : -errno;
+}
+
+int64_t
+cqw__io_nread(cqw_fd fd)
+{
+	int n = 0;
+
+	if (ioctl(fd, FIONREAD, &n) != 0) {
+		return -errno;
+	}
+	return n;
+}
+
+int64_t
+cqw__io_peek(cqw_fd sock, void *buf, size_t len)
+{
+	ssize_t r;
+
+	do {
+		r = recv(sock, buf, len, MSG_PEEK | MSG_DONTWAIT);
+	} while (r < 0 && errno == EINTR);
+	if (r >= 0) {
+		return r;
+	}
+	return errno == EWOULDBLOCK ? CQW_EAGAIN : -errno;
+}
+
+int
+cqw__io_readv_all(cqw_fd sock, cqw__iov *iov, int cnt)
+{
+	struct msghdr m;
+	ssize_t r;
+
+	while (cnt > 0) {
+		memset(&m, 0, sizeof(m));
+		m.msg_iov = iov;
+		m.msg_iovlen =
+		    (size_t)(cnt > CQW__IOV_MAX ? CQW__IOV_MAX : cnt);
+		r = recvmsg(sock, &m, MSG_WAITALL);
+		if (r < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			return -errno;
+		}
+		if (r == 0) {
+			return CQW_ETRUNC;
+		}
+		while (cnt > 0 && (size_t)r >= iov->iov_len) {
+			r -= (ssize_t)iov->iov_len;
+			iov++;
+			cnt--;
+		}
+		if (cnt > 0) {
+			iov->iov_base = (char *)iov->iov_base + r;
+			iov->iov_len -= (size_t)r;
+		}
+	}
+	return 0;
+}
+
 /* Is SIGPIPE's disposition "ignore"? Then a pipe write needs no guard. */
 static int
 sigpipe_ignored(void)
@@ -178,42 +263,57 @@ sigpipe_ignored(void)
 	return sa.sa_handler == SIG_IGN;
 }
 
-static ssize_t
-pipe_write(cqw_fd fd, const struct iovec *iov, int cnt)
+int
+cqw__sigpipe_block(struct cqw__sigpipe_guard *g)
 {
-	if (no_rwf_nowait) {
-		return writev(fd, iov, cnt);
+	sigset_t pending;
+
+	g->active = !sigpipe_ignored();
+	if (!g->active) {
+		return 0;
 	}
-	return pwritev2(fd, iov, cnt, -1, RWF_NOWAIT);
+	sigemptyset(&g->pipeset);
+	sigaddset(&g->pipeset, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &g->pipeset, &g->old);
+	sigpending(&pending);
+	g->was_pending = sigismember(&pending, SIGPIPE);
+	return 1;
 }
 
-static ssize_t
-pipe_write_guarded(cqw_fd fd, const struct iovec *iov, int cnt)
+void
+cqw__sigpipe_restore(struct cqw__sigpipe_guard *g)
 {
-	sigset_t pipeset, old, pending;
-	int was_pending, saved;
-	ssize_t r;
+	static const struct timespec zero = { 0, 0 };
+	sigset_t pending;
+	int saved = errno;
 
-	if (sigpipe_ignored()) {
-		return pipe_write(fd, iov, cnt);
+	if (!g->active) {
+		return;
 	}
-	sigemptyset(&pipeset);
-	sigaddset(&pipeset, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &pipeset, &old);
 	sigpending(&pending);
-	was_pending = sigismember(&pending, SIGPIPE);
-	r = pipe_write(fd, iov, cnt);
-	saved = errno;
-	if (r < 0 && saved == EPIPE && !was_pending) {
-		/* Take back the signal that this write raised. */
-		static const struct timespec zero = { 0, 0 };
-
-		while (sigtimedwait(&pipeset, NULL, &zero) < 0 &&
+	if (!g->was_pending && sigismember(&pending, SIGPIPE)) {
+		/* Take back the signal that our own write raised. */
+		while (sigtimedwait(&g->pipeset, NULL, &zero) < 0 &&
 		       errno == EINTR) {
 		}
 	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
 	errno = saved;
+}
+
+static ssize_t
+pipe_write(cqw_fd fd, const struct iovec *iov, int cnt)
+{
+	struct cqw__sigpipe_guard g;
+	ssize_t r;
+
+	cqw__sigpipe_block(&g);
+	if (no_rwf_nowait) {
+		r = writev(fd, iov, cnt);
+	} else {
+		r = pwritev2(fd, iov, cnt, -1, RWF_NOWAIT);
+	}
+	cqw__sigpipe_restore(&g);
 	return r;
 }
 
@@ -229,7 +329,7 @@ cqw__io_writev(cqw_fd fd, int kind, const cqw__iov *iov, int cnt)
 
 			r = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
 		} else {
-			r = pipe_write_guarded(fd, iov, cnt);
+			r = pipe_write(fd, iov, cnt);
 			if (r < 0 && errno == EOPNOTSUPP && !no_rwf_nowait) {
 				no_rwf_nowait = 1;
 				continue;
@@ -284,7 +384,8 @@ cqw__io_send_fd(cqw_fd sock, cqw_fd fd)
 	} ctl;
 	unsigned char one = 1; /* len(fds) % 256, as reduction.sendfds */
 	struct iovec v = { .iov_base = &one, .iov_len = 1 };
-	struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1,
+	struct msghdr m = { .msg_iov = &v,
+			    .msg_iovlen = 1,
 			    .msg_control = ctl.buf,
 			    .msg_controllen = sizeof(ctl.buf) };
 	struct cmsghdr *c;

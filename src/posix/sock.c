@@ -213,8 +213,7 @@ cqw__sock_accept(cqw_fd lfd, cqw_fd *out, int timeout_ms)
 			return r;
 		}
 		len = sizeof(ss);
-		fd = accept4(lfd, (struct sockaddr *)&ss, &len,
-			     SOCK_CLOEXEC);
+		fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
 		if (fd >= 0) {
 			break;
 		}
@@ -267,8 +266,7 @@ cqw__sock_name(cqw_fd fd, struct cqw__addr *a)
 	} else {
 		const struct sockaddr_in6 *sin6 = (const void *)&ss;
 
-		inet_ntop(AF_INET6, &sin6->sin6_addr, a->host,
-			  sizeof(a->host));
+		inet_ntop(AF_INET6, &sin6->sin6_addr, a->host, sizeof(a->host));
 		a->port = ntohs(sin6->sin6_port);
 		a->ipv6_literal = 1;
 	}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install the Debian packages that a cqwire job needs, or say exactly which
+# are missing. Usage: scripts/deps.sh build|test
+set -euo pipefail
+
+# The library, bench/ and cqwire-perf with every peer it compares against.
+build_pkgs=(gcc g++ make cmake pkg-config libssl-dev liburing-dev
+	libbenchmark-dev libzmq3-dev libnng-dev gnuplot-nox python3
+	python3-billiard)
+test_pkgs=(libcmocka-dev clang-format)
+
+case "${1:-build}" in
+build) want=("${build_pkgs[@]}") ;;
+test) want=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
+*) echo "usage: $0 build|test" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+		grep -q 'install ok installed'; then
+		missing+=("$p")
+	fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "cqwire: installing ${missing[*]}" >&2
+if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
+	echo "cqwire: missing Debian packages: ${missing[*]}" >&2
+	echo "cqwire: run as root: apt-get install -y ${missing[*]}" >&2
+	exit 1
+fi
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo=sudo
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

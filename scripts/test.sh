@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean clone: installs what it needs, then
+# builds and tests (warnings as errors), again under ASan+UBSan, checks the
+# formatting, and builds a consumer against the installed library through
+# CMake and through pkg-config. Exits non-zero on any failure, or when a
+# test that must run here was skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+jobs=$(nproc 2>/dev/null || echo 2)
+
+scripts/deps.sh test
+
+# Peers that must be present here: interpreters, and io_uring (others
+# skip with their reason).
+export CQW_REQUIRE_PEERS=${CQW_REQUIRE_PEERS:-py311,billiard,uring}
+# Tests that may skip here, when their peer is missing.
+may_skip='^(test-interop-py312|test-interop-py313)$'
+
+step() { printf '\n==== %s\n' "$*"; }
+
+# run_suite NAME CMAKE-ARGS...: configure, build, ctest, check skips.
+run_suite() {
+	local name=$1 dir=$root/build/$1
+	shift
+	step "$name: configure and build"
+	cmake -S "$root" -B "$dir" -DCQW_WERROR=ON "$@" >/dev/null
+	cmake --build "$dir" -j "$jobs" >/dev/null
+	step "$name: ctest"
+	local log=$dir/ctest.log rc=0
+	(cd "$dir" && ctest -j "$jobs" --output-on-failure --timeout 600) \
+		2>&1 | tee "$log" || rc=$?
+	[ "$rc" -eq 0 ] || { echo "$name: tests failed"; exit "$rc"; }
+	local bad
+	bad=$(sed -n 's/^ *[0-9]*\/[0-9]* Test *#[0-9]*: \([^ ]*\) .*\*\*\*Skipped.*/\1/p' "$log" |
+		grep -Ev "$may_skip" || true)
+	if [ -n "$bad" ]; then
+		echo "$name: required tests were skipped: $bad"
+		exit 1
+	fi
+}
+
+run_suite dev -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_SHARED_LIBS=ON
+run_suite asan -DCMAKE_BUILD_TYPE=Debug -DCQW_SANITIZE=address,undefined \
+	-DCQW_BUILD_BENCH=OFF
+
+step "format: clang-format --dry-run --Werror"
+git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
+
+step "install and consume"
+prefix=$root/build/prefix
+rm -rf "$prefix"
+cmake --install build/dev --prefix "$prefix" >/dev/null
+consumer=$root/build/consumer
+rm -rf "$consumer"
+mkdir -p "$consumer"
+cat >"$consumer/main.c" <<'C'
+#include <cqwire.h>
+#include <stdio.h>
+int main(void)
+{
+	cqw_conn *a, *b;
+	char buf[8];
+	if (cqw_pipe(&a, &b, CQW_DUPLEX) || cqw_send_bytes(a, "ok", 2) ||
+	    cqw_recv_bytes_into(b, buf, sizeof(buf), 0, NULL) != 2)
+		return 1;
+	cqw_conn_free(a);
+	cqw_conn_free(b);
+	puts("consumer ok");
+	return 0;
+}
+C
+cat >"$consumer/CMakeLists.txt" <<'C'
+cmake_minimum_required(VERSION 3.20)
+project(consumer C)
+find_package(cqwire REQUIRED)
+add_executable(consumer main.c)
+target_link_libraries(consumer PRIVATE cqwire::cqwire)
+C
+cmake -S "$consumer" -B "$consumer/build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$consumer/build" >/dev/null
+LD_LIBRARY_PATH=$prefix/lib "$consumer/build/consumer"
+PKG_CONFIG_PATH=$prefix/lib/pkgconfig cc "$consumer/main.c" -o "$consumer/pc" \
+	$(PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --cflags --libs cqwire)
+LD_LIBRARY_PATH=$prefix/lib "$consumer/pc"
+
+step "all tests passed"

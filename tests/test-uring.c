@@ -1,0 +1,141 @@
+/*
+ * io_uring specifics: a forced ring really is io_uring, a tiny SQ
+ * overflows into the internal FIFO without losing or reordering anything,
+ * and a pipe write to a closed reader raises no SIGPIPE through the ring.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <cqwire.h>
+
+static cqw_loop *
+t_ring(unsigned entries)
+{
+	struct cqw_loop_opts o = { .backend = CQW_BACKEND_URING,
+				   .entries = entries };
+	cqw_loop *loop = NULL;
+	int r = cqw_loop_new(&loop, &o);
+
+	if (r == CQW_EPERM || r == CQW_ENOSYS) {
+		const char *req = getenv("CQW_REQUIRE_PEERS");
+
+		/* Where io_uring must run (CI here), refusal is a failure. */
+		if (req != NULL && strstr(req, "uring") != NULL) {
+			fail_msg("io_uring refused: %s", cqw_strerror(r));
+		}
+		printf("skip: io_uring refused here: %s\n", cqw_strerror(r));
+		return NULL;
+	}
+	assert_int_equal(r, 0);
+	return loop;
+}
+
+static void
+test_uring_forced_backend_is_uring(void **state)
+{
+	cqw_loop *loop = t_ring(0);
+
+	(void)state;
+	if (loop == NULL) {
+		skip(); /* io_uring refused here; the seccomp test covers it */
+	}
+	assert_string_equal(cqw_loop_backend(loop), "uring");
+	cqw_loop_free(loop);
+}
+
+#define CONNS 64
+#define PER_CONN 40
+
+/* 8 SQ entries against 64 connections x 40 queued messages each way. */
+static void
+test_uring_full_sq_keeps_order(void **state)
+{
+	cqw_conn *a[CONNS], *b[CONNS];
+	static struct cqw_op send[CONNS][PER_CONN], recv[CONNS][PER_CONN];
+	static uint32_t out[CONNS][PER_CONN], in[CONNS][PER_CONN];
+	struct cqw_op *done[256];
+	cqw_loop *loop = t_ring(8);
+	int i, k, n, total = 0;
+
+	(void)state;
+	if (loop == NULL) {
+		skip();
+	}
+	for (i = 0; i < CONNS; i++) {
+		assert_int_equal(cqw_pipe(&a[i], &b[i], CQW_DUPLEX), 0);
+		for (k = 0; k < PER_CONN; k++) {
+			out[i][k] = (uint32_t)(i * 1000 + k);
+			send[i][k] = (struct cqw_op){ .kind = CQW_OP_SEND,
+						      .conn = a[i],
+						      .buf = &out[i][k],
+						      .len = 4 };
+			recv[i][k] = (struct cqw_op){ .kind = CQW_OP_RECV,
+						      .conn = b[i],
+						      .buf = &in[i][k],
+						      .len = 4 };
+			assert_int_equal(cqw_submit(loop, &recv[i][k]), 0);
+			assert_int_equal(cqw_submit(loop, &send[i][k]), 0);
+		}
+	}
+	while (total < 2 * CONNS * PER_CONN) {
+		n = cqw_reap(loop, done, 256, 5000);
+		assert_true(n > 0);
+		for (k = 0; k < n; k++) {
+			assert_true(done[k]->result >= 0);
+		}
+		total += n;
+	}
+	for (i = 0; i < CONNS; i++) {
+		for (k = 0; k < PER_CONN; k++) {
+			assert_int_equal(in[i][k], out[i][k]);
+			assert_int_equal(recv[i][k].result, 4);
+		}
+		cqw_conn_free(a[i]);
+		cqw_conn_free(b[i]);
+	}
+	cqw_loop_free(loop);
+}
+
+static void
+test_uring_pipe_epipe_no_signal(void **state)
+{
+	cqw_conn *r, *w;
+	struct cqw_op op = { .kind = CQW_OP_SEND, .buf = "x", .len = 1 };
+	struct cqw_op *done[1];
+	cqw_loop *loop = t_ring(0);
+
+	(void)state;
+	if (loop == NULL) {
+		skip();
+	}
+	/* Default SIGPIPE disposition: a raised signal would kill us. */
+	signal(SIGPIPE, SIG_DFL);
+	assert_int_equal(cqw_pipe(&r, &w, 0), 0);
+	cqw_conn_free(r);
+	op.conn = w;
+	assert_int_equal(cqw_submit(loop, &op), 0);
+	assert_int_equal(cqw_reap(loop, done, 1, 5000), 1);
+	assert_int_equal(op.result, CQW_EPIPE);
+	cqw_conn_free(w);
+	cqw_loop_free(loop);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_uring_forced_backend_is_uring),
+		cmocka_unit_test(test_uring_full_sq_keeps_order),
+		cmocka_unit_test(test_uring_pipe_epipe_no_signal),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,511 @@
+/*
+ * cqwire-echo: an echo server and client speaking Python's
+ * multiprocessing.connection protocol, for interop tests and quick checks.
+ *
+ *   cqwire-echo serve ADDRESS [--authkey-env VAR] [--once] [--max-size N]
+ *   cqwire-echo call ADDRESS [--authkey-env VAR] [--count N] [--size N]
+ *
+ * The interface is a contract: tests and scripts start "serve", read the
+ * bound address from the first line of stdout, and judge "call" by its
+ * exit status (0 all echoes intact, 1 failure, 2 bad usage).
+ *
+ * The server runs one thread per connection, so a slow or hostile peer
+ * holds up nobody else; a bad peer costs one line on stderr.
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L /* nanosleep */
+#endif
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cqwire.h"
+
+#define PROG "cqwire-echo"
+#define DEFAULT_MAX_SIZE (64ull * 1024 * 1024)
+#define DEFAULT_COUNT 1ull
+#define DEFAULT_SIZE 64ull
+#define ACCEPTORS 4
+
+struct options {
+	int serve; /* 1: serve, 0: call */
+	const char *address;
+	const char *key_env; /* NULL: no authentication */
+	int once;
+	unsigned long long max_size;
+	unsigned long long count;
+	unsigned long long size;
+};
+
+/*
+ * The server. Acceptor threads hand each connection to a thread of its
+ * own. The main thread only waits for a signal: SIGINT or SIGTERM from
+ * outside, or SIGUSR1 from a thread that ends the server (--once, or a
+ * broken listener) after storing the exit status. Every way out then
+ * unlinks a unix socket path.
+ */
+struct server {
+	cqw_listener *l;
+	const struct options *opt;
+	pthread_mutex_t lock;
+	unsigned long long accepted; /* connections handed to a thread */
+	int status;		     /* exit status once SIGUSR1 is sent */
+};
+
+/* One accepted connection, handed to its thread. */
+struct peer {
+	cqw_conn *conn;
+	struct server *srv;
+	int first; /* --once: the server ends with this one */
+};
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+		"usage: " PROG " serve ADDRESS [--authkey-env VAR] [--once]"
+		" [--max-size BYTES]\n"
+		"       " PROG " call ADDRESS [--authkey-env VAR] [--count N]"
+		" [--size BYTES]\n"
+		"\n"
+		"serve: listen on ADDRESS, print the bound address as the first"
+		" line of\n"
+		"       stdout, and echo every message back on each connection"
+		" (one\n"
+		"       thread per connection) until the peer closes.\n"
+		"       --once          exit 0 when the first accepted"
+		" connection ends\n"
+		"       --max-size N    drop peers sending a message over N"
+		" bytes\n"
+		"                       (default %llu)\n"
+		"call:  connect, send N messages of BYTES bytes (defaults %llu"
+		" and %llu),\n"
+		"       check every echo; exit 0 if all came back intact, 1 if"
+		" not.\n"
+		"\n"
+		"ADDRESS: tcp:HOST:PORT (port 0 picks one), tcp:[V6]:PORT,"
+		" unix:/path,\n"
+		"         unix:@name (Linux abstract).\n"
+		"--authkey-env VAR: authenticate with the raw bytes of"
+		" environment\n"
+		"         variable VAR (set but empty: the empty key).\n"
+		"Exit status: 0 success, 1 failure, 2 bad usage.\n",
+		DEFAULT_MAX_SIZE, DEFAULT_COUNT, DEFAULT_SIZE);
+}
+
+/* Complain about msg (and arg, if not NULL), show the usage, exit 2. */
+static _Noreturn void
+bad_usage(const char *msg, const char *arg)
+{
+	if (arg != NULL) {
+		fprintf(stderr, PROG ": %s '%s'\n", msg, arg);
+	} else {
+		fprintf(stderr, PROG ": %s\n", msg);
+	}
+	usage(stderr);
+	exit(2);
+}
+
+/* A decimal number, all of it, no sign, no overflow. */
+static int
+parse_u64(const char *s, unsigned long long *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (s[0] < '0' || s[0] > '9') {
+		return -1;
+	}
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0') {
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static void
+parse_args(int argc, char **argv, struct options *opt)
+{
+	unsigned long long *num;
+	int i, have_count = 0, have_size = 0, have_max = 0;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 ||
+		    strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			exit(0);
+		}
+	}
+	memset(opt, 0, sizeof(*opt));
+	opt->max_size = DEFAULT_MAX_SIZE;
+	opt->count = DEFAULT_COUNT;
+	opt->size = DEFAULT_SIZE;
+	if (argc < 3) {
+		bad_usage("missing command or address", NULL);
+	}
+	if (strcmp(argv[1], "serve") == 0) {
+		opt->serve = 1;
+	} else if (strcmp(argv[1], "call") != 0) {
+		bad_usage("unknown command", argv[1]);
+	}
+	opt->address = argv[2];
+	for (i = 3; i < argc; i++) {
+		const char *o = argv[i];
+
+		num = NULL;
+		if (strcmp(o, "--once") == 0 && opt->serve) {
+			opt->once = 1;
+			continue;
+		}
+		if (strcmp(o, "--authkey-env") == 0) {
+			if (i + 1 >= argc) {
+				bad_usage("missing the value of", o);
+			}
+			opt->key_env = argv[++i];
+			continue;
+		}
+		if (strcmp(o, "--max-size") == 0 && opt->serve) {
+			num = &opt->max_size;
+			have_max++;
+		} else if (strcmp(o, "--count") == 0 && !opt->serve) {
+			num = &opt->count;
+			have_count++;
+		} else if (strcmp(o, "--size") == 0 && !opt->serve) {
+			num = &opt->size;
+			have_size++;
+		} else {
+			bad_usage("unknown option", o);
+		}
+		if (i + 1 >= argc) {
+			bad_usage("missing the value of", o);
+		}
+		if (parse_u64(argv[++i], num) != 0) {
+			bad_usage("not a number:", argv[i]);
+		}
+	}
+	if (have_max > 1 || have_count > 1 || have_size > 1) {
+		bad_usage("an option was given twice", NULL);
+	}
+	/* Lengths travel as int64_t through the API. */
+	if (opt->max_size > INT64_MAX) {
+		bad_usage("--max-size is too large", NULL);
+	}
+	if (opt->size > SIZE_MAX || opt->size > INT64_MAX) {
+		bad_usage("--size is too large", NULL);
+	}
+}
+
+/* Fill auth from the environment; 0, or 2 after a message (bad usage). */
+static int
+load_key(const struct options *opt, struct cqw_auth *auth)
+{
+	const char *key;
+
+	memset(auth, 0, sizeof(*auth));
+	if (opt->key_env == NULL) {
+		return 0;
+	}
+	key = getenv(opt->key_env);
+	if (key == NULL) {
+		fprintf(stderr, PROG ": environment variable %s is not set\n",
+			opt->key_env);
+		return 2;
+	}
+	/* An empty value is the empty key, which still authenticates. */
+	auth->key = key;
+	auth->keylen = strlen(key);
+	return 0;
+}
+
+static void
+drop(const char *why, int err)
+{
+	fprintf(stderr, PROG ": dropped peer: %s%s%s\n", why, *why ? ": " : "",
+		cqw_strerror(err));
+}
+
+/* Ask the main thread to end the server with this exit status. */
+static void
+finish(struct server *srv, int status)
+{
+	pthread_mutex_lock(&srv->lock);
+	srv->status = status;
+	pthread_mutex_unlock(&srv->lock);
+	kill(getpid(), SIGUSR1);
+}
+
+static void *
+serve_peer(void *arg)
+{
+	struct peer *p = arg;
+	int64_t max = (int64_t)p->srv->opt->max_size;
+	void *buf;
+	int64_t n;
+	int r = 0;
+
+	for (;;) {
+		n = cqw_recv_bytes(p->conn, &buf, max);
+		if (n == CQW_EOF) {
+			break;
+		}
+		if (n < 0) {
+			drop(n == CQW_EMSGSIZE ? "message over --max-size" : "",
+			     (int)n);
+			break;
+		}
+		r = cqw_send_bytes(p->conn, buf, (size_t)n);
+		cqw_free(buf);
+		if (r < 0) {
+			drop("", r);
+			break;
+		}
+	}
+	cqw_conn_free(p->conn);
+	if (p->first) {
+		finish(p->srv, 0);
+	}
+	free(p);
+	return NULL;
+}
+
+/*
+ * Errors from cqw_accept() that concern one peer (its handshake or its
+ * connection) rather than the listener itself.
+ */
+static int
+peer_error(int err)
+{
+	switch (err) {
+	case CQW_EAUTH:
+	case CQW_EOF:
+	case CQW_ETRUNC:
+	case CQW_ETIMEDOUT:
+	case CQW_ECONNRESET:
+	case CQW_ECONNABORTED:
+	case CQW_EPIPE:
+	case CQW_EPROTO:
+	case CQW_EMSGSIZE:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* Out of resources for now: another try may work once a peer leaves. */
+static int
+transient_error(int err)
+{
+	return err == CQW_EINTR || err == CQW_EAGAIN || err == CQW_EMFILE ||
+	       err == CQW_ENOBUFS || err == CQW_ENOMEM;
+}
+
+/*
+ * An acceptor thread. cqw_accept() runs the handshake before it returns,
+ * so a peer that connects and stays silent holds its acceptor until the
+ * handshake deadline; several acceptors keep the others served meanwhile.
+ * cqw_accept() only reads the listener, so they can share it.
+ */
+static void *
+acceptor(void *arg)
+{
+	static const struct timespec backoff = { .tv_nsec = 100000000 };
+	struct server *srv = arg;
+	pthread_attr_t attr;
+	pthread_t tid;
+	struct peer *p;
+	cqw_conn *c;
+	int r;
+
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	for (;;) {
+		r = cqw_accept(srv->l, &c, -1);
+		if (r < 0) {
+			if (peer_error(r)) {
+				drop("", r);
+				continue;
+			}
+			fprintf(stderr, PROG ": accept: %s\n", cqw_strerror(r));
+			if (transient_error(r)) {
+				/* Do not spin while out of descriptors. */
+				nanosleep(&backoff, NULL);
+				continue;
+			}
+			break;
+		}
+		p = calloc(1, sizeof(*p));
+		if (p == NULL) {
+			drop("", CQW_ENOMEM);
+			cqw_conn_free(c);
+			continue;
+		}
+		p->conn = c;
+		p->srv = srv;
+		pthread_mutex_lock(&srv->lock);
+		p->first = srv->opt->once && srv->accepted == 0;
+		srv->accepted++;
+		pthread_mutex_unlock(&srv->lock);
+		r = pthread_create(&tid, &attr, serve_peer, p);
+		if (r != 0) {
+			drop("", -r);
+			cqw_conn_free(c);
+			if (p->first) {
+				finish(srv, 1);
+			}
+			free(p);
+		}
+	}
+	pthread_attr_destroy(&attr);
+	/* The listener is broken: nothing more will be served. */
+	finish(srv, 1);
+	return NULL;
+}
+
+/*
+ * On the way out, remove a unix socket path as cqw_listener_close() would.
+ * The listener itself stays open: acceptor threads may be inside
+ * cqw_accept() on it, and the process exit closes it without racing them.
+ */
+static void
+unlink_socket(const cqw_listener *l)
+{
+	const char *a = cqw_listener_address(l);
+
+	if (a != NULL && strncmp(a, "unix:/", 6) == 0) {
+		unlink(a + 5);
+	}
+}
+
+static int
+serve(const struct options *opt, const struct cqw_auth *auth)
+{
+	struct server srv = { .opt = opt, .accepted = 0, .status = 1 };
+	pthread_t tid;
+	sigset_t set;
+	int i, r, sig = 0;
+
+	r = cqw_listen(&srv.l, opt->address, auth->key != NULL ? auth : NULL,
+		       64);
+	if (r < 0) {
+		fprintf(stderr, PROG ": cannot listen on %s: %s\n",
+			opt->address, cqw_strerror(r));
+		return 1;
+	}
+	printf("%s\n", cqw_listener_address(srv.l));
+	fflush(stdout);
+	pthread_mutex_init(&srv.lock, NULL);
+	/* Only the main thread takes these, in sigwait() below. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	for (i = 0; i < ACCEPTORS; i++) {
+		r = pthread_create(&tid, NULL, acceptor, &srv);
+		if (r != 0) {
+			fprintf(stderr, PROG ": %s\n", cqw_strerror(-r));
+			break;
+		}
+		pthread_detach(tid);
+	}
+	if (i > 0) {
+		sigwait(&set, &sig);
+	}
+	unlink_socket(srv.l);
+	fflush(stdout);
+	if (sig == SIGINT || sig == SIGTERM) {
+		/* Die of the signal, as the caller expects. */
+		signal(sig, SIG_DFL);
+		pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+		raise(sig);
+	}
+	pthread_mutex_lock(&srv.lock);
+	r = srv.status;
+	pthread_mutex_unlock(&srv.lock);
+	return r;
+}
+
+static void
+fill(uint8_t *buf, size_t n, unsigned long long k)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		buf[i] = (uint8_t)((i * 31 + k * 7) & 0xff);
+	}
+}
+
+static int
+call(const struct options *opt, const struct cqw_auth *auth)
+{
+	unsigned long long k, good = 0;
+	size_t size = (size_t)opt->size;
+	uint8_t *msg;
+	void *echo;
+	cqw_conn *c;
+	int64_t n;
+	int r;
+
+	msg = malloc(size > 0 ? size : 1);
+	if (msg == NULL) {
+		fprintf(stderr, PROG ": %s\n", cqw_strerror(CQW_ENOMEM));
+		return 1;
+	}
+	r = cqw_connect(&c, opt->address, auth->key != NULL ? auth : NULL);
+	if (r < 0) {
+		fprintf(stderr, PROG ": cannot connect to %s: %s\n",
+			opt->address, cqw_strerror(r));
+		free(msg);
+		return 1;
+	}
+	for (k = 0; k < opt->count; k++) {
+		fill(msg, size, k);
+		r = cqw_send_bytes(c, msg, size);
+		if (r < 0) {
+			fprintf(stderr, PROG ": send: %s\n", cqw_strerror(r));
+			break;
+		}
+		/* An echo longer than what we sent is wrong anyway. */
+		n = cqw_recv_bytes(c, &echo, (int64_t)size);
+		if (n < 0) {
+			fprintf(stderr, PROG ": receive: %s\n",
+				cqw_strerror((int)n));
+			r = (int)n;
+			break;
+		}
+		if ((size_t)n == size && memcmp(echo, msg, size) == 0) {
+			good++;
+		}
+		cqw_free(echo);
+	}
+	cqw_conn_free(c);
+	free(msg);
+	printf(PROG ": %llu/%llu messages of %llu bytes echoed intact\n", good,
+	       opt->count, opt->size);
+	return r == 0 && good == opt->count ? 0 : 1;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct options opt;
+	struct cqw_auth auth;
+	int r;
+
+	parse_args(argc, argv, &opt);
+	r = load_key(&opt, &auth);
+	if (r != 0) {
+		return r;
+	}
+	/* A peer that goes away must cost an error, not the process. */
+	signal(SIGPIPE, SIG_IGN);
+	return opt.serve ? serve(&opt, &auth) : call(&opt, &auth);
+}
