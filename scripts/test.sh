@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone: installs what it needs, then
-# builds and tests (warnings as errors), again under ASan+UBSan, checks the
+# builds and tests (warnings as errors), again under ASan+UBSan and under
+# TSan, checks the
 # formatting, and builds a consumer against the installed library through
 # CMake and through pkg-config. Exits non-zero on any failure, or when a
 # test that must run here was skipped.
@@ -42,6 +43,8 @@ run_suite() {
 
 run_suite dev -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_SHARED_LIBS=ON
 run_suite asan -DCMAKE_BUILD_TYPE=Debug -DCQW_SANITIZE=address,undefined \
+	-DCQW_BUILD_BENCH=OFF
+run_suite tsan -DCMAKE_BUILD_TYPE=Debug -DCQW_SANITIZE=thread \
 	-DCQW_BUILD_BENCH=OFF
 
 step "format: clang-format --dry-run --Werror"

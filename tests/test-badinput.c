@@ -42,10 +42,14 @@
 
 #include "cqwire.h"
 
-#if defined(__SANITIZE_ADDRESS__)
+/*
+ * ASan and TSan reserve terabytes of shadow memory, so an address-space
+ * cap (RLIMIT_AS) cannot be used under them: T_ASAN covers both.
+ */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define T_ASAN 1
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
 #define T_ASAN 1
 #endif
 #endif

@@ -17,6 +17,7 @@
 #endif
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
@@ -1175,7 +1176,7 @@ test_loop_reap_timeouts(void **state)
 struct t_waker {
 	cqw_loop *loop;
 	cqw_conn *rescue; /* sends here if the wake-up did not work */
-	volatile int returned;
+	atomic_int returned;
 	int wake_result;
 };
 
@@ -1187,10 +1188,10 @@ t_waker_main(void *arg)
 
 	t_sleep_ms(100);
 	w->wake_result = cqw_loop_wake(w->loop);
-	for (i = 0; i < 300 && !w->returned; i++) {
+	for (i = 0; i < 300 && !atomic_load(&w->returned); i++) {
 		t_sleep_ms(10);
 	}
-	if (!w->returned) {
+	if (!atomic_load(&w->returned)) {
 		/* Unblock the test so that it fails instead of hanging. */
 		cqw_send_bytes(w->rescue, "rescue", 6);
 	}
@@ -1219,7 +1220,7 @@ test_loop_wake_from_other_thread(void **state)
 	t0 = t_now_ms();
 	r = cqw_reap(w.loop, done, 4, -1);
 	dt = t_now_ms() - t0;
-	w.returned = 1;
+	atomic_store(&w.returned, 1);
 	assert_int_equal(pthread_join(th, NULL), 0);
 	T_RESULT(w.wake_result, 0);
 	T_RESULT(r, 0);
