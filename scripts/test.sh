@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone: installs what it needs, then
 # builds and tests (warnings as errors), again under ASan+UBSan and under
-# TSan, checks the
-# formatting, and builds a consumer against the installed library through
+# TSan, checks the formatting, and builds a consumer against the installed library through
 # CMake and through pkg-config. Exits non-zero on any failure, or when a
 # test that must run here was skipped.
 set -euo pipefail

@@ -264,6 +264,7 @@ int
 cqw__chan_frame_ready(cqw_conn *c)
 {
 	int64_t queued;
+	size_t staged;
 	int r;
 
 	if (cqw__dec_want(&c->dec) > 0) {
@@ -276,12 +277,15 @@ cqw__chan_frame_ready(cqw_conn *c)
 			return r;
 		}
 	}
+	staged = c->stage_len - c->stage_off;
+	if (staged >= c->dec.len - c->pay_got) {
+		return 1; /* read ahead already: no need to ask the kernel */
+	}
 	queued = cqw__io_nread(c->fd);
 	if (queued < 0) {
 		return (int)queued;
 	}
-	return (uint64_t)queued + (c->stage_len - c->stage_off) >=
-	       c->dec.len - c->pay_got;
+	return (uint64_t)queued + staged >= c->dec.len - c->pay_got;
 }
 
 int
