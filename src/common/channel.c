@@ -139,8 +139,8 @@ wait_first(cqw_conn *c, uint8_t *tmp, int64_t deadline)
 		    (c->stage = malloc(CQW__STAGE_SIZE)) == NULL) {
 			return CQW_ENOMEM;
 		}
-		r = cqw__io_read_wait(c->fd, c->kind, c->stage,
-				      CQW__STAGE_SIZE);
+		r = cqw__io_read_wait(c->fd, c->kind, c->stage, CQW__STAGE_SIZE,
+				      0);
 		if (r > 0) {
 			c->stage_off = 0;
 			c->stage_len = (size_t)r;
@@ -148,7 +148,7 @@ wait_first(cqw_conn *c, uint8_t *tmp, int64_t deadline)
 		}
 	} else {
 		r = cqw__io_read_wait(c->fd, c->kind, tmp,
-				      cqw__dec_want(&c->dec));
+				      cqw__dec_want(&c->dec), 0);
 		if (r > 0) {
 			cqw__dec_feed(&c->dec, tmp, (size_t)r);
 			return 0;
@@ -208,6 +208,34 @@ cqw__chan_recv_header(cqw_conn *c, int64_t deadline)
 	return 0;
 }
 
+/*
+ * The payload is not all here. Without a deadline or spinning, and when
+ * it goes straight into the caller's buffer, sleep in one read for all of
+ * it (a large message then costs one system call); otherwise wait for
+ * readiness and let the caller read.
+ */
+static int
+wait_payload(cqw_conn *c, uint8_t *p, uint64_t len, int64_t deadline)
+{
+	uint64_t left = len - c->pay_got;
+	int64_t r;
+
+	if (deadline >= 0 || c->spin_us > 0 ||
+	    ((c->flags & CQW_EXCLUSIVE) && left < CQW__STAGE_SIZE)) {
+		return wait_readable(c, deadline);
+	}
+	r = cqw__io_read_wait(c->fd, c->kind, p + c->pay_got,
+			      left > 0x40000000 ? 0x40000000 : (size_t)left, 1);
+	if (r > 0) {
+		c->pay_got += (uint64_t)r;
+		return 0;
+	}
+	if (r == 0) {
+		return 0; /* the next read sees the end of file again */
+	}
+	return r == CQW_EAGAIN ? wait_readable(c, deadline) : (int)r;
+}
+
 int
 cqw__chan_recv_payload(cqw_conn *c, void *dst, uint64_t len, int64_t deadline)
 {
@@ -230,7 +258,7 @@ cqw__chan_recv_payload(cqw_conn *c, void *dst, uint64_t len, int64_t deadline)
 		if (r != CQW_EAGAIN) {
 			return r;
 		}
-		r = wait_readable(c, deadline);
+		r = wait_payload(c, p, len, deadline);
 		if (r < 0) {
 			return r;
 		}
@@ -379,7 +407,10 @@ cqw__chan_recv_peeked(cqw_conn *c, struct cqw_msg *msgs, size_t n)
 	return r < 0 ? (int)r : (int)k;
 }
 
-/* Write iov[0..cnt) whole, waiting for space as needed. */
+/*
+ * Write iov[0..cnt) whole, waiting for space as needed; on a descriptor
+ * its owner made non-blocking, wait in poll().
+ */
 static int
 write_all(cqw_conn *c, cqw__iov *iov, int cnt)
 {
@@ -391,7 +422,12 @@ write_all(cqw_conn *c, cqw__iov *iov, int cnt)
 		if (n > CQW__IOV_MAX) {
 			n = CQW__IOV_MAX;
 		}
-		r = cqw__io_writev(c->fd, c->kind, iov + first, n);
+		/*
+		 * Sleep in the write itself, as a raw blocking loop does: a
+		 * large message then costs one system call, not a round of
+		 * partial write, EAGAIN and poll() per socket buffer.
+		 */
+		r = cqw__io_writev_wait(c->fd, c->kind, iov + first, n);
 		if (r == CQW_EAGAIN) {
 			r = cqw__io_wait(c->fd, 1, -1);
 			if (r < 0) {

@@ -44,12 +44,21 @@ int64_t cqw__io_read(cqw_fd fd, int kind, void *buf, size_t len);
 
 /*
  * A read that sleeps until data, EOF or an error: >0, 0 or an error;
- * CQW_EAGAIN if the descriptor was made non-blocking by its owner.
+ * CQW_EAGAIN if the descriptor was made non-blocking by its owner. With
+ * all, a socket read waits for all len bytes (MSG_WAITALL; a signal or
+ * EOF may still cut it short); a pipe read returns what has come.
  */
-int64_t cqw__io_read_wait(cqw_fd fd, int kind, void *buf, size_t len);
+int64_t cqw__io_read_wait(cqw_fd fd, int kind, void *buf, size_t len, int all);
 
 /* Bytes waiting to be read on a socket or pipe (FIONREAD). */
 int64_t cqw__io_nread(cqw_fd fd);
+
+/*
+ * A write that sleeps until all of iov is written, as a blocking write()
+ * does (fewer bytes only when a signal cuts it short). CQW_EAGAIN or a
+ * short count if the owner made the descriptor non-blocking.
+ */
+int64_t cqw__io_writev_wait(cqw_fd fd, int kind, const cqw__iov *iov, int cnt);
 
 /* Copy up to len bytes of a socket's queue without consuming them. */
 int64_t cqw__io_peek(cqw_fd sock, void *buf, size_t len);

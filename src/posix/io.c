@@ -178,13 +178,14 @@ cqw__io_read(cqw_fd fd, int kind, void *buf, size_t len)
 }
 
 int64_t
-cqw__io_read_wait(cqw_fd fd, int kind, void *buf, size_t len)
+cqw__io_read_wait(cqw_fd fd, int kind, void *buf, size_t len, int all)
 {
 	ssize_t r;
 
 	do {
-		r = kind == CQW__FD_SOCK ? recv(fd, buf, len, 0)
-					 : read(fd, buf, len);
+		r = kind == CQW__FD_SOCK
+			? recv(fd, buf, len, all ? MSG_WAITALL : 0)
+			: read(fd, buf, len);
 	} while (r < 0 && errno == EINTR);
 	if (r >= 0) {
 		return r;
@@ -315,6 +316,32 @@ pipe_write(cqw_fd fd, const struct iovec *iov, int cnt)
 	}
 	cqw__sigpipe_restore(&g);
 	return r;
+}
+
+int64_t
+cqw__io_writev_wait(cqw_fd fd, int kind, const cqw__iov *iov, int cnt)
+{
+	struct cqw__sigpipe_guard g;
+	ssize_t r;
+
+	for (;;) {
+		if (kind == CQW__FD_SOCK) {
+			struct msghdr m = { .msg_iov = (struct iovec *)iov,
+					    .msg_iovlen = (size_t)cnt };
+
+			r = sendmsg(fd, &m, MSG_NOSIGNAL);
+		} else {
+			cqw__sigpipe_block(&g);
+			r = writev(fd, iov, cnt);
+			cqw__sigpipe_restore(&g);
+		}
+		if (r >= 0) {
+			return r;
+		}
+		if (errno != EINTR) {
+			return errno == EWOULDBLOCK ? CQW_EAGAIN : -errno;
+		}
+	}
 }
 
 int64_t
