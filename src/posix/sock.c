@@ -58,70 +58,6 @@ resolve(const struct cqw__addr *a, int passive, struct addrinfo **res)
 }
 
 static int
-bind_listen(int fd, const struct sockaddr *sa, socklen_t len, int backlog)
-{
-	if (bind(fd, sa, len) != 0 || listen(fd, backlog) != 0) {
-		return -errno;
-	}
-	return 0;
-}
-
-int
-cqw__sock_listen(const struct cqw__addr *a, int backlog, cqw_fd *out)
-{
-	struct addrinfo *res, *ai;
-	struct sockaddr_un sun;
-	int fd, r, one = 1;
-
-	if (a->kind == CQW__ADDR_UNIX || a->kind == CQW__ADDR_UNIX_ABSTRACT) {
-		r = unix_sockaddr(a, &sun);
-		if (r < 0) {
-			return r;
-		}
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0) {
-			return -errno;
-		}
-		r = bind_listen(fd, (struct sockaddr *)&sun, (socklen_t)r,
-				backlog);
-		goto out;
-	}
-	if (a->kind != CQW__ADDR_TCP) {
-		return CQW_EAFNOSUPPORT;
-	}
-	r = resolve(a, 1, &res);
-	if (r < 0) {
-		return r;
-	}
-	fd = -1;
-	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-		if (fd < 0) {
-			r = -errno;
-			continue;
-		}
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		r = bind_listen(fd, ai->ai_addr, ai->ai_addrlen, backlog);
-		if (r == 0) {
-			break;
-		}
-		close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(res);
-	if (fd < 0) {
-		return r;
-	}
-out:
-	if (r < 0) {
-		close(fd);
-		return r;
-	}
-	*out = fd;
-	return 0;
-}
-
-static int
 connect_retry(int fd, const struct sockaddr *sa, socklen_t len)
 {
 	int err = 0;
@@ -141,59 +77,88 @@ connect_retry(int fd, const struct sockaddr *sa, socklen_t len)
 	return -err;
 }
 
-int
-cqw__sock_connect(const struct cqw__addr *a, cqw_fd *out)
+/*
+ * A new socket for sa, bound and listening (backlog > 0) or connected
+ * (backlog == 0). 0 and *out, or an error with nothing left open.
+ */
+static int
+open_one(const struct sockaddr *sa, socklen_t len, int backlog, int *out)
+{
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int r = 0, one = 1;
+
+	if (fd < 0) {
+		return -errno;
+	}
+	if (backlog == 0) {
+		r = connect_retry(fd, sa, len);
+		if (r == 0 && sa->sa_family != AF_UNIX) {
+			/* Frames go out whole already; do not hold them. */
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+				   sizeof(one));
+		}
+	} else {
+		/* As Python's Listener: SO_REUSEADDR for TCP only. */
+		if (sa->sa_family != AF_UNIX) {
+			setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one,
+				   sizeof(one));
+		}
+		if (bind(fd, sa, len) != 0 || listen(fd, backlog) != 0) {
+			r = -errno;
+		}
+	}
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	*out = fd;
+	return 0;
+}
+
+/* Listen (backlog > 0) or connect (backlog == 0) on the address a. */
+static int
+open_addr(const struct cqw__addr *a, int backlog, cqw_fd *out)
 {
 	struct addrinfo *res, *ai;
 	struct sockaddr_un sun;
-	int fd, r, one = 1;
+	int r;
 
 	if (a->kind == CQW__ADDR_UNIX || a->kind == CQW__ADDR_UNIX_ABSTRACT) {
 		r = unix_sockaddr(a, &sun);
 		if (r < 0) {
 			return r;
 		}
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0) {
-			return -errno;
-		}
-		r = connect_retry(fd, (struct sockaddr *)&sun, (socklen_t)r);
-		if (r < 0) {
-			close(fd);
-			return r;
-		}
-		*out = fd;
-		return 0;
+		return open_one((struct sockaddr *)&sun, (socklen_t)r, backlog,
+				out);
 	}
 	if (a->kind != CQW__ADDR_TCP) {
 		return CQW_EAFNOSUPPORT;
 	}
-	r = resolve(a, 0, &res);
+	r = resolve(a, backlog > 0, &res);
 	if (r < 0) {
 		return r;
 	}
-	fd = -1;
+	/* The first address that works, as socket.create_connection. */
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-		if (fd < 0) {
-			r = -errno;
-			continue;
-		}
-		r = connect_retry(fd, ai->ai_addr, ai->ai_addrlen);
+		r = open_one(ai->ai_addr, ai->ai_addrlen, backlog, out);
 		if (r == 0) {
 			break;
 		}
-		close(fd);
-		fd = -1;
 	}
 	freeaddrinfo(res);
-	if (fd < 0) {
-		return r;
-	}
-	/* Small frames go out at once; the gather already avoids splits. */
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	*out = fd;
-	return 0;
+	return r;
+}
+
+int
+cqw__sock_listen(const struct cqw__addr *a, int backlog, cqw_fd *out)
+{
+	return open_addr(a, backlog > 0 ? backlog : 1, out);
+}
+
+int
+cqw__sock_connect(const struct cqw__addr *a, cqw_fd *out)
+{
+	return open_addr(a, 0, out);
 }
 
 int

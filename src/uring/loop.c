@@ -179,6 +179,19 @@ untrack(struct uring_state *s, struct cqw__io *io)
 	io->backend_state = -1;
 }
 
+/* Queue io until the SQ has room again (start() never fails). */
+static void
+fifo_push(struct uring_state *s, struct cqw__io *io)
+{
+	io->next = NULL;
+	if (s->fifo_tail != NULL) {
+		s->fifo_tail->next = io;
+	} else {
+		s->fifo = io;
+	}
+	s->fifo_tail = io;
+}
+
 static struct io_uring_sqe *
 get_sqe(struct uring_state *s)
 {
@@ -236,13 +249,7 @@ uring_start(cqw_loop *loop, struct cqw__io *io)
 	}
 	sqe = s->fifo == NULL ? get_sqe(s) : NULL;
 	if (sqe == NULL) {
-		io->next = NULL;
-		if (s->fifo_tail != NULL) {
-			s->fifo_tail->next = io;
-		} else {
-			s->fifo = io;
-		}
-		s->fifo_tail = io;
+		fifo_push(s, io);
 		return;
 	}
 	prep_io(sqe, s, io);
@@ -464,15 +471,9 @@ uring_after_fork(cqw_loop *loop)
 
 		if (sqe != NULL) {
 			prep_io(sqe, s, io);
-			continue;
-		}
-		io->next = NULL;
-		if (s->fifo_tail != NULL) {
-			s->fifo_tail->next = io;
 		} else {
-			s->fifo = io;
+			fifo_push(s, io);
 		}
-		s->fifo_tail = io;
 	}
 	return 0;
 }
