@@ -198,8 +198,8 @@ CQW_EXTERN int cqw_send_bytes_at(cqw_conn *c, const void *buf, size_t buflen,
  * negative values: CQW_EINVAL. A message longer than maxlength returns
  * CQW_EMSGSIZE without allocating, and poisons the connection as Python
  * does: a duplex end stops being readable, a read-only end is closed.
- * Returns the message length. Memory is allocated only as the payload
- * arrives, so a header that lies costs nothing.
+ * Returns the message length. Beyond 16 MiB, memory is allocated only as
+ * the payload arrives, so a header that lies costs little.
  */
 CQW_EXTERN int64_t cqw_recv_bytes(cqw_conn *c, void **buf, int64_t maxlength);
 
@@ -333,8 +333,17 @@ CQW_EXTERN int cqw_connect(cqw_conn **out, const char *address,
  * exactly once each. A connection belongs to the loop it is submitted on
  * while it has ops there (submitting it to another loop meanwhile is
  * CQW_EBUSY, and so are its synchronous calls); once they are all
- * completed it is free again and may outlive the loop. One loop per thread; after fork() a loop rebuilds its backend in
- * the child on first use.
+ * completed it is free again and may outlive the loop.
+ *
+ * A loop belongs to the thread that first flushes or reaps it (io_uring
+ * rings are made for one issuer); only cqw_loop_wake() may come from
+ * others. After fork() the child's loop builds its own backend on first
+ * use; ops that were in flight at the fork complete in the child with
+ * CQW_EFORK (they are the parent's; nothing is sent or read twice), and a
+ * receive so ended leaves that connection unreadable in the child.
+ *
+ * Ops must be zeroed before their first submit (the loop keeps its state
+ * in priv); a reaped op may be submitted again as it is.
  */
 typedef struct cqw_loop cqw_loop;
 

@@ -1617,19 +1617,31 @@ test_loop_fork_child_uses_loop(void **state)
 	if (pid == 0) {
 		struct cqw_op s;
 
+		cqw_conn *c0, *c1;
+
 		alarm(30);
-		/* The child's copy of the waiting receive completes here. */
+		/*
+		 * The receive in flight at the fork is the parent's: the
+		 * child's copy ends with CQW_EFORK, and that end can no
+		 * longer be read here (its position is unknown).
+		 */
+		n = cqw_reap(loop, done, 4, T_PROGRESS_MS);
+		T_CHILD_CHECK(n == 1 && done[0] == &inherited);
+		T_CHILD_CHECK(inherited.result == CQW_EFORK);
+		T_CHILD_CHECK(cqw_recv_bytes_into(b0, buf, sizeof(buf), 0,
+						  NULL) == CQW_EFORK);
+		/* Sending on the other end still works, through the loop. */
 		t_op(&s, CQW_OP_SEND, b1, "from child", 10, NULL);
 		T_CHILD_CHECK(cqw_submit(loop, &s) == 0);
-		for (got = 0; got < 2; got += n) {
+		for (got = 0; got < 1; got += n) {
 			n = cqw_reap(loop, done + got, 4 - got, T_PROGRESS_MS);
 			T_CHILD_CHECK(n > 0);
 		}
-		T_CHILD_CHECK(cqw_reap(loop, done, 4, 0) == 0);
 		T_CHILD_CHECK(s.result == 0);
-		T_CHILD_CHECK(inherited.result == 10);
-		T_CHILD_CHECK(memcmp(buf, "from child", 10) == 0);
-		T_CHILD_CHECK(t_exchange(loop, b1, b0, 1000, 2000) == 0);
+		/* The child's own loop serves new connections. */
+		T_CHILD_CHECK(cqw_pipe(&c0, &c1, CQW_DUPLEX) == 0);
+		T_CHILD_CHECK(t_exchange(loop, c0, c1, 1000, 2000) == 0);
+		T_CHILD_CHECK(cqw_reap(loop, done, 4, 0) == 0);
 		T_CHILD_CHECK(cqw_loop_wake(loop) == 0);
 		_exit(0);
 	}
@@ -1644,10 +1656,152 @@ test_loop_fork_child_uses_loop(void **state)
 	T_RESULT(t_exchange(loop, a0, a1, 5000, 2000), 0);
 	t_wait_child(pid);
 	T_RESULT(t_exchange(loop, a1, a0, 9000, 20), 0);
+	/* What the child sent arrives whole: the parent's stream is intact. */
+	T_RESULT(cqw_recv_bytes_into(b0, buf, sizeof(buf), 0, NULL), 10);
+	assert_memory_equal(buf, "from child", 10);
 	cqw_conn_free(a0);
 	cqw_conn_free(a1);
 	cqw_conn_free(b0);
 	cqw_conn_free(b1);
+	cqw_loop_free(loop);
+}
+
+/*
+ * The worker-pool pattern: a child closes the ends it does not use, here
+ * one with a receive in flight on the parent's loop. It must neither hang
+ * nor touch the parent's op.
+ */
+static void
+test_loop_fork_child_closes_inherited(void **state)
+{
+	struct cqw_op op;
+	cqw_conn *a, *b;
+	cqw_loop *loop;
+	char buf[16];
+	pid_t pid;
+
+	(void)state;
+	loop = t_loop_new();
+	t_pipe(&a, &b, CQW_DUPLEX);
+	t_op(&op, CQW_OP_RECV, b, buf, sizeof(buf), NULL);
+	T_RESULT(cqw_submit(loop, &op), 0);
+	T_RESULT(cqw_flush(loop), 0);
+	pid = t_fork();
+	if (pid == 0) {
+		alarm(10);
+		T_CHILD_CHECK(cqw_conn_close(b) == 0);
+		T_CHILD_CHECK(cqw_conn_close(a) == 0);
+		_exit(0);
+	}
+	t_wait_child(pid);
+	/* The parent's receive is still there and still works. */
+	T_RESULT(cqw_send_bytes(a, "alive", 5), 0);
+	t_reap_one(loop, &op);
+	T_RESULT(op.result, 5);
+	cqw_conn_free(a);
+	cqw_conn_free(b);
+	cqw_loop_free(loop);
+}
+
+/*
+ * A send part-written when the process forks goes on in the parent only:
+ * the peer gets the message once, whole, and nothing after it.
+ */
+static void
+test_loop_fork_send_in_flight_goes_once(void **state)
+{
+	const size_t size = 1 << 20;
+	struct cqw_op send, recv, *done[2];
+	uint8_t *out = malloc(size), *in = malloc(size);
+	cqw_conn *a, *b;
+	cqw_loop *loop;
+	pid_t pid;
+	size_t i;
+
+	(void)state;
+	assert_non_null(out);
+	assert_non_null(in);
+	for (i = 0; i < size; i++) {
+		out[i] = (uint8_t)(i * 7 + 3);
+	}
+	loop = t_loop_new();
+	t_pipe(&a, &b, CQW_DUPLEX);
+	t_op(&send, CQW_OP_SEND, a, out, size, NULL);
+	T_RESULT(cqw_submit(loop, &send), 0);
+	T_RESULT(cqw_flush(loop), 0);
+	T_RESULT(cqw_reap(loop, done, 2, 0), 0); /* too big to be done */
+	pid = t_fork();
+	if (pid == 0) {
+		alarm(10);
+		T_CHILD_CHECK(cqw_reap(loop, done, 2, T_PROGRESS_MS) == 1);
+		T_CHILD_CHECK(done[0] == &send && send.result == CQW_EFORK);
+		_exit(0);
+	}
+	t_wait_child(pid);
+	t_op(&recv, CQW_OP_RECV, b, in, size, NULL);
+	T_RESULT(cqw_submit(loop, &recv), 0);
+	t_reap_exact(loop, done, 2);
+	T_RESULT(send.result, 0);
+	T_RESULT(recv.result, (int64_t)size);
+	assert_memory_equal(in, out, size);
+	T_RESULT(cqw_poll(b, 100), 0);
+	cqw_conn_free(a);
+	cqw_conn_free(b);
+	cqw_loop_free(loop);
+	free(out);
+	free(in);
+}
+
+/* Closing while a send is part-written to a peer that never reads. */
+static void
+test_loop_close_with_partial_send(void **state)
+{
+	const size_t size = 4 << 20;
+	uint8_t *out = calloc(1, size);
+	struct cqw_op send;
+	cqw_conn *a, *b;
+	cqw_loop *loop;
+
+	(void)state;
+	assert_non_null(out);
+	loop = t_loop_new();
+	t_pipe(&a, &b, CQW_DUPLEX);
+	t_op(&send, CQW_OP_SEND, a, out, size, NULL);
+	T_RESULT(cqw_submit(loop, &send), 0);
+	T_RESULT(cqw_flush(loop), 0);
+	alarm(10); /* a hang here is the bug */
+	T_RESULT(cqw_conn_close(a), 0);
+	alarm(0);
+	t_reap_one(loop, &send);
+	T_RESULT(send.result, CQW_ECANCELED);
+	cqw_conn_free(a);
+	cqw_conn_free(b);
+	cqw_loop_free(loop);
+	free(out);
+}
+
+/* An op completed but not yet reaped is still the loop's. */
+static void
+test_loop_resubmit_unreaped_busy(void **state)
+{
+	struct cqw_op op, *done[4];
+	cqw_conn *a, *b;
+	cqw_loop *loop;
+
+	(void)state;
+	loop = t_loop_new();
+	t_pipe(&a, &b, CQW_DUPLEX);
+	t_op(&op, CQW_OP_SEND, a, "x", 1, NULL);
+	T_RESULT(cqw_submit(loop, &op), 0);
+	T_RESULT(cqw_flush(loop), 0); /* completes, waits to be reaped */
+	T_RESULT(cqw_submit(loop, &op), CQW_EBUSY);
+	t_reap_one(loop, &op);
+	T_RESULT(op.result, 0);
+	T_RESULT(cqw_reap(loop, done, 4, 0), 0);
+	T_RESULT(cqw_submit(loop, &op), 0); /* reaped: its own again */
+	t_reap_one(loop, &op);
+	cqw_conn_free(a);
+	cqw_conn_free(b);
 	cqw_loop_free(loop);
 }
 
@@ -1845,6 +1999,10 @@ main(void)
 		cmocka_unit_test(test_loop_submit_bad_ops_queue_nothing),
 		cmocka_unit_test(test_loop_fork_child_uses_loop),
 		cmocka_unit_test(test_loop_fork_child_wake_stays_in_child),
+		cmocka_unit_test(test_loop_fork_child_closes_inherited),
+		cmocka_unit_test(test_loop_fork_send_in_flight_goes_once),
+		cmocka_unit_test(test_loop_close_with_partial_send),
+		cmocka_unit_test(test_loop_resubmit_unreaped_busy),
 		cmocka_unit_test(test_loop_free_before_conns),
 		cmocka_unit_test(test_loop_backend_env_bogus_einval),
 		cmocka_unit_test(test_loop_backend_not_built_enosys),

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +129,88 @@ test_uring_pipe_epipe_no_signal(void **state)
 	cqw_loop_free(loop);
 }
 
+/*
+ * With 8 SQ entries, 40 pipe writes to closed readers overflow the SQ: the
+ * submit that makes room must hold SIGPIPE off as well.
+ */
+static void
+test_uring_full_sq_pipe_epipe_no_signal(void **state)
+{
+	cqw_conn *r[40], *w[40];
+	struct cqw_op ops[40], *done[40];
+	cqw_loop *loop = t_ring(8);
+	int i, n, total = 0;
+
+	(void)state;
+	if (loop == NULL) {
+		skip();
+	}
+	signal(SIGPIPE, SIG_DFL);
+	for (i = 0; i < 40; i++) {
+		assert_int_equal(cqw_pipe(&r[i], &w[i], 0), 0);
+		cqw_conn_free(r[i]);
+		ops[i] = (struct cqw_op){
+			.kind = CQW_OP_SEND, .conn = w[i], .buf = "x", .len = 1
+		};
+		assert_int_equal(cqw_submit(loop, &ops[i]), 0);
+	}
+	while (total < 40) {
+		n = cqw_reap(loop, done, 40, 5000);
+		assert_true(n > 0);
+		total += n;
+	}
+	for (i = 0; i < 40; i++) {
+		assert_int_equal(ops[i].result, CQW_EPIPE);
+		cqw_conn_free(w[i]);
+	}
+	cqw_loop_free(loop);
+}
+
+struct t_other {
+	cqw_loop *loop;
+	cqw_conn *a, *b;
+	int64_t result;
+};
+
+static void *
+t_other_main(void *arg)
+{
+	struct t_other *o = arg;
+	struct cqw_op op = { .kind = CQW_OP_RECV, .conn = o->b };
+	struct cqw_op *done[1];
+	char buf[8];
+
+	op.buf = buf;
+	op.len = sizeof(buf);
+	o->result = -1;
+	if (cqw_submit(o->loop, &op) == 0 &&
+	    cqw_send_bytes(o->a, "hi", 2) == 0 &&
+	    cqw_reap(o->loop, done, 1, 5000) == 1) {
+		o->result = op.result;
+	}
+	return NULL;
+}
+
+/* A ring made on one thread serves the thread that uses it. */
+static void
+test_uring_loop_used_on_another_thread(void **state)
+{
+	struct t_other o = { .loop = t_ring(0) };
+	pthread_t th;
+
+	(void)state;
+	if (o.loop == NULL) {
+		skip();
+	}
+	assert_int_equal(cqw_pipe(&o.a, &o.b, CQW_DUPLEX), 0);
+	assert_int_equal(pthread_create(&th, NULL, t_other_main, &o), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(o.result, 2);
+	cqw_conn_free(o.a);
+	cqw_conn_free(o.b);
+	cqw_loop_free(o.loop);
+}
+
 int
 main(void)
 {
@@ -135,6 +218,8 @@ main(void)
 		cmocka_unit_test(test_uring_forced_backend_is_uring),
 		cmocka_unit_test(test_uring_full_sq_keeps_order),
 		cmocka_unit_test(test_uring_pipe_epipe_no_signal),
+		cmocka_unit_test(test_uring_full_sq_pipe_epipe_no_signal),
+		cmocka_unit_test(test_uring_loop_used_on_another_thread),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

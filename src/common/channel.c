@@ -561,7 +561,7 @@ send_kick(cqw_loop *loop, cqw_conn *c)
 	unsigned n = 0, cnt = 0;
 	int r;
 
-	if (c->send_busy || c->sendq.head == NULL) {
+	if (c->send_busy || c->sendq.head == NULL || c->closing) {
 		return;
 	}
 	r = c->send_error ? c->send_error : ensure_gather(c);
@@ -597,19 +597,27 @@ send_kick(cqw_loop *loop, cqw_conn *c)
 }
 
 static void
+send_fail(cqw_loop *loop, cqw_conn *c, int err)
+{
+	unsigned i;
+
+	/* The stream may be torn: nothing more may follow. */
+	c->send_error = err;
+	for (i = 0; i < c->ngather; i++) {
+		cqw__loop_op_done(loop, c->gather[i], err);
+	}
+	c->ngather = 0;
+	fail_queue(loop, &c->sendq, err);
+}
+
+static void
 send_done(cqw_loop *loop, cqw_conn *c, int64_t r)
 {
 	unsigned i;
 
 	c->send_busy = 0;
 	if (r < 0) {
-		/* The stream may be torn: nothing more may follow. */
-		c->send_error = (int)r;
-		for (i = 0; i < c->ngather; i++) {
-			cqw__loop_op_done(loop, c->gather[i], r);
-		}
-		c->ngather = 0;
-		fail_queue(loop, &c->sendq, (int)r);
+		send_fail(loop, c, (int)r);
 		return;
 	}
 	while (c->siov_first < c->siov_cnt &&
@@ -618,9 +626,14 @@ send_done(cqw_loop *loop, cqw_conn *c, int64_t r)
 		c->siov_first++;
 	}
 	if (c->siov_first < c->siov_cnt) {
-		/* A partial write: resume from (iov index, offset). */
+		/* A partial write: resume from (iov index, offset)... */
 		cqw__iov *v = &c->siov[c->siov_first];
 
+		if (c->closing) {
+			/* ...unless closing: the peer sees a cut frame. */
+			send_fail(loop, c, CQW_ECANCELED);
+			return;
+		}
 		CQW__IOV_BASE(v) = (char *)CQW__IOV_BASE(v) + r;
 		CQW__IOV_LEN(v) -= (size_t)r;
 		start_write(loop, c);
@@ -677,6 +690,13 @@ recv_kick(cqw_loop *loop, cqw_conn *c)
 	size_t want;
 
 	while (!c->recv_busy && (op = c->recvq.head) != NULL) {
+		if (c->recv_error < 0 || c->closing) {
+			cqw__opq_pop(&c->recvq);
+			cqw__loop_op_done(loop, op,
+					  c->closing ? CQW_ECANCELED
+						     : c->recv_error);
+			continue;
+		}
 		want = cqw__dec_want(&c->dec);
 		if (want == 0 && c->dec.len > op->len) {
 			/* Too small: keep the frame for the next receive. */
@@ -722,6 +742,13 @@ recv_done(cqw_loop *loop, cqw_conn *c, int64_t r)
 	struct cqw_op *op = c->recvq.head;
 
 	c->recv_busy = 0;
+	if (r == CQW_EFORK) {
+		/* The parent may have read for it: the position is lost. */
+		c->recv_error = CQW_EFORK;
+	}
+	if (r > 0 && c->closing) {
+		r = CQW_ECANCELED; /* what was read is dropped with the conn */
+	}
 	if (r <= 0) {
 		if (r == 0) {
 			r = cqw__dec_want(&c->dec) > 0 ? cqw__dec_eof(&c->dec)

@@ -199,7 +199,10 @@ check_read(const cqw_conn *c)
 	if ((c->flags & CQW_READABLE) == 0) {
 		return CQW_EWRITEONLY;
 	}
-	return c->inflight ? CQW_EBUSY : 0;
+	if (c->inflight) {
+		return CQW_EBUSY;
+	}
+	return c->recv_error;
 }
 
 static int
@@ -214,7 +217,11 @@ check_write(const cqw_conn *c)
 	if ((c->flags & CQW_WRITABLE) == 0) {
 		return CQW_EREADONLY;
 	}
-	return c->inflight ? CQW_EBUSY : 0;
+	if (c->inflight) {
+		return CQW_EBUSY;
+	}
+	/* An async send failed part-way: the stream may be torn. */
+	return c->send_error;
 }
 
 int
@@ -306,8 +313,9 @@ cqw_recv_bytes(cqw_conn *c, void **out, int64_t maxlength)
 		return CQW_EMSGSIZE;
 	}
 	/*
-	 * Allocate as the payload arrives: a hostile header costs what its
-	 * sender actually sends, not what it claims.
+	 * Allocate as the payload arrives beyond 16 MiB: a hostile header
+	 * costs at most that (or maxlength) more than its sender really
+	 * sends, never what it claims.
 	 */
 	have = len < RECV_PREALLOC_MAX ? len : RECV_PREALLOC_MAX;
 	buf = malloc(have > 0 ? (size_t)have : 1);

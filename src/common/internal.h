@@ -74,6 +74,8 @@ struct cqw_conn {
 	int send_busy;	/* wio is started */
 	int recv_busy;	/* rio is started */
 	int send_error; /* sticky: the stream is broken */
+	int recv_error; /* sticky: the receive position is unknown (fork) */
+	int closing;	/* cqw_conn_close() is cancelling: start nothing */
 	int pending;	/* on the loop's list of conns with work */
 	struct cqw_conn *next_pending;
 };

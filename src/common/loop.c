@@ -276,9 +276,8 @@ cqw_submit(cqw_loop *loop, struct cqw_op *op)
 	if (c->loop != NULL && c->loop != loop) {
 		return CQW_EBUSY;
 	}
-	if (CQW__OP_STATE(op) != CQW__OPS_IDLE &&
-	    CQW__OP_STATE(op) != CQW__OPS_DONE) {
-		return CQW_EBUSY; /* still the loop's */
+	if (CQW__OP_STATE(op) != CQW__OPS_IDLE) {
+		return CQW_EBUSY; /* still the loop's, maybe not yet reaped */
 	}
 	c->loop = loop;
 	op->result = 0;
@@ -364,6 +363,8 @@ cqw_reap(cqw_loop *loop, struct cqw_op **ops, int max, int timeout_ms)
 int
 cqw_cancel(cqw_loop *loop, struct cqw_op *op)
 {
+	int r;
+
 	if (loop == NULL || op == NULL || op->conn == NULL) {
 		return CQW_EINVAL;
 	}
@@ -374,7 +375,8 @@ cqw_cancel(cqw_loop *loop, struct cqw_op *op)
 	if (op->conn->loop != loop) {
 		return CQW_EINVAL;
 	}
-	return cqw__chan_cancel(loop, op);
+	r = check_fork(loop);
+	return r < 0 ? r : cqw__chan_cancel(loop, op);
 }
 
 void
@@ -389,14 +391,28 @@ cqw__loop_conn_close(cqw_loop *loop, cqw_conn *c)
 			break;
 		}
 	}
+	/*
+	 * In a child after fork() the ios are the parent's: after_fork()
+	 * completes them here with CQW_EFORK, and nothing reaches the
+	 * parent's ring.
+	 */
+	if (check_fork(loop) < 0) {
+		goto out_unbind;
+	}
+	/* No new io on c from here: kicks stop, resumptions are refused. */
+	c->closing = 1;
 	cqw__chan_cancel_all(loop, c);
 	/* The descriptor may close only when no io on it is in flight. */
-	while (c->send_busy || c->recv_busy) {
+	for (;;) {
 		process_ios(loop);
-		if (c->send_busy || c->recv_busy) {
-			loop->ops->flush(loop);
-			loop->ops->wait(loop, -1);
+		if (!c->send_busy && !c->recv_busy) {
+			break;
+		}
+		if (loop->ops->flush(loop) < 0 ||
+		    loop->ops->wait(loop, -1) < 0) {
+			break; /* a broken ring: do not spin */
 		}
 	}
+out_unbind:
 	c->loop = NULL;
 }

@@ -227,11 +227,9 @@ poll_after_fork(cqw_loop *loop)
 {
 	struct poll_state *s = state(loop);
 	int fds[2], r;
+	size_t i;
 
-	/*
-	 * Nothing kernel-side is shared but the wake pipe: a parent's wake
-	 * must not wake the child. The waiting ios stay valid.
-	 */
+	/* A parent's wake-up must not wake the child: a pipe of its own. */
 	r = make_wake_pipe(fds);
 	if (r < 0) {
 		return r;
@@ -240,6 +238,14 @@ poll_after_fork(cqw_loop *loop)
 	close(s->wake[1]);
 	s->wake[0] = fds[0];
 	s->wake[1] = fds[1];
+	/*
+	 * The waiting ios are the parent's too, which goes on with them:
+	 * end the child's copies rather than race it for the same bytes.
+	 */
+	for (i = 0; i < s->nwaiting; i++) {
+		cqw__loop_io_complete(loop, s->waiting[i], CQW_EFORK);
+	}
+	s->nwaiting = 0;
 	return 0;
 }
 

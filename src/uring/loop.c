@@ -12,9 +12,9 @@
  * eventfd stays armed for cqw_loop_wake().
  *
  * After fork() the child must not touch the parent's ring (its SQEs would
- * run in the parent's queue): after_fork() drops the child's mapping of it
- * without submitting anything, builds a new ring and starts again every io
- * that was in flight, since none of them will complete in the child.
+ * run in the parent's queue): after_fork() builds a new ring, drops the
+ * child's mapping of the old one without submitting anything, and ends
+ * every io that was in flight with CQW_EFORK: they are the parent's.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,13 +23,17 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/backend.h"
 #include "common/loop.h"
 #include "posix/sigpipe.h"
 
-/* liburing 2.3 has every constant used here; none is defined locally. */
+/*
+ * liburing 2.3 has every constant used here; none is defined locally. One
+ * function is missing from its library (see ensure_enabled()).
+ */
 
 #define WAKE_TAG ((uint64_t)1)	 /* user_data of the eventfd read */
 #define CANCEL_TAG ((uint64_t)2) /* user_data of cancel requests */
@@ -45,6 +49,7 @@ struct uring_state {
 	int wakefd;
 	uint64_t wakebuf;
 	int wake_armed;
+	int enabled; /* rings enabled by the thread that uses the loop */
 };
 
 _Static_assert(sizeof(struct msghdr) <=
@@ -76,7 +81,13 @@ setup_ring(struct uring_state *s)
 
 	for (i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
 		memset(&p, 0, sizeof(p));
-		p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
+		/*
+		 * Made disabled: the thread that first flushes or reaps
+		 * enables it and so becomes its single issuer, whichever
+		 * thread called cqw_loop_new().
+		 */
+		p.flags = flag_sets[i] | IORING_SETUP_CQSIZE |
+			  IORING_SETUP_R_DISABLED;
 		/* Room for every io in flight and its cancel. */
 		p.cq_entries = s->entries * 4;
 		r = io_uring_queue_init_params(s->entries, &s->ring, &p);
@@ -103,8 +114,6 @@ setup_ring(struct uring_state *s)
 	if (r < 0) {
 		goto out_exit;
 	}
-	/* Saves an fget/fput per io_uring_enter; optional. */
-	io_uring_register_ring_fd(&s->ring);
 	return 0;
 
 out_exit:
@@ -179,6 +188,43 @@ untrack(struct uring_state *s, struct cqw__io *io)
 	io->backend_state = -1;
 }
 
+static int
+ensure_enabled(struct uring_state *s)
+{
+	int r;
+
+	if (s->enabled) {
+		return 0;
+	}
+	/*
+	 * Debian's liburing 2.3 declares io_uring_enable_rings() but its
+	 * shared library does not export it: register the opcode ourselves.
+	 */
+	r = (int)syscall(__NR_io_uring_register, s->ring.ring_fd,
+			 IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+	if (r < 0) {
+		return -errno;
+	}
+	/* Saves an fget/fput per io_uring_enter; per thread, optional. */
+	io_uring_register_ring_fd(&s->ring);
+	s->enabled = 1;
+	return 0;
+}
+
+/*
+ * Pipe writes run in our task when submitted (inline, or as task work
+ * while we wait): hold SIGPIPE off around every entry to the kernel while
+ * any are in flight.
+ */
+static void
+guard_begin(struct uring_state *s, struct cqw__sigpipe_guard *g)
+{
+	g->active = 0;
+	if (s->pipe_writes > 0) {
+		cqw__sigpipe_block(g);
+	}
+}
+
 /* Queue io until the SQ has room again (start() never fails). */
 static void
 fifo_push(struct uring_state *s, struct cqw__io *io)
@@ -197,9 +243,13 @@ get_sqe(struct uring_state *s)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
 
-	if (sqe == NULL) {
+	if (sqe == NULL && ensure_enabled(s) == 0) {
 		/* Full: hand what is queued to the kernel and try again. */
+		struct cqw__sigpipe_guard g;
+
+		guard_begin(s, &g);
 		io_uring_submit(&s->ring);
+		cqw__sigpipe_restore(&g);
 		s->unsubmitted = 0;
 		sqe = io_uring_get_sqe(&s->ring);
 	}
@@ -304,10 +354,11 @@ enter(struct uring_state *s, unsigned wait_nr, int timeout_ms)
 	struct cqw__sigpipe_guard g;
 	int r;
 
-	g.active = 0;
-	if (s->pipe_writes > 0) {
-		cqw__sigpipe_block(&g);
+	r = ensure_enabled(s);
+	if (r < 0) {
+		return r;
 	}
+	guard_begin(s, &g);
 	if (wait_nr == 0) {
 		r = io_uring_submit_and_get_events(&s->ring);
 	} else {
@@ -441,40 +492,44 @@ uring_after_fork(cqw_loop *loop)
 	struct uring_state *s = state(loop);
 	struct uring_state fresh;
 	size_t i;
-	int r;
+	int r, wakefd;
 
-	/*
-	 * Unmap and close our copy of the parent's ring. Nothing is
-	 * submitted on it: that would land in the parent's queue.
-	 */
-	io_uring_queue_exit(&s->ring);
-	close(s->wakefd);
+	/* The new ring first: on failure the old one is left as it was. */
 	memset(&fresh, 0, sizeof(fresh));
 	fresh.entries = s->entries;
-	s->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (s->wakefd < 0) {
-		return -errno;
-	}
 	r = setup_ring(&fresh);
 	if (r < 0) {
 		return r;
 	}
+	wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (wakefd < 0) {
+		r = -errno;
+		io_uring_queue_exit(&fresh.ring);
+		return r;
+	}
+	/*
+	 * Unmap and close our copy of the parent's ring without submitting
+	 * anything on it: that would land in the parent's queue.
+	 */
+	io_uring_queue_exit(&s->ring);
+	close(s->wakefd);
 	s->ring = fresh.ring;
+	s->wakefd = wakefd;
+	s->enabled = 0;
 	s->wake_armed = 0;
 	s->unsubmitted = 0;
 	s->pipe_writes = 0;
 	s->fifo = s->fifo_tail = NULL;
-	/* None of the parent's ios will complete here: start them again. */
+	/*
+	 * The ios in flight are the parent's: the kernel may have done them
+	 * already, for the parent. Never reissue (a send would go twice, a
+	 * read would lose its place): they end here with CQW_EFORK.
+	 */
 	for (i = 0; i < s->ninflight; i++) {
-		struct cqw__io *io = s->inflight[i];
-		struct io_uring_sqe *sqe = get_sqe(s);
-
-		if (sqe != NULL) {
-			prep_io(sqe, s, io);
-		} else {
-			fifo_push(s, io);
-		}
+		s->inflight[i]->backend_state = -1;
+		cqw__loop_io_complete(loop, s->inflight[i], CQW_EFORK);
 	}
+	s->ninflight = 0;
 	return 0;
 }
 
