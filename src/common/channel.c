@@ -353,42 +353,29 @@ be32(const uint8_t *p)
 	       (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
-int
-cqw__chan_recv_peeked(cqw_conn *c, struct cqw_msg *msgs, size_t n)
+/*
+ * Take whole frames from what a peek showed (stage[0..avail), not yet
+ * consumed): frame i goes to msgs[i] if it fits msgs[i].cap. Stops at a
+ * frame that is partial, large-form, negative or too big (the one-frame
+ * path deals with those). Consumes exactly the frames taken, with one
+ * gather read. Returns how many (lengths in msgs[i].len), or an error.
+ */
+static int
+take_peeked(cqw_conn *c, size_t avail, struct cqw_msg *msgs, size_t n)
 {
 	uint8_t hdr[PEEK_FRAMES][CQW__HDR_SMALL];
 	cqw__iov iov[2 * PEEK_FRAMES];
-	size_t want = 0, off = 0, k, cnt = 0;
-	int64_t r;
+	size_t off = 0, k, cnt = 0;
+	int r;
 
-	/*
-	 * Frame-exact batching on a socket: look at what is queued, take
-	 * only whole frames that fit their buffers, and consume exactly
-	 * those bytes with one gather read. Nothing past them is touched.
-	 */
-	if (c->kind != CQW__FD_SOCK || cqw__chan_has_buffered(c)) {
-		return 0;
-	}
 	if (n > PEEK_FRAMES) {
 		n = PEEK_FRAMES;
 	}
-	for (k = 0; k < n && want < CQW__STAGE_SIZE; k++) {
-		want += CQW__HDR_SMALL + msgs[k].cap;
-	}
-	want = want < CQW__STAGE_SIZE ? want : CQW__STAGE_SIZE;
-	if (c->stage == NULL && (c->stage = malloc(CQW__STAGE_SIZE)) == NULL) {
-		return CQW_ENOMEM;
-	}
-	r = cqw__io_peek(c->fd, c->stage, want);
-	if (r <= 0) {
-		return r == CQW_EAGAIN || r == 0 ? 0 : (int)r;
-	}
-	for (k = 0; k < n && off + CQW__HDR_SMALL <= (size_t)r; k++) {
+	for (k = 0; k < n && off + CQW__HDR_SMALL <= avail; k++) {
 		uint32_t len = be32(c->stage + off);
 
-		/* Large, negative or too big for its buffer: the slow path. */
 		if (len > CQW__SMALL_MAX || len > msgs[k].cap ||
-		    off + CQW__HDR_SMALL + len > (size_t)r) {
+		    off + CQW__HDR_SMALL + len > avail) {
 			break;
 		}
 		CQW__IOV_BASE(&iov[cnt]) = (char *)hdr[k];
@@ -400,11 +387,39 @@ cqw__chan_recv_peeked(cqw_conn *c, struct cqw_msg *msgs, size_t n)
 		msgs[k].len = len;
 		off += CQW__HDR_SMALL + len;
 	}
-	if (k < 2) {
-		return 0; /* one frame: the plain path costs the same */
+	if (k == 0) {
+		return 0;
 	}
 	r = cqw__io_readv_all(c->fd, iov, (int)cnt);
-	return r < 0 ? (int)r : (int)k;
+	return r < 0 ? r : (int)k;
+}
+
+int
+cqw__chan_recv_peeked(cqw_conn *c, struct cqw_msg *msgs, size_t n)
+{
+	size_t want = 0, k;
+	int64_t r;
+
+	/*
+	 * Frame-exact batching on a socket: look at what is queued, take
+	 * only whole frames that fit their buffers, and consume exactly
+	 * those bytes with one gather read. Nothing past them is touched.
+	 */
+	if (c->kind != CQW__FD_SOCK || cqw__chan_has_buffered(c) || n < 2) {
+		return 0; /* one frame: the plain path costs the same */
+	}
+	for (k = 0; k < n && k < PEEK_FRAMES && want < CQW__STAGE_SIZE; k++) {
+		want += CQW__HDR_SMALL + msgs[k].cap;
+	}
+	want = want < CQW__STAGE_SIZE ? want : CQW__STAGE_SIZE;
+	if (c->stage == NULL && (c->stage = malloc(CQW__STAGE_SIZE)) == NULL) {
+		return CQW_ENOMEM;
+	}
+	r = cqw__io_peek(c->fd, c->stage, want);
+	if (r <= 0) {
+		return r == CQW_EAGAIN || r == 0 ? 0 : (int)r;
+	}
+	return take_peeked(c, (size_t)r, msgs, n);
 }
 
 /*
@@ -499,12 +514,12 @@ cqw__chan_send(cqw_conn *c, const struct cqw_msg *msgs, size_t n)
  * backend completes one, io_done() advances the state and kicks again.
  */
 
-enum { RT_HDR = 1, RT_STAGE, RT_PAYLOAD };
+enum { RT_HDR = 1, RT_STAGE, RT_PAYLOAD, RT_PEEK };
 
 static void
 start_read(cqw_loop *loop, cqw_conn *c, int target, void *buf, size_t len)
 {
-	c->rio.kind = CQW__IO_READ;
+	c->rio.kind = target == RT_PEEK ? CQW__IO_PEEK : CQW__IO_READ;
 	c->rio.conn = c;
 	c->rio.buf = buf;
 	c->rio.len = len > 0x40000000 ? 0x40000000 : len;
@@ -713,6 +728,7 @@ recv_kick(cqw_loop *loop, cqw_conn *c)
 		if (want == 0 && c->pay_got == len) {
 			cqw__dec_reset(&c->dec);
 			c->pay_got = 0;
+			c->no_peek = 0;
 			cqw__opq_pop(&c->recvq);
 			cqw__loop_op_done(loop, op, (int64_t)len);
 			continue;
@@ -726,6 +742,19 @@ recv_kick(cqw_loop *loop, cqw_conn *c)
 			}
 			start_read(loop, c, RT_STAGE, c->stage,
 				   CQW__STAGE_SIZE);
+		} else if (want > 0 && !cqw__dec_started(&c->dec) &&
+			   c->kind == CQW__FD_SOCK && !c->no_peek) {
+			/*
+			 * Frame-exact socket at a frame boundary: peek, then
+			 * take every whole frame that the queued receives
+			 * can hold with one exact gather read.
+			 */
+			if (ensure_stage(c) < 0) {
+				cqw__opq_pop(&c->recvq);
+				cqw__loop_op_done(loop, op, CQW_ENOMEM);
+				continue;
+			}
+			start_read(loop, c, RT_PEEK, c->stage, CQW__STAGE_SIZE);
 		} else if (want > 0) {
 			start_read(loop, c, RT_HDR, c->rhdr, want);
 		} else {
@@ -733,6 +762,38 @@ recv_kick(cqw_loop *loop, cqw_conn *c)
 				   (char *)op->buf + c->pay_got,
 				   (size_t)(len - c->pay_got));
 		}
+	}
+}
+
+/* A peek of avail bytes completed: hand whole frames to queued ops. */
+static void
+recv_peeked(cqw_loop *loop, cqw_conn *c, size_t avail)
+{
+	struct cqw_msg msgs[PEEK_FRAMES];
+	struct cqw_op *ops[PEEK_FRAMES], *op = c->recvq.head;
+	size_t n = 0, i;
+	int k;
+
+	for (; op != NULL && n < PEEK_FRAMES; op = CQW__OP_NEXT(op), n++) {
+		ops[n] = op;
+		msgs[n].buf = op->buf;
+		msgs[n].cap = op->len;
+	}
+	k = take_peeked(c, avail, msgs, n);
+	if (k == 0) {
+		/* The first frame needs the one-frame path (see take_peeked). */
+		c->no_peek = 1;
+		return;
+	}
+	if (k < 0) {
+		/* Nothing was consumed, or the stream is lost: say so once. */
+		cqw__opq_pop(&c->recvq);
+		cqw__loop_op_done(loop, ops[0], k);
+		return;
+	}
+	for (i = 0; i < (size_t)k; i++) {
+		cqw__opq_pop(&c->recvq);
+		cqw__loop_op_done(loop, ops[i], (int64_t)msgs[i].len);
 	}
 }
 
@@ -762,6 +823,9 @@ recv_done(cqw_loop *loop, cqw_conn *c, int64_t r)
 		return;
 	}
 	switch (c->rtarget) {
+	case RT_PEEK:
+		recv_peeked(loop, c, (size_t)r);
+		break;
 	case RT_HDR:
 		cqw__dec_feed(&c->dec, c->rhdr, (size_t)r);
 		break;

@@ -25,6 +25,8 @@ struct cqw__opq {
 enum cqw__io_kind {
 	CQW__IO_READ = 1,   /* read up to len bytes into buf */
 	CQW__IO_WRITEV = 2, /* write iov[0..iovcnt) (may be partial) */
+	CQW__IO_PEEK = 3,   /* sockets: copy up to len queued bytes into buf
+			       without consuming them (MSG_PEEK) */
 };
 
 struct cqw__io {
@@ -70,6 +72,7 @@ struct cqw_conn {
 	struct cqw__io wio;	      /* the send in flight */
 	struct cqw__io rio;	      /* the receive in flight */
 	uint8_t rhdr[CQW__HDR_LARGE]; /* frame-exact header reads land here */
+	int no_peek;		      /* this frame takes the one-frame path */
 	int rtarget;	/* what rio reads into: RT_* in channel.c */
 	int send_busy;	/* wio is started */
 	int recv_busy;	/* rio is started */

@@ -91,6 +91,8 @@ attempt(cqw_loop *loop, struct cqw__io *io)
 
 	if (io->kind == CQW__IO_READ) {
 		r = cqw__io_read(c->fd, c->kind, io->buf, io->len);
+	} else if (io->kind == CQW__IO_PEEK) {
+		r = cqw__io_peek(c->fd, io->buf, io->len);
 	} else {
 		r = cqw__io_writev(c->fd, c->kind, io->iov, io->iovcnt);
 	}
@@ -172,7 +174,7 @@ poll_wait(cqw_loop *loop, int timeout_ms)
 		struct cqw__io *io = s->waiting[i];
 
 		p[i + 1].fd = io->conn->fd;
-		p[i + 1].events = io->kind == CQW__IO_READ ? POLLIN : POLLOUT;
+		p[i + 1].events = io->kind == CQW__IO_WRITEV ? POLLOUT : POLLIN;
 		p[i + 1].revents = 0;
 	}
 	r = poll(p, (nfds_t)(s->nwaiting + 1), timeout_ms);

@@ -264,7 +264,9 @@ prep_io(struct io_uring_sqe *sqe, struct uring_state *s, struct cqw__io *io)
 {
 	cqw_conn *c = io->conn;
 
-	if (io->kind == CQW__IO_READ) {
+	if (io->kind == CQW__IO_PEEK) {
+		io_uring_prep_recv(sqe, c->fd, io->buf, io->len, MSG_PEEK);
+	} else if (io->kind == CQW__IO_READ) {
 		if (c->kind == CQW__FD_SOCK) {
 			io_uring_prep_recv(sqe, c->fd, io->buf, io->len, 0);
 		} else {
