@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Install the Debian packages that a cqwire job needs, or say exactly which
-# are missing. Usage: scripts/deps.sh build|test
+# are missing. Usage: scripts/deps.sh build|perf|test
 set -euo pipefail
 
-# The library, bench/ and cqwire-perf with every peer it compares against.
-build_pkgs=(gcc g++ make cmake pkg-config libssl-dev liburing-dev
-	libbenchmark-dev libzmq3-dev libnng-dev gnuplot-nox python3
+# The library; what the perf tool and bench/ compare against; the tests.
+build_pkgs=(gcc make cmake pkg-config libssl-dev liburing-dev)
+perf_pkgs=(g++ libbenchmark-dev libzmq3-dev libnng-dev gnuplot-nox python3
 	python3-billiard)
 test_pkgs=(libcmocka-dev clang-format)
 
 case "${1:-build}" in
 build) want=("${build_pkgs[@]}") ;;
-test) want=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
-*) echo "usage: $0 build|test" >&2; exit 2 ;;
+perf) want=("${build_pkgs[@]}" "${perf_pkgs[@]}") ;;
+test) want=("${build_pkgs[@]}" "${perf_pkgs[@]}" "${test_pkgs[@]}") ;;
+*) echo "usage: $0 build|perf|test" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -40,7 +40,8 @@ run_suite() {
 	fi
 }
 
-run_suite dev -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_SHARED_LIBS=ON
+run_suite dev -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_SHARED_LIBS=ON \
+	-DCQW_BUILD_BENCH=ON
 run_suite asan -DCMAKE_BUILD_TYPE=Debug -DCQW_SANITIZE=address,undefined \
 	-DCQW_BUILD_BENCH=OFF
 run_suite tsan -DCMAKE_BUILD_TYPE=Debug -DCQW_SANITIZE=thread \

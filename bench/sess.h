@@ -1,0 +1,170 @@
+/*
+ * Helpers for the transport implementations (t-*.c): session allocation,
+ * forking peers, whole reads and writes, the frame header and a buffered
+ * frame reader. Not part of what cqwire-perf sees.
+ */
+#ifndef CQWB_SESS_H
+#define CQWB_SESS_H
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "scenario.h"
+
+/* Variant bits of the cqwire transports (struct cqwb_transport arg). */
+#define CQWB_V_EXCL 0x1u  /* CQW_EXCLUSIVE receive mode */
+#define CQWB_V_SPIN 0x2u  /* cqw_conn_set_spin() */
+#define CQWB_V_BATCH 0x4u /* batch API (stream) */
+#define CQWB_V_URING 0x8u /* loop: io_uring backend (else poll) */
+
+/* Variants of the raw transports (t-raw.c) and Python peers. */
+enum {
+	CQWB_RAW,
+	CQWB_RAW_BUFFERED,
+	CQWB_RAW_SPIN,
+	CQWB_RAW_WRITEV,
+	CQWB_RAW_EPOLL
+};
+enum { CQWB_PY_MP, CQWB_PY_BILLIARD };
+
+/* Largest batch, and the bytes one batch may span. */
+#define CQWB_BATCH_MAX 256
+#define CQWB_BATCH_BYTES (4u << 20)
+/* Read-ahead buffer of the buffered raw receivers. */
+#define CQWB_RBUF_SIZE (64u * 1024)
+
+/* A zeroed session of sz bytes (a struct that starts with the base). */
+void *cqwb__sess_new(size_t sz, const struct cqwb_session_ops *ops,
+		     const struct cqwb_transport *t,
+		     const struct cqwb_params *p);
+void cqwb__sess_free(struct cqwb_session *s);
+int cqwb__add_peer(struct cqwb_session *s, pid_t pid);
+/*
+ * Record why (for cqwb_error(), with strerror(-err) appended when err is
+ * an errno) and return err, or -EIO if err is not negative.
+ */
+int cqwb__fail(int err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/*
+ * fork() for a peer: in the child, die with the parent, and sit on the
+ * peer CPUs if pinning is on (idx spreads several peers).
+ */
+pid_t cqwb__fork(int idx);
+/*
+ * A peer's end: exit 0 when err says the parent went away (end of file,
+ * EPIPE, ECONNRESET: the harness closes sessions with data in flight),
+ * 1 on anything else.
+ */
+void cqwb__peer_end(int64_t err) __attribute__((noreturn));
+/* Wait for pid, killing it after timeout_ms; 0 if it exited 0. */
+int cqwb__reap(pid_t pid, int timeout_ms);
+/* Reap every peer of s (after its connections are closed). */
+int cqwb__reap_peers(struct cqwb_session *s, int timeout_ms);
+
+/* Whole transfers on a blocking descriptor: 0, or -errno (-EPIPE at EOF). */
+int cqwb__read_full(int fd, void *buf, size_t n);
+int cqwb__write_full(int fd, const void *buf, size_t n);
+int cqwb__writev_full(int fd, struct iovec *iov, int cnt);
+/* Poll for POLLIN (-1: forever); then a non-blocking fd can be read. */
+int cqwb__wait_in(int fd);
+
+/* The 4-byte big-endian frame header of multiprocessing.connection. */
+void cqwb__put_hdr(uint8_t *p, uint32_t len);
+uint32_t cqwb__get_hdr(const uint8_t *p);
+
+/* Messages per batch for payloads of size bytes. */
+size_t cqwb__batch(size_t size);
+
+/*
+ * A buffered frame reader: one read() fetches as many frames as the
+ * kernel has; payloads that do not fit the buffer go straight into the
+ * destination.
+ */
+struct cqwb__rbuf {
+	uint8_t *buf;
+	size_t off, len;
+	int spin; /* non-blocking reads, spinning on EAGAIN */
+};
+
+int cqwb__rbuf_init(struct cqwb__rbuf *rb);
+void cqwb__rbuf_free(struct cqwb__rbuf *rb);
+/*
+ * Read one whole frame; its payload goes to dst (cap bytes, the rest is
+ * dropped). Returns the payload length, or -errno (-EPIPE at EOF).
+ */
+int64_t cqwb__rbuf_frame(struct cqwb__rbuf *rb, int fd, void *dst, size_t cap);
+/*
+ * Keep the unread tail, then one read() of what is there (waiting in
+ * poll() on a non-blocking descriptor if nothing is). 0 or -errno.
+ */
+int cqwb__rbuf_fill(struct cqwb__rbuf *rb, int fd);
+/* 1 if a whole frame is buffered (reading it will not block). */
+int cqwb__rbuf_has_frame(const struct cqwb__rbuf *rb);
+
+/*
+ * A session in another process, driven over pipes (ctl.c; the protocol is
+ * described there and in peers/pypeer.py).
+ */
+struct cqwb__ctl {
+	pid_t pid;
+	FILE *to, *from;
+	char *line;
+	size_t cap;
+};
+
+/* Fork with pipes on stdin/stdout; the child execs argv or runs fn. */
+int cqwb__ctl_spawn(struct cqwb__ctl *ctl, char *const argv[],
+		    void (*fn)(void *arg), void *arg);
+/* Wait for "ready PID PEERS..." and take the pids into s. */
+int cqwb__ctl_ready(struct cqwb__ctl *ctl, struct cqwb_session *s,
+		    const char *who);
+int cqwb__ctl_step(struct cqwb__ctl *ctl, const char *who, uint64_t max_ops,
+		   uint64_t max_ns, struct cqwb_hist *lat,
+		   struct cqwb_step *out);
+int cqwb__ctl_close(struct cqwb__ctl *ctl);
+/* Open the session with open() in a fresh forked driver process. */
+int cqwb__remote_open(struct cqwb_session **out, const struct cqwb_transport *t,
+		      const struct cqwb_params *p,
+		      int (*open)(struct cqwb_session **out,
+				  const struct cqwb_transport *t,
+				  const struct cqwb_params *p));
+
+/* bench/peers/pypeer.py, embedded by embed.cmake (pypeer-src.c). */
+extern const char cqwb_pypeer_src[];
+
+/* Implementations (one per file). */
+int cqwb__raw_open(struct cqwb_session **out, const struct cqwb_transport *t,
+		   const struct cqwb_params *p);
+int cqwb__cqw_open(struct cqwb_session **out, const struct cqwb_transport *t,
+		   const struct cqwb_params *p);
+int cqwb__loop_open(struct cqwb_session **out, const struct cqwb_transport *t,
+		    const struct cqwb_params *p);
+int cqwb__zmq_open(struct cqwb_session **out, const struct cqwb_transport *t,
+		   const struct cqwb_params *p);
+int cqwb__nng_open(struct cqwb_session **out, const struct cqwb_transport *t,
+		   const struct cqwb_params *p);
+int cqwb__py_open(struct cqwb_session **out, const struct cqwb_transport *t,
+		  const struct cqwb_params *p);
+const char *cqwb__loop_unavailable(const struct cqwb_transport *t);
+const char *cqwb__zmq_unavailable(const struct cqwb_transport *t);
+const char *cqwb__nng_unavailable(const struct cqwb_transport *t);
+const char *cqwb__py_unavailable(const struct cqwb_transport *t);
+
+/*
+ * The raw fan-out worker that every C fan-out parent talks to, so that
+ * only the parent differs: wait in poll() (keyed wake-ups, DESIGN §6),
+ * read what is there, answer every whole request with one write. Returns
+ * when the parent closes; never returns to the caller's code (_exit).
+ */
+void cqwb__raw_worker(int fd) __attribute__((noreturn));
+/*
+ * Make N socket pairs and fork a raw worker on each; fds[i] is the
+ * parent's end. Workers close every end but their own.
+ */
+int cqwb__spawn_workers(struct cqwb_session *s, int *fds, int n);
+
+#endif

@@ -1,0 +1,74 @@
+/*
+ * Every transport that bench/ and cqwire-perf measure, in display order.
+ * The JSON names are a contract (BENCHMARKS.md): "transport" is one of
+ * raw, raw-buffered, raw-spin, raw-writev, epoll, cqwire (the synchronous
+ * API, no loop), cqwire-uring and cqwire-poll (the loop with that
+ * backend), zeromq, nng, python, billiard. "api" says which calls:
+ * sync/async for rtt and fanout, per-message/batch for stream.
+ */
+#include <stddef.h>
+
+#include "sess.h"
+
+#define RTT CQWB_BIT(CQWB_RTT)
+#define STREAM CQWB_BIT(CQWB_STREAM)
+#define FANOUT CQWB_BIT(CQWB_FANOUT)
+#define FE "frame-exact"
+#define EX "exclusive"
+#define U CQWB_V_URING
+#define X CQWB_V_EXCL
+#define B CQWB_V_BATCH
+
+#define RAWT(name, scns, v)                                           \
+	{                                                             \
+		name, NULL, NULL, NULL, scns, v, NULL, cqwb__raw_open \
+	}
+#define CQW(api, mode, wait, scns, v)                                    \
+	{                                                                \
+		"cqwire", api, mode, wait, scns, v, NULL, cqwb__cqw_open \
+	}
+#define LOOP(name, api, mode, scns, v)                                  \
+	{                                                               \
+		name, api, mode, NULL, scns, v, cqwb__loop_unavailable, \
+		    cqwb__loop_open                                     \
+	}
+
+const struct cqwb_transport cqwb_transports[] = {
+	RAWT("raw", RTT | STREAM, CQWB_RAW),
+	RAWT("raw-buffered", RTT, CQWB_RAW_BUFFERED),
+	RAWT("raw-spin", RTT, CQWB_RAW_SPIN),
+	RAWT("raw-writev", STREAM, CQWB_RAW_WRITEV),
+	RAWT("epoll", FANOUT, CQWB_RAW_EPOLL),
+
+	CQW("sync", FE, NULL, RTT | FANOUT, 0),
+	CQW("sync", EX, NULL, RTT | FANOUT, X),
+	CQW("sync", FE, "spin", RTT, CQWB_V_SPIN),
+	CQW("sync", EX, "spin", RTT, X | CQWB_V_SPIN),
+	CQW("per-message", FE, NULL, STREAM, 0),
+	CQW("per-message", EX, NULL, STREAM, X),
+	CQW("batch", FE, NULL, STREAM, B),
+	CQW("batch", EX, NULL, STREAM, X | B),
+
+	LOOP("cqwire-uring", "async", FE, RTT | FANOUT, U),
+	LOOP("cqwire-uring", "async", EX, RTT | FANOUT, U | X),
+	LOOP("cqwire-uring", "per-message", FE, STREAM, U),
+	LOOP("cqwire-uring", "per-message", EX, STREAM, U | X),
+	LOOP("cqwire-uring", "batch", FE, STREAM, U | B),
+	LOOP("cqwire-uring", "batch", EX, STREAM, U | X | B),
+	LOOP("cqwire-poll", "async", FE, RTT | FANOUT, 0),
+	LOOP("cqwire-poll", "async", EX, RTT | FANOUT, X),
+	LOOP("cqwire-poll", "per-message", FE, STREAM, 0),
+	LOOP("cqwire-poll", "per-message", EX, STREAM, X),
+	LOOP("cqwire-poll", "batch", FE, STREAM, B),
+	LOOP("cqwire-poll", "batch", EX, STREAM, X | B),
+
+	{ "zeromq", NULL, NULL, NULL, RTT | STREAM, 0, cqwb__zmq_unavailable,
+	  cqwb__zmq_open },
+	{ "nng", NULL, NULL, NULL, RTT | STREAM, 0, cqwb__nng_unavailable,
+	  cqwb__nng_open },
+	{ "python", NULL, NULL, NULL, RTT | STREAM | FANOUT, CQWB_PY_MP,
+	  cqwb__py_unavailable, cqwb__py_open },
+	{ "billiard", NULL, NULL, NULL, RTT | STREAM | FANOUT, CQWB_PY_BILLIARD,
+	  cqwb__py_unavailable, cqwb__py_open },
+	{ NULL, NULL, NULL, NULL, 0, 0, NULL, NULL },
+};
