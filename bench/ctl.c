@@ -40,7 +40,8 @@ cqwb__ctl_spawn(struct cqwb__ctl *ctl, char *const argv[],
 		close(to[1]);
 		return cqwb__fail(-errno, "pipe");
 	}
-	ctl->pid = cqwb__fork(0);
+	/* It plays the parent: on the parent's CPU if pinning. */
+	ctl->pid = cqwb__fork(-1);
 	if (ctl->pid == 0) {
 		dup2(to[0], 0);
 		dup2(from[1], 1);

@@ -137,12 +137,20 @@ int cqwb_measure(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
 const char *cqwb_syscalls_setup(int allow_mount);
 
 /*
- * Pin forked peers to CPUs other than the parent's (which is pinned to
- * the first allowed CPU). 0 turns pinning off. Call before opening.
+ * Pin this process (the parent role) to the first CPU it may use and the
+ * peers it forks to the others, every transport alike (a Python parent
+ * and its peers, a driver process and its peers too). 0 turns pinning off
+ * for sessions opened afterwards (this process stays where it is). Call
+ * before opening; -EINVAL if fewer than two CPUs may be used.
  */
 int cqwb_set_pinning(int on);
-/* "unpinned" or "parent cpu 0, peers cpu 1". */
+/* "unpinned" or "parent on cpu 0, peers on cpu 1". */
 const char *cqwb_pinning(void);
+/*
+ * What cqwb_set_pinning(1) would do here ("parent on cpu 0, peers on
+ * cpu 1"), without pinning anything; NULL if it cannot.
+ */
+const char *cqwb_pin_plan(void);
 
 /* The Python interpreter for the python and billiard peers. */
 void cqwb_set_python(const char *path);

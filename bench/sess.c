@@ -340,17 +340,13 @@ static int ncpus_allowed;
 static int cpus[CPU_SETSIZE];
 static char pin_desc[96] = "unpinned";
 
-int
-cqwb_set_pinning(int on)
+/* The CPUs this process may use into cpus[]; 0, or -errno. */
+static int
+plan_cpus(void)
 {
 	cpu_set_t set;
 	int i;
 
-	pinning = 0;
-	snprintf(pin_desc, sizeof(pin_desc), "unpinned");
-	if (!on) {
-		return 0;
-	}
 	if (sched_getaffinity(0, sizeof(set), &set) != 0) {
 		return -errno;
 	}
@@ -360,7 +356,41 @@ cqwb_set_pinning(int on)
 			cpus[ncpus_allowed++] = i;
 		}
 	}
-	if (ncpus_allowed < 2) {
+	return ncpus_allowed < 2 ? -EINVAL : 0;
+}
+
+const char *
+cqwb_pin_plan(void)
+{
+	static char desc[96];
+
+	if (plan_cpus() < 0) {
+		return NULL;
+	}
+	if (ncpus_allowed == 2) {
+		snprintf(desc, sizeof(desc),
+			 "parent on cpu %d, peers on cpu %d", cpus[0], cpus[1]);
+	} else {
+		snprintf(desc, sizeof(desc),
+			 "parent on cpu %d, peers on cpus %d-%d", cpus[0],
+			 cpus[1], cpus[ncpus_allowed - 1]);
+	}
+	return desc;
+}
+
+int
+cqwb_set_pinning(int on)
+{
+	const char *desc;
+	cpu_set_t set;
+
+	pinning = 0;
+	snprintf(pin_desc, sizeof(pin_desc), "unpinned");
+	if (!on) {
+		return 0;
+	}
+	desc = cqwb_pin_plan();
+	if (desc == NULL) {
 		return -EINVAL;
 	}
 	CPU_ZERO(&set);
@@ -369,14 +399,7 @@ cqwb_set_pinning(int on)
 		return -errno;
 	}
 	pinning = 1;
-	if (ncpus_allowed == 2) {
-		snprintf(pin_desc, sizeof(pin_desc),
-			 "parent on cpu %d, peers on cpu %d", cpus[0], cpus[1]);
-	} else {
-		snprintf(pin_desc, sizeof(pin_desc),
-			 "parent on cpu %d, peers on cpus %d-%d", cpus[0],
-			 cpus[1], cpus[ncpus_allowed - 1]);
-	}
+	snprintf(pin_desc, sizeof(pin_desc), "%s", desc);
 	return 0;
 }
 
@@ -384,6 +407,28 @@ const char *
 cqwb_pinning(void)
 {
 	return pin_desc;
+}
+
+const char *
+cqwb__peer_cpus(char *buf, size_t len)
+{
+	size_t off = 0;
+	int i, n;
+
+	if (!pinning) {
+		snprintf(buf, len, "-");
+		return buf;
+	}
+	buf[0] = '\0';
+	for (i = 1; i < ncpus_allowed; i++) {
+		n = snprintf(buf + off, len - off, "%s%d", i > 1 ? "," : "",
+			     cpus[i]);
+		if (n < 0 || (size_t)n >= len - off) {
+			break;
+		}
+		off += (size_t)n;
+	}
+	return buf;
 }
 
 pid_t
@@ -401,7 +446,7 @@ cqwb__fork(int idx)
 	if (getppid() != parent) {
 		_exit(1);
 	}
-	if (pinning) {
+	if (pinning && idx >= 0) {
 		CPU_ZERO(&set);
 		CPU_SET(cpus[1 + idx % (ncpus_allowed - 1)], &set);
 		sched_setaffinity(0, sizeof(set), &set);

@@ -51,9 +51,16 @@ int cqwb__fail(int err, const char *fmt, ...)
 
 /*
  * fork() for a peer: in the child, die with the parent, and sit on the
- * peer CPUs if pinning is on (idx spreads several peers).
+ * peer CPUs if pinning is on (idx spreads several peers). idx < 0: a
+ * process that plays the parent (a driver, a Python parent): it stays on
+ * the parent's CPU.
  */
 pid_t cqwb__fork(int idx);
+/*
+ * The peer CPUs as "1" or "1,2,3" for a process that forks its own peers
+ * (pypeer.py), or "-" if pinning is off.
+ */
+const char *cqwb__peer_cpus(char *buf, size_t len);
 /*
  * A peer's end: exit 0 when err says the parent went away (end of file,
  * EPIPE, ECONNRESET: the harness closes sessions with data in flight),

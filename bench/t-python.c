@@ -128,7 +128,7 @@ cqwb__py_open(struct cqwb_session **out, const struct cqwb_transport *t,
 	      const struct cqwb_params *p)
 {
 	struct py_sess *ps = cqwb__sess_new(sizeof(*ps), &py_ops, t, p);
-	char size[32], workers[16], inflight[16];
+	char size[32], workers[16], inflight[16], pcpus[256];
 	char *argv[] = { (char *)cqwb_python(),
 			 "-c",
 			 (char *)cqwb_pypeer_src,
@@ -137,6 +137,7 @@ cqwb__py_open(struct cqwb_session **out, const struct cqwb_transport *t,
 			 size,
 			 workers,
 			 inflight,
+			 (char *)cqwb__peer_cpus(pcpus, sizeof(pcpus)),
 			 NULL };
 	int r;
 

@@ -5,8 +5,10 @@ process is the parent and forks its echo peer, receiver or workers with
 the library's own Process and Pipe. The C harness drives it through
 stdin/stdout (it is embedded in the binary and run with python3 -c):
 
-    argv: LIB SCENARIO SIZE WORKERS INFLIGHT
-          LIB is multiprocessing or billiard; SCENARIO rtt, stream, fanout
+    argv: LIB SCENARIO SIZE WORKERS INFLIGHT [PEER-CPUS]
+          LIB is multiprocessing or billiard; SCENARIO rtt, stream, fanout;
+          PEER-CPUS "1" or "1,2,3": pin the peers there (the harness has
+          pinned this process to the parent's CPU already), "-": do not
     out:  ready PID PEER-PIDS...
     in:   run MAX_OPS MAX_NS WANT_LAT
     out:  done OPS NS
@@ -30,6 +32,16 @@ def load(lib):
         import multiprocessing as mp
         from multiprocessing.connection import wait
     return mp.get_context("fork"), wait
+
+
+PEER_CPUS = []
+
+
+def pinned(idx, fn, *args):
+    """Run fn(*args) in a peer, on its CPU if pinning (as the C peers)."""
+    if PEER_CPUS:
+        os.sched_setaffinity(0, {PEER_CPUS[idx % len(PEER_CPUS)]})
+    fn(*args)
 
 
 def echo(conn, size):
@@ -59,7 +71,9 @@ def receiver(conn, size):
 class Rtt:
     def __init__(self, ctx, wait, size, workers, inflight):
         self.conn, child = ctx.Pipe()
-        self.procs = [ctx.Process(target=echo, args=(child, size), daemon=True)]
+        self.procs = [
+            ctx.Process(target=pinned, args=(0, echo, child, size), daemon=True)
+        ]
         self.procs[0].start()
         child.close()
         self.payload = bytes(size)
@@ -86,7 +100,9 @@ class Stream:
     def __init__(self, ctx, wait, size, workers, inflight):
         self.conn, child = ctx.Pipe()
         self.procs = [
-            ctx.Process(target=receiver, args=(child, size), daemon=True)
+            ctx.Process(
+                target=pinned, args=(0, receiver, child, size), daemon=True
+            )
         ]
         self.procs[0].start()
         child.close()
@@ -116,9 +132,11 @@ class Fanout:
         self.conns, self.procs, self.sent = [], [], {}
         self.payload = bytes(size)
         self.buf = bytearray(size)
-        for _ in range(workers):
+        for i in range(workers):
             conn, child = ctx.Pipe()
-            p = ctx.Process(target=echo, args=(child, size), daemon=True)
+            p = ctx.Process(
+                target=pinned, args=(i, echo, child, size), daemon=True
+            )
             p.start()
             child.close()
             self.conns.append(conn)
@@ -150,6 +168,8 @@ class Fanout:
 def main():
     lib, scenario = sys.argv[1], sys.argv[2]
     size, workers, inflight = (int(a) for a in sys.argv[3:6])
+    if len(sys.argv) > 6 and sys.argv[6] != "-":
+        PEER_CPUS.extend(int(c) for c in sys.argv[6].split(","))
     ctx, wait = load(lib)
     kind = {"rtt": Rtt, "stream": Stream, "fanout": Fanout}[scenario]
     s = kind(ctx, wait, size, workers, inflight)

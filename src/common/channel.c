@@ -179,12 +179,14 @@ cqw__chan_recv_header(cqw_conn *c, int64_t deadline)
 		return r;
 	}
 	if (c->waited && !cqw__chan_has_buffered(c)) {
+		/* Still ping-pong: the flag stays set for the next frame. */
 		r = wait_first(c, tmp, deadline);
 		if (r < 0) {
 			return r;
 		}
+	} else {
+		c->waited = 0;
 	}
-	c->waited = 0;
 	while ((want = cqw__dec_want(&c->dec)) > 0) {
 		r = cqw__chan_read(c, tmp, want);
 		if (r > 0) {

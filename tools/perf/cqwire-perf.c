@@ -37,8 +37,8 @@ static const char usage[] =
     "[--backend uring|poll|all]\n"
     "                   [--transport NAME[,...]] [--rounds N] [--json] "
     "[--json-out FILE]\n"
-    "                   [--plot DIR] [--pin] [--python PATH] [--list] "
-    "[--help]\n"
+    "                   [--plot DIR] [--pin | --no-pin] [--python PATH] "
+    "[--list] [--help]\n"
     "\n"
     "Measures message passing on this machine: cqwire (synchronous API, "
     "and its\n"
@@ -60,9 +60,14 @@ static const char usage[] =
     "  --json            one JSON document on stdout instead of the table\n"
     "  --json-out FILE   the JSON document into FILE as well\n"
     "  --plot DIR        PNG charts into DIR (needs gnuplot)\n"
-    "  --pin             parent on one CPU, peers on the others (default: "
-    "the\n"
-    "                    scheduler places them)\n"
+    "  --pin             the default: the parent on the first CPU it may "
+    "use, its\n"
+    "                    peers (workers) on the others, for every "
+    "transport alike\n"
+    "                    (Python and nng parents included)\n"
+    "  --no-pin          the scheduler places everything (on 2 vCPUs round "
+    "trips\n"
+    "                    then go bimodal: peer on the same CPU or not)\n"
     "  --python PATH     interpreter for the python and billiard peers\n"
     "                    (default: $CQW_PYTHON, else /usr/bin/python3)\n"
     "  --list            list the transports and whether they can run "
@@ -89,9 +94,9 @@ static struct {
 	int json;
 	const char *json_out;
 	const char *plot;
-	int pin;
+	int pin; /* 1: parent on one CPU, peers on the others; 0: no */
 	int list;
-} opt;
+} opt = { .pin = 1 };
 
 const char *
 perf_size_str(size_t size, char *buf, size_t len)
@@ -369,6 +374,10 @@ measurer(int fd, const struct perf_group *g, const struct perf_case *c,
 
 	setpgid(0, 0);
 	memset(&w, 0, sizeof(w));
+	/* Placement: the same for every transport of the group. */
+	if (opt.pin) {
+		cqwb_set_pinning(1);
+	}
 	cqwb_hist_reset(h);
 	r = cqwb_open(&s, c->t, &g->p);
 	if (r == 0) {
@@ -659,7 +668,8 @@ static void
 machine(struct perf_run *run)
 {
 	const struct cqwb_transport *t;
-	const char *why = NULL, *v;
+	static char placement[200];
+	const char *why = NULL, *v, *plan;
 	struct utsname u;
 	cqw_loop *loop;
 	char cmd[400];
@@ -713,7 +723,14 @@ machine(struct perf_run *run)
 	} else {
 		snprintf(run->backend, sizeof(run->backend), "none");
 	}
-	run->placement = cqwb_pinning();
+	plan = cqwb_pin_plan();
+	if (plan == NULL || opt.pin == 0) {
+		snprintf(placement, sizeof(placement), "unpinned%s",
+			 plan == NULL ? " (fewer than 2 CPUs to use)" : "");
+	} else {
+		snprintf(placement, sizeof(placement), "%s", plan);
+	}
+	run->placement = placement;
 }
 
 static void
@@ -819,6 +836,8 @@ parse_args(int argc, char **argv)
 			opt.json = 1;
 		} else if (strcmp(a, "--pin") == 0) {
 			opt.pin = 1;
+		} else if (strcmp(a, "--no-pin") == 0) {
+			opt.pin = 0;
 		} else if (strcmp(a, "--list") == 0) {
 			opt.list = 1;
 		} else if (v == NULL) {
@@ -890,9 +909,10 @@ main(int argc, char **argv)
 	run.rounds = opt.rounds;
 	tty = isatty(2);
 	signal(SIGPIPE, SIG_IGN);
-	if (opt.pin && cqwb_set_pinning(1) < 0) {
-		fprintf(stderr, "cqwire-perf: --pin needs two CPUs that this "
+	if (opt.pin && cqwb_pin_plan() == NULL) {
+		fprintf(stderr, "cqwire-perf: pinning needs two CPUs that this "
 				"process may use; running unpinned\n");
+		opt.pin = 0;
 	}
 	run.syscalls_why = cqwb_syscalls_setup(1);
 	count_sys = run.syscalls_why == NULL;
