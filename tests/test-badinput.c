@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "cqwire.h"
+#include "t-util.h"
 
 /*
  * ASan and TSan reserve terabytes of shadow memory, so an address-space
@@ -107,15 +108,6 @@ t_result2(int64_t got, int64_t w1, int64_t w2, const char *expr,
 }
 
 /* In a forked child: report the failed condition and exit with 1. */
-#define T_CHILD_CHECK(cond)                                                    \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "child %d: %s:%d: check failed: %s\n", \
-				(int)getpid(), __FILE__, __LINE__, #cond);     \
-			fflush(stderr);                                        \
-			_exit(1);                                              \
-		}                                                              \
-	} while (0)
 
 /* As T_CHILD_CHECK, for a result code: print what came. */
 #define T_CHILD_RESULT(got, want)                                        \
@@ -133,48 +125,6 @@ t_result2(int64_t got, int64_t w1, int64_t w2, const char *expr,
 		}                                                        \
 	} while (0)
 
-static int64_t
-t_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void
-t_sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-	}
-}
-
-/*
- * fork(); in the child, crashes kill the child instead of reaching
- * cmocka's handlers (which would go on running tests in it).
- */
-static pid_t
-t_fork(void)
-{
-	static const int sigs[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGSYS };
-	pid_t pid;
-	size_t i;
-
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-			signal(sigs[i], SIG_DFL);
-		}
-		alarm(30);
-	}
-	return pid;
-}
-
 /* Wait for pid; returns its raw status. */
 static int
 t_wait_status(pid_t pid)
@@ -187,44 +137,6 @@ t_wait_status(pid_t pid)
 	} while (r < 0 && errno == EINTR);
 	assert_int_equal(r, pid);
 	return status;
-}
-
-/* Reap pid; fail unless it exited with status 0. */
-static void
-t_wait_child(pid_t pid)
-{
-	int status = t_wait_status(pid);
-
-	if (WIFSIGNALED(status)) {
-		fail_msg("child %d died by signal %d (%s)", (int)pid,
-			 WTERMSIG(status), strsignal(WTERMSIG(status)));
-	}
-	assert_true(WIFEXITED(status));
-	if (WEXITSTATUS(status) != 0) {
-		fail_msg("child %d exited with %d", (int)pid,
-			 WEXITSTATUS(status));
-	}
-}
-
-/* write() all of buf; 0 or -errno. */
-static int
-t_write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-	ssize_t r;
-
-	while (len > 0) {
-		r = write(fd, p, len);
-		if (r < 0) {
-			if (errno == EINTR) {
-				continue;
-			}
-			return -errno;
-		}
-		p += r;
-		len -= (size_t)r;
-	}
-	return 0;
 }
 
 static void

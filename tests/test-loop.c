@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "cqwire.h"
+#include "t-util.h"
 
 /* Longest wait for progress before a test calls it a hang. */
 #define T_PROGRESS_MS 5000
@@ -67,78 +68,6 @@ t_result(int64_t got, int64_t want, const char *expr, const char *file,
 }
 
 /* In a forked child: report the failed condition and exit with 1. */
-#define T_CHILD_CHECK(cond)                                                    \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "child %d: %s:%d: check failed: %s\n", \
-				(int)getpid(), __FILE__, __LINE__, #cond);     \
-			fflush(stderr);                                        \
-			_exit(1);                                              \
-		}                                                              \
-	} while (0)
-
-static int64_t
-t_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void
-t_sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-	}
-}
-
-/*
- * fork(); in the child, crashes kill the child instead of reaching
- * cmocka's handlers (which would go on running tests in it).
- */
-static pid_t
-t_fork(void)
-{
-	static const int sigs[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGSYS };
-	pid_t pid;
-	size_t i;
-
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-			signal(sigs[i], SIG_DFL);
-		}
-	}
-	return pid;
-}
-
-/* Reap pid; fail unless it exited with status 0. */
-static void
-t_wait_child(pid_t pid)
-{
-	int status = 0;
-	pid_t r;
-
-	do {
-		r = waitpid(pid, &status, 0);
-	} while (r < 0 && errno == EINTR);
-	assert_int_equal(r, pid);
-	if (WIFSIGNALED(status)) {
-		fail_msg("child %d died by signal %d (%s)", (int)pid,
-			 WTERMSIG(status), strsignal(WTERMSIG(status)));
-	}
-	assert_true(WIFEXITED(status));
-	if (WEXITSTATUS(status) != 0) {
-		fail_msg("child %d exited with %d", (int)pid,
-			 WEXITSTATUS(status));
-	}
-}
 
 /*
  * A loop on the default backend, which must be the one CQW_BACKEND names,
