@@ -238,20 +238,23 @@ struct cqw_msg {
 };
 
 /*
- * Send n messages in order, as few gather writes as the kernel allows.
- * Blocks until all are written. Returns 0 or an error; on error the
- * number of messages fully written is unknown to the peer's order only in
- * that they are a prefix of msgs.
+ * Send n messages in order, in gather writes of up to 128 frames each.
+ * Blocks until all are written. Returns 0 or an error; on error a prefix
+ * of msgs reached the peer, the last of it maybe cut (CQW_ETRUNC there).
  */
 CQW_EXTERN int cqw_send_batch(cqw_conn *c, const struct cqw_msg *msgs,
 			      size_t n);
 
 /*
  * Receive up to n messages: wait up to timeout_ms for the first, then take
- * every further message that can be read without blocking. Returns the
- * count (0 on timeout). If message i does not fit msgs[i].cap, the batch
+ * every further message that is wholly there. Returns the count (0 on
+ * timeout). The timeout bounds the wait for the first message's header
+ * and, up to 64 KiB, its payload; a larger first message is read whole
+ * once its header is in. If message i does not fit msgs[i].cap, the batch
  * ends before it (it is kept); if i == 0, CQW_ETOOSHORT is returned with
- * the needed size in msgs[0].len.
+ * the needed size in msgs[0].len. An error after some messages is
+ * returned by the next call. Frame-exact sockets take the queued frames
+ * with one peek and one exact gather read.
  */
 CQW_EXTERN int cqw_recv_batch(cqw_conn *c, struct cqw_msg *msgs, size_t n,
 			      int timeout_ms);
