@@ -165,7 +165,7 @@ int
 cqw__sock_accept(cqw_fd lfd, cqw_fd *out, int timeout_ms)
 {
 	int64_t deadline = timeout_ms < 0 ? -1 : cqw__now_ms() + timeout_ms;
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = { .ss_family = AF_UNSPEC };
 	socklen_t len;
 	int fd, r, one = 1;
 
@@ -198,7 +198,7 @@ cqw__sock_accept(cqw_fd lfd, cqw_fd *out, int timeout_ms)
 int
 cqw__sock_name(cqw_fd fd, struct cqw__addr *a)
 {
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = { .ss_family = AF_UNSPEC };
 	socklen_t len = sizeof(ss);
 
 	memset(a, 0, sizeof(*a));
