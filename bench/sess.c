@@ -560,6 +560,34 @@ cqwb__wait_in(int fd)
 }
 
 int
+cqwb__rtt_loop(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
+	       struct cqwb_hist *lat, struct cqwb_step *out,
+	       int (*once)(struct cqwb_session *s))
+{
+	uint64_t start = cqwb_now_ns(), t0, t1 = start, i;
+	int r;
+
+	for (i = 0; i < max_ops; i++) {
+		t0 = t1;
+		r = once(s);
+		if (r < 0) {
+			return r;
+		}
+		t1 = cqwb_now_ns();
+		if (lat != NULL) {
+			cqwb_hist_record(lat, t1 - t0);
+		}
+		if (t1 - start >= max_ns) {
+			i++;
+			break;
+		}
+	}
+	out->ops = i;
+	out->ns = t1 - start;
+	return 0;
+}
+
+int
 cqwb__write_full(int fd, const void *buf, size_t n)
 {
 	const uint8_t *p = buf;

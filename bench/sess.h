@@ -72,6 +72,16 @@ int cqwb__reap(pid_t pid, int timeout_ms);
 /* Reap every peer of s (after its connections are closed). */
 int cqwb__reap_peers(struct cqwb_session *s, int timeout_ms);
 
+/*
+ * The timed round-trip loop every transport shares: call once(s) up to
+ * max_ops times or until max_ns have passed, recording each call's time
+ * in lat (if not NULL); fill out. once() returns 0 or a cqwb__fail() code,
+ * which ends the loop and is returned.
+ */
+int cqwb__rtt_loop(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
+		   struct cqwb_hist *lat, struct cqwb_step *out,
+		   int (*once)(struct cqwb_session *s));
+
 /* Whole transfers on a blocking descriptor: 0, or -errno (-EPIPE at EOF). */
 int cqwb__read_full(int fd, void *buf, size_t n);
 int cqwb__write_full(int fd, const void *buf, size_t n);

@@ -118,36 +118,25 @@ stream_peer(struct cqw_sess *cs, cqw_conn *c, int batch)
 }
 
 static int
+rtt_once(struct cqwb_session *s)
+{
+	struct cqw_sess *cs = (struct cqw_sess *)s;
+	int64_t r = cqw_send_bytes(cs->c, cs->buf, cs->size);
+
+	if (r == 0) {
+		r = cqw_recv_bytes_into(cs->c, cs->rx, cs->size, 0, NULL);
+	}
+	if (r < 0) {
+		return cqwb__fail(-EIO, "cqwire rtt: %s", cqw_strerror((int)r));
+	}
+	return 0;
+}
+
+static int
 rtt_step(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
 	 struct cqwb_hist *lat, struct cqwb_step *out)
 {
-	struct cqw_sess *cs = (struct cqw_sess *)s;
-	uint64_t start = cqwb_now_ns(), t0, t1 = start, i;
-	int64_t r;
-
-	for (i = 0; i < max_ops; i++) {
-		t0 = t1;
-		r = cqw_send_bytes(cs->c, cs->buf, cs->size);
-		if (r == 0) {
-			r = cqw_recv_bytes_into(cs->c, cs->rx, cs->size, 0,
-						NULL);
-		}
-		if (r < 0) {
-			return cqwb__fail(-EIO, "cqwire rtt: %s",
-					  cqw_strerror((int)r));
-		}
-		t1 = cqwb_now_ns();
-		if (lat != NULL) {
-			cqwb_hist_record(lat, t1 - t0);
-		}
-		if (t1 - start >= max_ns) {
-			i++;
-			break;
-		}
-	}
-	out->ops = i;
-	out->ns = t1 - start;
-	return 0;
+	return cqwb__rtt_loop(s, max_ops, max_ns, lat, out, rtt_once);
 }
 
 static int

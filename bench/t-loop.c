@@ -252,39 +252,27 @@ reap_all(struct loop_sess *ls, struct cqw_op **want, int nwant)
 }
 
 static int
-rtt_step(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
-	 struct cqwb_hist *lat, struct cqwb_step *out)
+rtt_once(struct cqwb_session *s)
 {
 	struct loop_sess *ls = (struct loop_sess *)s;
 	struct cqw_op *sop = &ls->ops[0], *rop = &ls->ops[1];
 	struct cqw_op *want[2] = { sop, rop };
-	uint64_t start = cqwb_now_ns(), t0, t1 = start, i;
 	int r;
 
-	for (i = 0; i < max_ops; i++) {
-		t0 = t1;
-		set_op(sop, CQW_OP_SEND, ls->c, ls->buf, ls->size);
-		set_op(rop, CQW_OP_RECV, ls->c, ls->rx, ls->size);
-		if (cqw_submit(ls->loop, sop) < 0 ||
-		    cqw_submit(ls->loop, rop) < 0) {
-			return cqwb__fail(-EIO, "cqw_submit");
-		}
-		r = reap_all(ls, want, 2);
-		if (r < 0) {
-			return r;
-		}
-		t1 = cqwb_now_ns();
-		if (lat != NULL) {
-			cqwb_hist_record(lat, t1 - t0);
-		}
-		if (t1 - start >= max_ns) {
-			i++;
-			break;
-		}
+	set_op(sop, CQW_OP_SEND, ls->c, ls->buf, ls->size);
+	set_op(rop, CQW_OP_RECV, ls->c, ls->rx, ls->size);
+	if (cqw_submit(ls->loop, sop) < 0 || cqw_submit(ls->loop, rop) < 0) {
+		return cqwb__fail(-EIO, "cqw_submit");
 	}
-	out->ops = i;
-	out->ns = t1 - start;
-	return 0;
+	r = reap_all(ls, want, 2);
+	return r < 0 ? r : 0;
+}
+
+static int
+rtt_step(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
+	 struct cqwb_hist *lat, struct cqwb_step *out)
+{
+	return cqwb__rtt_loop(s, max_ops, max_ns, lat, out, rtt_once);
 }
 
 static int

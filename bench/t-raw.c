@@ -241,34 +241,26 @@ out_close:
  */
 
 static int
+rtt_once(struct cqwb_session *s)
+{
+	struct raw_sess *rs = (struct raw_sess *)s;
+	int64_t n;
+
+	if (cqwb__write_full(rs->fd, rs->frame, 4 + rs->size) < 0) {
+		return cqwb__fail(-errno, "raw send");
+	}
+	n = raw_recv(rs, rs->fd, rs->rx, rs->size);
+	if (n < 0) {
+		return cqwb__fail((int)n, "raw receive");
+	}
+	return 0;
+}
+
+static int
 rtt_step(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
 	 struct cqwb_hist *lat, struct cqwb_step *out)
 {
-	struct raw_sess *rs = (struct raw_sess *)s;
-	uint64_t start = cqwb_now_ns(), t0, t1 = start, i;
-	int64_t n;
-
-	for (i = 0; i < max_ops; i++) {
-		t0 = t1;
-		if (cqwb__write_full(rs->fd, rs->frame, 4 + rs->size) < 0) {
-			return cqwb__fail(-errno, "raw send");
-		}
-		n = raw_recv(rs, rs->fd, rs->rx, rs->size);
-		if (n < 0) {
-			return cqwb__fail((int)n, "raw receive");
-		}
-		t1 = cqwb_now_ns();
-		if (lat != NULL) {
-			cqwb_hist_record(lat, t1 - t0);
-		}
-		if (t1 - start >= max_ns) {
-			i++;
-			break;
-		}
-	}
-	out->ops = i;
-	out->ns = t1 - start;
-	return 0;
+	return cqwb__rtt_loop(s, max_ops, max_ns, lat, out, rtt_once);
 }
 
 /* Send the 0-length marker and wait for the receiver's count. */

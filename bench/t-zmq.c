@@ -233,35 +233,30 @@ static void __attribute__((noreturn)) peer(struct mq_sess *ms)
 /* ---- parent ---- */
 
 static int
+rtt_once(struct cqwb_session *s)
+{
+	struct mq_sess *ms = (struct mq_sess *)s;
+	int64_t r = mq_send(ms, ms->buf, ms->size);
+
+	if (r == 0) {
+		r = mq_recv(ms, ms->rx, ms->size);
+	}
+	if (r < 0) {
+		return cqwb__fail((int)r, "%s rtt", s->t->name);
+	}
+	return 0;
+}
+
+static int
 rtt_step(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
 	 struct cqwb_hist *lat, struct cqwb_step *out)
 {
-	struct mq_sess *ms = (struct mq_sess *)s;
-	uint64_t start = cqwb_now_ns(), t0, t1 = start, i;
-	int64_t r;
+	int r = cqwb__rtt_loop(s, max_ops, max_ns, lat, out, rtt_once);
 
-	for (i = 0; i < max_ops; i++) {
-		t0 = t1;
-		r = mq_send(ms, ms->buf, ms->size);
-		if (r == 0) {
-			r = mq_recv(ms, ms->rx, ms->size);
-		}
-		if (r < 0) {
-			return cqwb__fail((int)r, "%s rtt", s->t->name);
-		}
-		t1 = cqwb_now_ns();
-		if (lat != NULL) {
-			cqwb_hist_record(lat, t1 - t0);
-		}
-		if (t1 - start >= max_ns) {
-			i++;
-			break;
-		}
+	if (r == 0) {
+		unlink_url((struct mq_sess *)s);
 	}
-	unlink_url(ms);
-	out->ops = i;
-	out->ns = t1 - start;
-	return 0;
+	return r;
 }
 
 static int

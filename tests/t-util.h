@@ -25,11 +25,14 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "cqwire.h"
 
 /* In a forked child: report the failed condition and exit with 1. */
 #define T_CHILD_CHECK(cond)                                                    \
@@ -90,6 +93,30 @@ t_fork(void)
 	return pid;
 }
 
+/*
+ * For a suite run once per backend (CQW_BACKEND): exit 77 with the reason
+ * when that backend is not built or is refused here (seccomp); cqwire
+ * promises no SIGPIPE, so keep its default, which would kill.
+ */
+static inline void
+t_backend_or_skip(void)
+{
+	const char *want = getenv("CQW_BACKEND");
+	cqw_loop *loop;
+	int r;
+
+	signal(SIGPIPE, SIG_DFL);
+	r = cqw_loop_new(&loop, NULL);
+	if (r == CQW_ENOSYS || r == CQW_EPERM || r == CQW_EACCES) {
+		printf("skip: backend \"%s\" cannot run here: %s\n",
+		       want != NULL ? want : "auto", cqw_strerror(r));
+		exit(77);
+	}
+	if (r == 0) {
+		cqw_loop_free(loop);
+	}
+}
+
 /* Skip the running test, saying why (STYLE.md: skips carry a reason). */
 #define T_SKIP(reason)                                        \
 	do {                                                  \
@@ -97,9 +124,9 @@ t_fork(void)
 		skip();                                       \
 	} while (0)
 
-/* Reap pid and fail the test unless it exited with status 0. */
-static inline void
-t_wait_child(pid_t pid)
+/* Wait for pid (retrying EINTR); returns its raw wait status. */
+static inline int
+t_wait_status(pid_t pid)
 {
 	int status = 0;
 	pid_t r;
@@ -108,6 +135,15 @@ t_wait_child(pid_t pid)
 		r = waitpid(pid, &status, 0);
 	} while (r < 0 && errno == EINTR);
 	assert_int_equal(r, pid);
+	return status;
+}
+
+/* Reap pid and fail the test unless it exited with status 0. */
+static inline void
+t_wait_child(pid_t pid)
+{
+	int status = t_wait_status(pid);
+
 	if (!WIFEXITED(status)) {
 		fail_msg("child %d died by signal %d", (int)pid,
 			 WIFSIGNALED(status) ? WTERMSIG(status) : -1);

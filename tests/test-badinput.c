@@ -125,20 +125,6 @@ t_result2(int64_t got, int64_t w1, int64_t w2, const char *expr,
 		}                                                        \
 	} while (0)
 
-/* Wait for pid; returns its raw status. */
-static int
-t_wait_status(pid_t pid)
-{
-	int status = 0;
-	pid_t r;
-
-	do {
-		r = waitpid(pid, &status, 0);
-	} while (r < 0 && errno == EINTR);
-	assert_int_equal(r, pid);
-	return status;
-}
-
 static void
 t_write(int fd, const void *buf, size_t len)
 {
@@ -1510,22 +1496,8 @@ main(void)
 		cmocka_unit_test(test_badinput_recv_negative_maxlength_einval),
 		cmocka_unit_test(test_badinput_bad_arguments),
 	};
-	const char *want = getenv("CQW_BACKEND");
-	cqw_loop *loop;
-	int r;
 
-	/* cqwire promises no SIGPIPE: keep the default, which would kill. */
-	signal(SIGPIPE, SIG_DFL);
-	/* Some checks use a loop: skip where the backend cannot run. */
-	r = cqw_loop_new(&loop, NULL);
-	if (r == CQW_ENOSYS || r == CQW_EPERM || r == CQW_EACCES) {
-		printf("skip: backend \"%s\" cannot run here: %s\n",
-		       want != NULL ? want : "auto", cqw_strerror(r));
-		return 77;
-	}
-	if (r == 0) {
-		cqw_loop_free(loop);
-	}
+	t_backend_or_skip();
 	if (T_ASAN) {
 		printf("note: built with ASan: the RLIMIT_AS caps of the "
 		       "memory checks are skipped (ASan needs the address "

@@ -1936,21 +1936,7 @@ main(void)
 		cmocka_unit_test(test_loop_backend_env_bogus_einval),
 		cmocka_unit_test(test_loop_backend_not_built_enosys),
 	};
-	const char *want = getenv("CQW_BACKEND");
-	cqw_loop *loop;
-	int r;
 
-	/* cqwire promises no SIGPIPE: keep the default, which would kill. */
-	signal(SIGPIPE, SIG_DFL);
-	/* A backend that is not built, or refused here (seccomp): skip. */
-	r = cqw_loop_new(&loop, NULL);
-	if (r == CQW_ENOSYS || r == CQW_EPERM || r == CQW_EACCES) {
-		printf("skip: backend \"%s\" cannot run here: %s\n",
-		       want != NULL ? want : "auto", cqw_strerror(r));
-		return 77;
-	}
-	if (r == 0) {
-		cqw_loop_free(loop);
-	}
+	t_backend_or_skip();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
