@@ -329,6 +329,20 @@ CQW_EXTERN int cqw_connect(cqw_conn **out, const char *address,
 			   const struct cqw_auth *auth);
 
 /* ----------------------------------------------------------------------
+ * Signals
+ *
+ * A blocking call interrupted by a signal (EINTR) retries, as a C program
+ * expects. A language binding that must run its signal handlers first
+ * (Python's PEP 475) sets a check for the calling thread: on each EINTR,
+ * cqwire calls check(arg); nonzero makes the call return CQW_EINTR, 0
+ * retries. CQW_EINTR loses nothing: a receive keeps what it consumed for
+ * the next call on that connection, and a send returns it only before any
+ * byte of it was written (once part of it is on the wire, it finishes).
+ * NULL removes the check. Per thread; the check runs on that thread.
+ */
+CQW_EXTERN void cqw_set_signal_check(int (*check)(void *arg), void *arg);
+
+/* ----------------------------------------------------------------------
  * Loops and ops: the asynchronous API
  *
  * Ops are submitted to a loop, go out at cqw_flush() (one gather per
@@ -368,6 +382,14 @@ CQW_EXTERN int cqw_loop_new(cqw_loop **out, const struct cqw_loop_opts *opts);
 CQW_EXTERN void cqw_loop_free(cqw_loop *loop);
 /* "poll", "uring" or "iocp". */
 CQW_EXTERN const char *cqw_loop_backend(const cqw_loop *loop);
+/*
+ * The backend features this loop runs with, comma-separated, "" if none
+ * to report. uring: its setup flags ("single_issuer", "defer_taskrun",
+ * "coop_taskrun") and "ext_arg" when timed waits use the extended
+ * argument. For logs, benchmarks and tests; the string lives as long as
+ * the loop.
+ */
+CQW_EXTERN const char *cqw_loop_features(const cqw_loop *loop);
 /* Make a cqw_reap() blocked in another thread return. */
 CQW_EXTERN int cqw_loop_wake(cqw_loop *loop);
 

@@ -44,6 +44,8 @@ struct cqw__backend_ops {
 	void (*cancel)(cqw_loop *loop, struct cqw__io *io);
 	int (*wake)(cqw_loop *loop);
 	int (*after_fork)(cqw_loop *loop);
+	/* Optional: what cqw_loop_features() reports (NULL: ""). */
+	const char *(*features)(const cqw_loop *loop);
 };
 
 #ifdef CQW_HAVE_POLL

@@ -215,6 +215,15 @@ cqw_loop_backend(const cqw_loop *loop)
 	return loop != NULL ? loop->ops->name : NULL;
 }
 
+const char *
+cqw_loop_features(const cqw_loop *loop)
+{
+	if (loop == NULL) {
+		return NULL;
+	}
+	return loop->ops->features != NULL ? loop->ops->features(loop) : "";
+}
+
 static int check_fork(cqw_loop *loop);
 
 int
