@@ -163,10 +163,18 @@ CQW_EXTERN int cqw_conn_from_fd(cqw_conn **out, cqw_fd fd, unsigned flags);
 
 /*
  * Close the descriptor. Idempotent; afterwards every operation returns
- * CQW_ECLOSED. The object stays valid until cqw_conn_free().
+ * CQW_ECLOSED. The object stays valid until cqw_conn_free(). With ops on
+ * a loop, they are cancelled and waited for first (they are reaped later,
+ * mostly as CQW_ECANCELED); that must happen on the loop's thread: from
+ * another, CQW_EBUSY and nothing is closed. If the wait fails, its error
+ * is returned and the connection stays open, its ops cancelled.
  */
 CQW_EXTERN int cqw_conn_close(cqw_conn *c);
-/* Close (if open) and free. NULL is a no-op. */
+/*
+ * Close (if open) and free. NULL is a no-op. A connection that cannot be
+ * closed (see above) is not freed either: memory the kernel may still
+ * write is never given back.
+ */
 CQW_EXTERN void cqw_conn_free(cqw_conn *c);
 
 /* Give up the descriptor without closing it; the connection is closed. */
@@ -320,7 +328,11 @@ CQW_EXTERN int cqw_accept(cqw_listener *l, cqw_conn **out, int timeout_ms);
 /* The bound address in the syntax above (port resolved), or NULL. */
 CQW_EXTERN const char *cqw_listener_address(const cqw_listener *l);
 CQW_EXTERN cqw_fd cqw_listener_fileno(const cqw_listener *l);
-/* Close the socket; a unix path it created is unlinked. Idempotent. */
+/*
+ * Close the socket. A unix path it created is unlinked, but only in the
+ * process that called cqw_listen(): a forked child closing its inherited
+ * copy leaves the path to the parent. Idempotent.
+ */
 CQW_EXTERN int cqw_listener_close(cqw_listener *l);
 CQW_EXTERN void cqw_listener_free(cqw_listener *l);
 

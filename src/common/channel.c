@@ -890,6 +890,23 @@ cqw__chan_cancel(cqw_loop *loop, struct cqw_op *op)
 }
 
 void
+cqw__chan_fork_fail(cqw_loop *loop, cqw_conn *c)
+{
+	struct cqw_op *head = c->recv_busy ? cqw__opq_pop(&c->recvq) : NULL;
+
+	/*
+	 * In a child after fork(): queued ops end with CQW_EFORK, except the
+	 * ones an io in flight belongs to (the gather being written, the
+	 * receive at the head), which end when the backend ends that io.
+	 */
+	fail_queue(loop, &c->sendq, CQW_EFORK);
+	fail_queue(loop, &c->recvq, CQW_EFORK);
+	if (head != NULL) {
+		cqw__opq_push(&c->recvq, head);
+	}
+}
+
+void
 cqw__chan_cancel_all(cqw_loop *loop, cqw_conn *c)
 {
 	struct cqw_op *head = c->recv_busy ? cqw__opq_pop(&c->recvq) : NULL;

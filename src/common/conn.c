@@ -100,7 +100,10 @@ cqw_conn_close(cqw_conn *c)
 		return 0;
 	}
 	if (c->loop != NULL) {
-		cqw__loop_conn_close(c->loop, c);
+		r = cqw__loop_conn_close(c->loop, c);
+		if (r < 0) {
+			return r; /* still open: the kernel may own its buffers */
+		}
 	}
 	c->closed = 1;
 	r = cqw__io_close(c->fd);
@@ -114,7 +117,14 @@ cqw_conn_free(cqw_conn *c)
 	if (c == NULL) {
 		return;
 	}
-	cqw_conn_close(c);
+	/*
+	 * A connection that cannot be closed (its loop belongs to another
+	 * thread, or the loop's wait failed) is left allocated rather than
+	 * freed under the kernel's feet.
+	 */
+	if (cqw_conn_close(c) < 0 && !c->closed) {
+		return;
+	}
 	free(c);
 }
 
@@ -128,7 +138,11 @@ cqw_conn_detach(cqw_conn *c)
 		return CQW_ECLOSED;
 	}
 	if (c->loop != NULL) {
-		cqw__loop_conn_close(c->loop, c);
+		int r = cqw__loop_conn_close(c->loop, c);
+
+		if (r < 0) {
+			return r;
+		}
 	}
 	c->closed = 1;
 	cqw__chan_release(c);

@@ -81,6 +81,8 @@ struct cqw_conn {
 	int closing;	/* cqw_conn_close() is cancelling: start nothing */
 	int pending;	/* on the loop's list of conns with work */
 	struct cqw_conn *next_pending;
+	/* On the loop's list of conns it holds (c->loop != NULL). */
+	struct cqw_conn *loop_next, *loop_prev;
 };
 
 /* Which flags a connection keeps from the caller. */

@@ -18,7 +18,8 @@
 struct cqw_listener {
 	cqw_fd fd;
 	int closed;
-	int unlink_path; /* a filesystem socket we made */
+	int unlink_path;      /* a filesystem socket we made... */
+	uint64_t creator_pid; /* ...in this process (not a forked child) */
 	struct cqw__addr addr;
 	char address[CQW__ADDR_PATH_MAX + 16];
 	struct cqw_auth auth; /* key copied into keybuf */
@@ -185,6 +186,7 @@ cqw_listen(cqw_listener **out, const char *address, const struct cqw_auth *auth,
 		goto out_free;
 	}
 	l->unlink_path = l->addr.kind == CQW__ADDR_UNIX;
+	l->creator_pid = cqw__process_id();
 	r = cqw__sock_name(l->fd, &bound);
 	if (r == 0) {
 		r = cqw__addr_format(&bound, l->address, sizeof(l->address));
@@ -260,7 +262,12 @@ cqw_listener_close(cqw_listener *l)
 		return 0;
 	}
 	l->closed = 1;
-	if (l->unlink_path) {
+	/*
+	 * Only the process that bound the path removes it, as CPython's
+	 * Finalize does: in a prefork server a worker that closes its
+	 * inherited copy must not make the service unreachable.
+	 */
+	if (l->unlink_path && l->creator_pid == cqw__process_id()) {
 		cqw__unlink(l->addr.path);
 	}
 	return cqw__io_close(l->fd);
@@ -275,7 +282,7 @@ cqw_listener_free(cqw_listener *l)
 	cqw_listener_close(l);
 	if (l->keybuf != NULL) {
 		/* Do not leave the key in freed memory. */
-		memset(l->keybuf, 0, l->auth.keylen);
+		cqw__wipe(l->keybuf, l->auth.keylen);
 	}
 	free(l->keybuf);
 	free(l);

@@ -12,6 +12,7 @@
 
 #include "backend.h"
 #include "loop.h"
+#include "platform.h"
 
 void
 cqw__opq_push(struct cqw__opq *q, struct cqw_op *op)
@@ -61,6 +62,38 @@ cqw__opq_remove(struct cqw__opq *q, struct cqw_op *op)
 	return 0;
 }
 
+static void
+attach(cqw_loop *loop, cqw_conn *c)
+{
+	c->loop = loop;
+	c->loop_prev = NULL;
+	c->loop_next = loop->conns;
+	if (loop->conns != NULL) {
+		loop->conns->loop_prev = c;
+	}
+	loop->conns = c;
+}
+
+void
+cqw__loop_detach(cqw_conn *c)
+{
+	cqw_loop *loop = c->loop;
+
+	if (loop == NULL) {
+		return;
+	}
+	if (c->loop_prev != NULL) {
+		c->loop_prev->loop_next = c->loop_next;
+	} else {
+		loop->conns = c->loop_next;
+	}
+	if (c->loop_next != NULL) {
+		c->loop_next->loop_prev = c->loop_prev;
+	}
+	c->loop_next = c->loop_prev = NULL;
+	c->loop = NULL;
+}
+
 void
 cqw__loop_op_done(cqw_loop *loop, struct cqw_op *op, int64_t result)
 {
@@ -72,7 +105,7 @@ cqw__loop_op_done(cqw_loop *loop, struct cqw_op *op, int64_t result)
 	 * may outlive the loop or move to another one.
 	 */
 	if (--c->inflight == 0 && !c->pending) {
-		c->loop = NULL;
+		cqw__loop_detach(c);
 	}
 	CQW__OP_SET_STATE(op, CQW__OPS_DONE);
 	cqw__opq_push(&loop->done, op);
@@ -226,6 +259,26 @@ cqw_loop_features(const cqw_loop *loop)
 
 static int check_fork(cqw_loop *loop);
 
+/*
+ * A loop belongs to the thread that first flushes or reaps it (an
+ * io_uring ring has one issuer; the lists here have no locks). Others get
+ * CQW_EBUSY. claim: make the caller the owner if there is none yet.
+ */
+static int
+check_thread(cqw_loop *loop, int claim)
+{
+	uint64_t self = cqw__thread_id();
+
+	if (!loop->owned) {
+		if (claim) {
+			loop->owner = self;
+			loop->owned = 1;
+		}
+		return 0;
+	}
+	return loop->owner == self ? 0 : CQW_EBUSY;
+}
+
 int
 cqw_loop_wake(cqw_loop *loop)
 {
@@ -239,21 +292,47 @@ cqw_loop_wake(cqw_loop *loop)
 	return r < 0 ? r : loop->ops->wake(loop);
 }
 
-/* In a child after fork(): give the backend its chance to rebuild. */
+/*
+ * In a child after fork(): every op the loop held at the fork is the
+ * parent's, whatever its state, and ends here with CQW_EFORK, so that
+ * nothing is sent or read twice. Queued ops end now; ios in flight end
+ * through the backend's after_fork(), which also rebuilds what the child
+ * must not share (an io_uring ring); done ops not yet reaped keep their
+ * place in the done queue but report CQW_EFORK. Connections stay usable,
+ * except where an io was in flight (its position in the stream is lost:
+ * the channel makes that side fail with CQW_EFORK).
+ */
 static int
 check_fork(cqw_loop *loop)
 {
 	unsigned gen = cqw__fork_gen();
+	struct cqw_op *op;
+	cqw_conn *c, *next;
 	int r;
 
 	if (gen == loop->fork_gen) {
 		return 0;
 	}
 	r = loop->ops->after_fork(loop);
-	if (r == 0) {
-		loop->fork_gen = gen;
+	if (r < 0) {
+		return r;
 	}
-	return r;
+	loop->fork_gen = gen;
+	loop->owned = 0; /* the child's first flusher owns the new backend */
+	for (op = loop->done.head; op != NULL; op = CQW__OP_NEXT(op)) {
+		op->result = CQW_EFORK;
+	}
+	for (c = loop->pending; c != NULL; c = c->next_pending) {
+		c->pending = 0;
+	}
+	loop->pending = NULL;
+	for (c = loop->conns; c != NULL; c = next) {
+		next = c->loop_next; /* c may be detached below */
+		cqw__chan_fork_fail(loop, c);
+	}
+	/* The backend's CQW_EFORK completions end the ios in flight. */
+	process_ios(loop);
+	return 0;
 }
 
 int
@@ -261,6 +340,7 @@ cqw_submit(cqw_loop *loop, struct cqw_op *op)
 {
 	cqw_conn *c;
 	unsigned need;
+	int r;
 
 	if (loop == NULL || op == NULL || op->conn == NULL) {
 		return CQW_EINVAL;
@@ -288,7 +368,18 @@ cqw_submit(cqw_loop *loop, struct cqw_op *op)
 	if (CQW__OP_STATE(op) != CQW__OPS_IDLE) {
 		return CQW_EBUSY; /* still the loop's, maybe not yet reaped */
 	}
-	c->loop = loop;
+	r = check_thread(loop, 0);
+	if (r < 0) {
+		return r;
+	}
+	/* A child's first op must not be taken for one of the parent's. */
+	r = check_fork(loop);
+	if (r < 0) {
+		return r;
+	}
+	if (c->loop == NULL) {
+		attach(loop, c);
+	}
 	op->result = 0;
 	op->needed = 0;
 	CQW__OP_SET_STATE(op, CQW__OPS_QUEUED);
@@ -313,6 +404,9 @@ cqw_flush(cqw_loop *loop)
 		return CQW_EINVAL;
 	}
 	r = check_fork(loop);
+	if (r == 0) {
+		r = check_thread(loop, 1);
+	}
 	if (r < 0) {
 		return r;
 	}
@@ -321,7 +415,7 @@ cqw_flush(cqw_loop *loop)
 		c->pending = 0;
 		cqw__chan_kick(loop, c);
 		if (c->inflight == 0) {
-			c->loop = NULL;
+			cqw__loop_detach(c);
 		}
 	}
 	process_ios(loop);
@@ -385,14 +479,30 @@ cqw_cancel(cqw_loop *loop, struct cqw_op *op)
 		return CQW_EINVAL;
 	}
 	r = check_fork(loop);
+	if (r == 0) {
+		r = check_thread(loop, 0);
+	}
 	return r < 0 ? r : cqw__chan_cancel(loop, op);
 }
 
-void
+int
 cqw__loop_conn_close(cqw_loop *loop, cqw_conn *c)
 {
 	cqw_conn **pp;
+	int r;
 
+	/*
+	 * In a child after fork() the ios are the parent's: after_fork()
+	 * completes them here with CQW_EFORK, and nothing reaches the
+	 * parent's ring.
+	 */
+	r = check_fork(loop);
+	if (r == 0) {
+		r = check_thread(loop, 0);
+	}
+	if (r < 0) {
+		return r; /* nothing touched: the kernel may own c's buffers */
+	}
 	for (pp = &loop->pending; *pp != NULL; pp = &(*pp)->next_pending) {
 		if (*pp == c) {
 			*pp = c->next_pending;
@@ -400,28 +510,28 @@ cqw__loop_conn_close(cqw_loop *loop, cqw_conn *c)
 			break;
 		}
 	}
-	/*
-	 * In a child after fork() the ios are the parent's: after_fork()
-	 * completes them here with CQW_EFORK, and nothing reaches the
-	 * parent's ring.
-	 */
-	if (check_fork(loop) < 0) {
-		goto out_unbind;
-	}
 	/* No new io on c from here: kicks stop, resumptions are refused. */
 	c->closing = 1;
 	cqw__chan_cancel_all(loop, c);
-	/* The descriptor may close only when no io on it is in flight. */
+	/*
+	 * The descriptor may close, and the buffers go, only when no io on
+	 * them is in flight. A wait that fails leaves c attached and
+	 * closing: the caller may try again; its ios still complete (as
+	 * CQW_ECANCELED) in a later reap.
+	 */
 	for (;;) {
 		process_ios(loop);
 		if (!c->send_busy && !c->recv_busy) {
 			break;
 		}
-		if (loop->ops->flush(loop) < 0 ||
-		    loop->ops->wait(loop, -1) < 0) {
-			break; /* a broken ring: do not spin */
+		r = loop->ops->flush(loop);
+		if (r == 0) {
+			r = loop->ops->wait(loop, -1);
+		}
+		if (r < 0) {
+			return r;
 		}
 	}
-out_unbind:
-	c->loop = NULL;
+	cqw__loop_detach(c);
+	return 0;
 }

@@ -15,17 +15,28 @@ struct cqw_loop {
 	struct cqw__io *iodone_tail;
 	struct cqw__opq done; /* completed ops, not yet reaped */
 	cqw_conn *pending;    /* conns with ops not yet started */
+	cqw_conn *conns;      /* every conn with c->loop == this loop */
 	unsigned inflight;    /* ops submitted and not reaped */
+	uint64_t owner;	      /* the thread that flushes and reaps it... */
+	int owned;	      /* ...once one has */
 };
 
-/* Cancel every op of c and detach it from the loop (cqw_conn_close). */
-void cqw__loop_conn_close(cqw_loop *loop, cqw_conn *c);
+/*
+ * Cancel every op of c and wait until the kernel is done with its
+ * buffers, then detach it from the loop (cqw_conn_close). 0, or an error
+ * with c still attached and nothing freed (CQW_EBUSY: not the loop's
+ * thread).
+ */
+int cqw__loop_conn_close(cqw_loop *loop, cqw_conn *c);
+/* c has nothing left on its loop: let it go (it may move or outlive it). */
+void cqw__loop_detach(cqw_conn *c);
 
 /* channel.c: the asynchronous side of a connection. */
 void cqw__chan_kick(cqw_loop *loop, cqw_conn *c);
 void cqw__chan_io_done(cqw_loop *loop, struct cqw__io *io);
 int cqw__chan_cancel(cqw_loop *loop, struct cqw_op *op);
 void cqw__chan_cancel_all(cqw_loop *loop, cqw_conn *c);
+void cqw__chan_fork_fail(cqw_loop *loop, cqw_conn *c);
 void cqw__loop_op_done(cqw_loop *loop, struct cqw_op *op, int64_t result);
 
 #endif

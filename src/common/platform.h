@@ -1,6 +1,6 @@
 /*
- * What src/common needs from the operating system, besides I/O: crypto
- * and randomness. Implemented once per platform (src/posix on Unix with
+ * What src/common needs from the operating system, besides I/O: crypto,
+ * randomness, and who is calling. Implemented once per platform (src/posix on Unix with
  * OpenSSL's libcrypto and getrandom(); src/iocp with BCrypt on Windows).
  */
 #ifndef CQW_PLATFORM_H
@@ -25,5 +25,12 @@ int cqw__random(void *buf, size_t len);
 
 /* Constant-time comparison of a[0..n) and b[0..n): 0 when equal. */
 int cqw__memeq_ct(const void *a, const void *b, size_t n);
+
+/* Zero a secret in a way the compiler may not optimise away. */
+void cqw__wipe(void *p, size_t n);
+
+/* The calling process, and thread, as numbers to compare for equality. */
+uint64_t cqw__process_id(void);
+uint64_t cqw__thread_id(void);
 
 #endif

@@ -100,3 +100,9 @@ cqw__memeq_ct(const void *a, const void *b, size_t n)
 {
 	return CRYPTO_memcmp(a, b, n) != 0;
 }
+
+void
+cqw__wipe(void *p, size_t n)
+{
+	OPENSSL_cleanse(p, n);
+}
