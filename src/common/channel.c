@@ -30,13 +30,27 @@ cqw__conn_init(cqw_conn *c, cqw_fd fd, int kind, unsigned flags)
 	c->fd = fd;
 	c->kind = kind;
 	c->flags = flags & CQW__CONN_FLAGS;
+	c->scratch[0] = c->scratch[1] = -1;
 	cqw__dec_reset(&c->dec);
 	return 0;
+}
+
+static void
+drop_scratch(cqw_conn *c)
+{
+	if (c->scratch[0] >= 0) {
+		cqw__io_close(c->scratch[0]);
+		cqw__io_close(c->scratch[1]);
+	}
+	c->scratch[0] = c->scratch[1] = -1;
 }
 
 void
 cqw__chan_release(cqw_conn *c)
 {
+	drop_scratch(c);
+	free(c->part);
+	c->part = NULL;
 	free(c->stage);
 	c->stage = NULL;
 	c->stage_off = c->stage_len = 0;
@@ -160,6 +174,16 @@ wait_first(cqw_conn *c, uint8_t *tmp, int64_t deadline)
 	return r == CQW_EAGAIN ? wait_readable(c, deadline) : (int)r;
 }
 
+/* An error a batch owes this receive (it handed up frames first). */
+static int
+take_deferred(cqw_conn *c)
+{
+	int r = c->deferred_err;
+
+	c->deferred_err = 0;
+	return r;
+}
+
 int
 cqw__chan_recv_header(cqw_conn *c, int64_t deadline)
 {
@@ -173,9 +197,8 @@ cqw__chan_recv_header(cqw_conn *c, int64_t deadline)
 	 * only say EAGAIN. Streams, where frames are already there, keep
 	 * reading straight away.
 	 */
-	if (c->deferred_err < 0) {
-		r = c->deferred_err;
-		c->deferred_err = 0;
+	r = take_deferred(c);
+	if (r < 0) {
 		return r;
 	}
 	if (c->waited && !cqw__chan_has_buffered(c)) {
@@ -238,12 +261,44 @@ wait_payload(cqw_conn *c, uint8_t *p, uint64_t len, int64_t deadline)
 	return r == CQW_EAGAIN ? wait_readable(c, deadline) : (int)r;
 }
 
+/*
+ * A receive failed after consuming pay_got bytes of the payload into dst,
+ * which the caller may not pass again: keep them for the next receive.
+ * (At most what the caller's buffer held, so never more than it allowed.)
+ * Without memory the stream position is lost for good.
+ */
+static void
+keep_part(cqw_conn *c, const void *dst)
+{
+	if (c->pay_got == 0 || c->part != NULL) {
+		return;
+	}
+	c->part = malloc((size_t)c->pay_got);
+	if (c->part == NULL) {
+		c->recv_error = CQW_ENOMEM;
+		return;
+	}
+	memcpy(c->part, dst, (size_t)c->pay_got);
+}
+
+/* A kept part goes to the front of the new destination. */
+static void
+restore_part(cqw_conn *c, void *dst)
+{
+	if (c->part != NULL) {
+		memcpy(dst, c->part, (size_t)c->pay_got);
+		free(c->part);
+		c->part = NULL;
+	}
+}
+
 int
 cqw__chan_recv_payload(cqw_conn *c, void *dst, uint64_t len, int64_t deadline)
 {
 	uint8_t *p = dst;
 	int r;
 
+	restore_part(c, dst);
 	while (c->pay_got < len) {
 		r = cqw__chan_read(c, p + c->pay_got,
 				   (size_t)(len - c->pay_got));
@@ -257,11 +312,11 @@ cqw__chan_recv_payload(cqw_conn *c, void *dst, uint64_t len, int64_t deadline)
 			c->pay_got = 0;
 			return CQW_ETRUNC;
 		}
-		if (r != CQW_EAGAIN) {
-			return r;
+		if (r == CQW_EAGAIN) {
+			r = wait_payload(c, p, len, deadline);
 		}
-		r = wait_payload(c, p, len, deadline);
 		if (r < 0) {
+			keep_part(c, dst);
 			return r;
 		}
 	}
@@ -291,21 +346,218 @@ cqw__chan_recv_small(cqw_conn *c, void *buf, size_t cap, int64_t deadline)
 }
 
 int
-cqw__chan_frame_ready(cqw_conn *c)
+cqw__chan_exact_boundary(const cqw_conn *c)
 {
+	return !(c->flags & CQW_EXCLUSIVE) && !cqw__dec_started(&c->dec) &&
+	       c->pay_got == 0 && c->stage_len == c->stage_off;
+}
+
+/* A private pipe for pipe peeks; a forked child makes its own. */
+static int
+ensure_scratch(cqw_conn *c)
+{
+	unsigned gen = cqw__fork_gen();
+	int r;
+
+	if (c->scratch[0] >= 0 && c->scratch_gen == gen) {
+		return 0;
+	}
+	/* Inherited: the parent's copy, which it may be using right now. */
+	drop_scratch(c);
+	r = cqw__io_pipe(c->scratch);
+	if (r < 0) {
+		c->scratch[0] = c->scratch[1] = -1;
+		return r;
+	}
+	c->scratch_gen = gen;
+	return 0;
+}
+
+/*
+ * See the next header without consuming it: 1 (in *p), 0 if no whole
+ * header is queued (*partial if part of one is), CQW_EOF, CQW_EOPNOTSUPP
+ * if fd cannot be peeked, or an error. wait: sleep until bytes come.
+ */
+static int
+peek_header(cqw_conn *c, struct cqw__peek *p, int wait, int *partial)
+{
+	uint8_t b[CQW__HDR_LARGE];
+	struct cqw__dec d;
+	int64_t r;
+
+	*partial = 0;
+	if (c->kind == CQW__FD_SOCK) {
+		r = wait ? cqw__io_peek_wait(c->fd, b, sizeof(b))
+			 : cqw__io_peek(c->fd, b, sizeof(b));
+	} else {
+		r = ensure_scratch(c);
+		if (r == 0) {
+			r = cqw__io_pipe_peek(c->fd, c->scratch, b, sizeof(b),
+					      wait);
+		}
+		if (r < 0 && r != CQW_EAGAIN && r != CQW_EINTR &&
+		    r != CQW_EOPNOTSUPP) {
+			drop_scratch(c); /* it may hold a stray copy */
+		}
+	}
+	if (r == CQW_EAGAIN) {
+		return 0;
+	}
+	if (r <= 0) {
+		return r == 0 ? CQW_EOF : (int)r;
+	}
+	cqw__dec_reset(&d);
+	cqw__dec_feed(&d, b, (size_t)r);
+	if (cqw__dec_want(&d) > 0) {
+		*partial = 1;
+		return 0;
+	}
+	p->len = d.len;
+	p->hdrlen = d.got;
+	return 1;
+}
+
+/* Sleep a little while part of a frame is queued: poll() cannot tell. */
+static int
+nap(unsigned *us, int64_t deadline)
+{
+	if (deadline >= 0 && cqw__remaining_ms(deadline) == 0) {
+		return CQW_ETIMEDOUT;
+	}
+	cqw__sleep_us(*us);
+	if (*us < 2000) {
+		*us *= 2;
+	}
+	return 0;
+}
+
+int
+cqw__chan_wait_header(cqw_conn *c, struct cqw__peek *p, int64_t deadline)
+{
+	unsigned us = 50;
+	int partial, r = take_deferred(c);
+
+	if (r < 0) {
+		return r;
+	}
+	for (;;) {
+		/* Without a deadline or spinning, sleep inside the peek. */
+		r = peek_header(c, p, deadline < 0 && c->spin_us == 0,
+				&partial);
+		if (r != 0) {
+			return r == CQW_EOPNOTSUPP ? 0 : r;
+		}
+		if (!partial) {
+			r = wait_readable(c, deadline);
+		} else {
+			/* A header cut short: more is coming, or nothing. */
+			r = cqw__io_hup(c->fd);
+			if (r != 0) {
+				return r < 0 ? r : 0; /* read: CQW_ETRUNC */
+			}
+			r = nap(&us, deadline);
+		}
+		if (r < 0) {
+			return r;
+		}
+	}
+}
+
+int
+cqw__chan_take_frame(cqw_conn *c, const struct cqw__peek *p, void *dst)
+{
+	uint8_t hdr[CQW__HDR_LARGE];
+	cqw__iov iov[2];
+	int64_t n;
+	int cnt = 1;
+
+	CQW__IOV_BASE(&iov[0]) = (char *)hdr;
+	CQW__IOV_LEN(&iov[0]) = p->hdrlen;
+	if (p->len > 0) {
+		CQW__IOV_BASE(&iov[1]) = dst;
+		CQW__IOV_LEN(&iov[1]) =
+		    p->len > 0x40000000 ? 0x40000000 : (size_t)p->len;
+		cnt = 2;
+	}
+	/* Header and payload in one read (a socket waits for all of it). */
+	n = cqw__io_readv_wait(c->fd, c->kind, iov, cnt);
+	if (n < 0) {
+		return (int)n; /* nothing consumed */
+	}
+	if (n == 0) {
+		return CQW_EOF; /* another reader took it, and the peer left */
+	}
+	/* What was taken is this connection's now: finish it the usual way. */
+	cqw__dec_feed(&c->dec, hdr,
+		      (size_t)n < p->hdrlen ? (size_t)n : p->hdrlen);
+	if ((size_t)n > p->hdrlen) {
+		c->pay_got = (uint64_t)n - p->hdrlen;
+	}
+	if (cqw__dec_want(&c->dec) > 0) {
+		int r = cqw__chan_recv_header(c, -1);
+
+		if (r < 0) {
+			return r;
+		}
+	}
+	return cqw__chan_recv_payload(c, dst, c->dec.len, -1);
+}
+
+int
+cqw__chan_frame_ready(cqw_conn *c, size_t cap, int first, int *partial)
+{
+	struct cqw__peek p;
 	int64_t queued;
 	size_t staged;
 	int r;
 
+	*partial = 0;
+	if (c->deferred_err < 0) {
+		return 1; /* the receive returns it */
+	}
+	if (cqw__chan_exact_boundary(c)) {
+		/* Frame-exact: decide by looking; consume nothing. */
+		r = peek_header(c, &p, 0, partial);
+		if (r == CQW_EOF) {
+			return 1; /* the read says so */
+		}
+		if (r != CQW_EOPNOTSUPP) {
+			if (r < 0 || (r == 0 && !*partial)) {
+				return r;
+			}
+			if (r == 1 && (p.len > cap ||
+				       (first && p.len > CQW__STAGE_SIZE))) {
+				return 1;
+			}
+			if (r == 1) {
+				queued = cqw__io_nread(c->fd);
+				if (queued < 0) {
+					return (int)queued;
+				}
+				*partial = (uint64_t)queued < p.hdrlen + p.len;
+			}
+			if (!*partial) {
+				return 1;
+			}
+			/* Cut short, and the peer gone: the read says so. */
+			r = cqw__io_hup(c->fd);
+			return r != 0 ? (r < 0 ? r : 1) : 0;
+		}
+		/* This descriptor cannot be peeked: read the header. */
+	}
 	if (cqw__dec_want(&c->dec) > 0) {
 		/* Take what header bytes are here; they stay in the decoder. */
 		r = cqw__chan_recv_header(c, cqw__now_ms());
 		if (r == CQW_ETIMEDOUT) {
+			*partial = cqw__dec_started(&c->dec);
 			return 0;
 		}
 		if (r < 0) {
 			return r;
 		}
+	}
+	if (c->dec.len > cap || (first && c->dec.len > CQW__STAGE_SIZE)) {
+		return 1;
 	}
 	staged = c->stage_len - c->stage_off;
 	if (staged >= c->dec.len - c->pay_got) {
@@ -315,7 +567,8 @@ cqw__chan_frame_ready(cqw_conn *c)
 	if (queued < 0) {
 		return (int)queued;
 	}
-	return (uint64_t)queued + staged >= c->dec.len - c->pay_got;
+	*partial = (uint64_t)queued + staged < c->dec.len - c->pay_got;
+	return !*partial;
 }
 
 int
@@ -356,6 +609,46 @@ be32(const uint8_t *p)
 }
 
 /*
+ * Consume exactly iov[0..cnt), which a peek showed queued. Before the
+ * first byte an error leaves everything in place; after it, the stream
+ * position is lost, which is sticky (recv_error), since the frames cut
+ * cannot be handed up and the next ones cannot be found. A signal once
+ * bytes were taken does not stop it: the rest is already queued.
+ */
+static int
+read_exact(cqw_conn *c, cqw__iov *iov, int cnt)
+{
+	uint64_t taken = 0;
+	int64_t r;
+
+	while (cnt > 0) {
+		r = cqw__io_readv_wait(c->fd, CQW__FD_SOCK, iov,
+				       cnt > CQW__IOV_MAX ? CQW__IOV_MAX : cnt);
+		if (r == CQW_EINTR && taken > 0) {
+			continue;
+		}
+		if (r <= 0) {
+			r = r == 0 ? CQW_ETRUNC : r;
+			if (taken > 0) {
+				c->recv_error = (int)r;
+			}
+			return (int)r;
+		}
+		taken += (uint64_t)r;
+		while (cnt > 0 && (size_t)r >= CQW__IOV_LEN(iov)) {
+			r -= (int64_t)CQW__IOV_LEN(iov);
+			iov++;
+			cnt--;
+		}
+		if (cnt > 0) {
+			CQW__IOV_BASE(iov) = (char *)CQW__IOV_BASE(iov) + r;
+			CQW__IOV_LEN(iov) -= (size_t)r;
+		}
+	}
+	return 0;
+}
+
+/*
  * Take whole frames from what a peek showed (stage[0..avail), not yet
  * consumed): frame i goes to msgs[i] if it fits msgs[i].cap. Stops at a
  * frame that is partial, large-form, negative or too big (the one-frame
@@ -392,7 +685,7 @@ take_peeked(cqw_conn *c, size_t avail, struct cqw_msg *msgs, size_t n)
 	if (k == 0) {
 		return 0;
 	}
-	r = cqw__io_readv_all(c->fd, iov, (int)cnt);
+	r = read_exact(c, iov, (int)cnt);
 	return r < 0 ? r : (int)k;
 }
 
@@ -407,7 +700,8 @@ cqw__chan_recv_peeked(cqw_conn *c, struct cqw_msg *msgs, size_t n)
 	 * only whole frames that fit their buffers, and consume exactly
 	 * those bytes with one gather read. Nothing past them is touched.
 	 */
-	if (c->kind != CQW__FD_SOCK || cqw__chan_has_buffered(c) || n < 2) {
+	if (c->kind != CQW__FD_SOCK || cqw__chan_has_buffered(c) || n < 2 ||
+	    c->deferred_err < 0) {
 		return 0; /* one frame: the plain path costs the same */
 	}
 	for (k = 0; k < n && k < PEEK_FRAMES && want < CQW__STAGE_SIZE; k++) {

@@ -279,6 +279,7 @@ cqw_recv_bytes_into(cqw_conn *c, void *buf, size_t cap, size_t offset,
 		    size_t *needed)
 {
 	int r = check_read(c);
+	struct cqw__peek p;
 	uint64_t len;
 
 	if (r < 0) {
@@ -287,6 +288,25 @@ cqw_recv_bytes_into(cqw_conn *c, void *buf, size_t cap, size_t offset,
 	if (offset > cap || (buf == NULL && cap > 0)) {
 		return CQW_EINVAL;
 	}
+	if (cqw__chan_exact_boundary(c)) {
+		/*
+		 * Frame-exact: look at the header before taking a byte, so
+		 * that a frame too big for buf stays in the kernel for any
+		 * reader of the descriptor, not only for this connection.
+		 */
+		r = cqw__chan_wait_header(c, &p, -1);
+		if (r < 0) {
+			return r;
+		}
+		if (r == 1) {
+			if (p.len > cap - offset || p.len > INT64_MAX) {
+				goto out_too_short;
+			}
+			r = cqw__chan_take_frame(c, &p, (char *)buf + offset);
+			return r < 0 ? r : (int64_t)p.len;
+		}
+		/* Not peekable: read the header the consuming way. */
+	}
 	r = cqw__chan_recv_header(c, -1);
 	if (r < 0) {
 		return r;
@@ -294,13 +314,17 @@ cqw_recv_bytes_into(cqw_conn *c, void *buf, size_t cap, size_t offset,
 	len = c->dec.len;
 	if (len > cap - offset || len > INT64_MAX) {
 		/* Keep the frame: the next receive starts at its payload. */
-		if (needed != NULL) {
-			*needed = len > SIZE_MAX ? SIZE_MAX : (size_t)len;
-		}
-		return CQW_ETOOSHORT;
+		p.len = len;
+		goto out_too_short;
 	}
 	r = cqw__chan_recv_payload(c, (char *)buf + offset, len, -1);
 	return r < 0 ? r : (int64_t)len;
+
+out_too_short:
+	if (needed != NULL) {
+		*needed = p.len > SIZE_MAX ? SIZE_MAX : (size_t)p.len;
+	}
+	return CQW_ETOOSHORT;
 }
 
 int64_t
@@ -332,6 +356,9 @@ cqw_recv_bytes(cqw_conn *c, void **out, int64_t maxlength)
 	 * sends, never what it claims.
 	 */
 	have = len < RECV_PREALLOC_MAX ? len : RECV_PREALLOC_MAX;
+	if (have < c->pay_got) {
+		have = c->pay_got; /* a part kept from an interrupted call */
+	}
 	buf = malloc(have > 0 ? (size_t)have : 1);
 	if (buf == NULL) {
 		goto out_nomem;
@@ -402,28 +429,26 @@ cqw_send_batch(cqw_conn *c, const struct cqw_msg *msgs, size_t n)
 }
 
 /*
- * Wait until the next frame can be read without sleeping: its header is
- * in and either it does not fit cap (CQW_ETOOSHORT needs no payload), or
- * its payload is here, or it is too big to ever be wholly queued (then
- * the read may sleep while it streams in). 1 ready, 0 at the deadline.
+ * Wait until the next frame can be read without sleeping (see
+ * cqw__chan_frame_ready()). 1 ready, 0 at the deadline, or an error.
  */
 static int
 wait_frame(cqw_conn *c, size_t cap, int64_t deadline)
 {
-	int r;
+	unsigned us = 50;
+	int partial, r;
 
 	for (;;) {
-		r = cqw__chan_frame_ready(c);
+		r = cqw__chan_frame_ready(c, cap, 1, &partial);
 		if (r != 0) {
 			return r;
 		}
-		if (cqw__dec_want(&c->dec) == 0) {
-			if (c->dec.len > cap || c->dec.len > CQW__STAGE_SIZE) {
-				return 1;
-			}
+		if (partial && cqw__dec_want(&c->dec) == 0) {
 			/*
-			 * Hold the part that came in the staging buffer, so
-			 * that poll() sleeps until more arrives.
+			 * A frame this connection has begun: hold what came
+			 * of its payload in the staging buffer (never past
+			 * the frame unless exclusive), so that poll() sleeps
+			 * until more arrives.
 			 */
 			r = cqw__chan_stage_payload(c);
 			if (r > 0) {
@@ -433,6 +458,20 @@ wait_frame(cqw_conn *c, size_t cap, int64_t deadline)
 				return r < 0 ? r
 					     : 1; /* EOF: the read says so */
 			}
+			partial = 0;
+		}
+		if (partial && cqw__chan_exact_boundary(c)) {
+			/*
+			 * Frame-exact: part of the next frame is queued and
+			 * stays there (another reader may take it), so poll()
+			 * would not sleep: nap instead.
+			 */
+			if (deadline >= 0 && cqw__remaining_ms(deadline) == 0) {
+				return 0;
+			}
+			cqw__sleep_us(us);
+			us = us < 2000 ? us * 2 : us;
+			continue;
 		}
 		r = cqw__io_wait(c->fd, 0, cqw__remaining_ms(deadline));
 		if (r <= 0) {
@@ -445,7 +484,7 @@ int
 cqw_recv_batch(cqw_conn *c, struct cqw_msg *msgs, size_t n, int timeout_ms)
 {
 	int64_t deadline = timeout_ms < 0 ? -1 : cqw__now_ms() + timeout_ms;
-	int r = check_read(c);
+	int r = check_read(c), partial;
 	size_t got = 0;
 	int64_t len;
 
@@ -473,7 +512,8 @@ cqw_recv_batch(cqw_conn *c, struct cqw_msg *msgs, size_t n, int timeout_ms)
 		}
 		/* After the first, take only frames that are wholly here. */
 		if (got > 0) {
-			r = cqw__chan_frame_ready(c);
+			r = cqw__chan_frame_ready(c, msgs[got].cap, 0,
+						  &partial);
 			if (r <= 0) {
 				break;
 			}

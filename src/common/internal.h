@@ -57,6 +57,14 @@ struct cqw_conn {
 	uint8_t *stage;	  /* CQW_EXCLUSIVE read-ahead, allocated on use */
 	size_t stage_off;
 	size_t stage_len;
+	/*
+	 * The pay_got bytes of a frame whose receive failed part-way (a
+	 * signal, a timeout): the caller's buffer may not come back, so they
+	 * wait here for the next receive.
+	 */
+	uint8_t *part;
+	cqw_fd scratch[2];    /* pipes: where a peeked header is copied */
+	unsigned scratch_gen; /* cqw__fork_gen() when scratch was made */
 
 	/* Asynchronous state; see channel.c. */
 	struct cqw_loop *loop;
@@ -116,11 +124,40 @@ int cqw__chan_recv_payload(cqw_conn *c, void *dst, uint64_t len,
 			   int64_t deadline);
 int cqw__chan_send(cqw_conn *c, const struct cqw_msg *msgs, size_t n);
 int cqw__chan_has_buffered(const cqw_conn *c);
+
+/* The next frame's header as a peek saw it, still in the kernel. */
+struct cqw__peek {
+	uint64_t len;  /* payload length */
+	size_t hdrlen; /* 4 or 12 */
+};
+
 /*
- * 1 if the next frame can be read whole without waiting (its header may
- * be read here), 0 if not, or an error such as CQW_EOF.
+ * Frame-exact and at a frame boundary: nothing of the next frame has been
+ * consumed, so what happens to it can still be decided by looking.
  */
-int cqw__chan_frame_ready(cqw_conn *c);
+int cqw__chan_exact_boundary(const cqw_conn *c);
+/*
+ * At an exact boundary, wait until the next header is queued and see it
+ * without consuming: 1 (in *p), CQW_EOF, CQW_ETIMEDOUT, 0 if this frame
+ * must be read the consuming way (a descriptor that cannot be peeked, or
+ * a header cut by end of file), or an error.
+ */
+int cqw__chan_wait_header(cqw_conn *c, struct cqw__peek *p, int64_t deadline);
+/*
+ * Consume the peeked frame p into dst (p->len bytes), sleeping for the
+ * rest of it as needed. 0, or an error (the connection then holds what
+ * was consumed, for the next receive).
+ */
+int cqw__chan_take_frame(cqw_conn *c, const struct cqw__peek *p, void *dst);
+/*
+ * 1 if the next frame can be read now: its header is in and it is wholly
+ * queued, or it does not fit cap (CQW_ETOOSHORT needs no payload), or,
+ * with first, it is too big ever to be wholly queued. 0 if not, with
+ * *partial set if part of it is queued (readiness will not say when the
+ * rest comes). Frame-exact connections consume nothing here; exclusive
+ * ones may read the header. Or an error such as CQW_EOF.
+ */
+int cqw__chan_frame_ready(cqw_conn *c, size_t cap, int first, int *partial);
 /*
  * With a whole header in, move what has come of the payload into the
  * staging buffer (never past the frame unless CQW_EXCLUSIVE). 1 if bytes

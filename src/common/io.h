@@ -113,4 +113,28 @@ int cqw__sock_accept(cqw_fd lfd, cqw_fd *out, int timeout_ms);
 int cqw__sock_name(cqw_fd fd, struct cqw__addr *a);
 int cqw__unlink(const char *path);
 
+/*
+ * Peeking, for frame-exact receives (src/posix/peek.c). Blocking calls
+ * return CQW_EINTR when the thread's signal check says so.
+ */
+/* As cqw__io_peek(), but sleeps until something is queued (or EOF). */
+int64_t cqw__io_peek_wait(cqw_fd sock, void *buf, size_t len);
+/*
+ * Copy up to len bytes queued in pipe fd without consuming them, through
+ * scratch (a private pipe, empty before and after). wait: sleep until
+ * something is queued. 0 at EOF, CQW_EAGAIN, CQW_EOPNOTSUPP where fd
+ * cannot be peeked (not a pipe), or an error (scratch must then be
+ * remade).
+ */
+int64_t cqw__io_pipe_peek(cqw_fd fd, cqw_fd scratch[2], void *buf, size_t len,
+			  int wait);
+/* 1 if the peer closed its end (reads would end), 0 if not, or an error. */
+int cqw__io_hup(cqw_fd fd);
+/*
+ * One gather read that sleeps until data: a socket waits for all of iov
+ * (MSG_WAITALL), a pipe returns what is there. Bytes read, or an error.
+ */
+int64_t cqw__io_readv_wait(cqw_fd fd, int kind, cqw__iov *iov, int cnt);
+void cqw__sleep_us(unsigned us);
+
 #endif

@@ -1,0 +1,153 @@
+/*
+ * Looking at what a descriptor holds without consuming it, for the
+ * frame-exact receive (common/io.h): a frame-exact connection may share
+ * its descriptor with other readers, so it decides what to do with the
+ * next frame before it takes a byte of it.
+ *
+ * Sockets peek with MSG_PEEK. Pipes have no peek, but Linux's tee(2)
+ * duplicates what a pipe holds into another pipe without consuming it:
+ * the header is tee'd into a small private pipe and read back from there.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/internal.h"
+#include "posix/signals.h"
+
+/* EINTR in a blocking call: stop (CQW_EINTR) if the thread's check says. */
+static int
+interrupted(void)
+{
+	return cqw__eintr_stop() ? CQW_EINTR : 0;
+}
+
+int64_t
+cqw__io_peek_wait(cqw_fd sock, void *buf, size_t len)
+{
+	ssize_t r;
+
+	for (;;) {
+		r = recv(sock, buf, len, MSG_PEEK);
+		if (r >= 0) {
+			return r;
+		}
+		if (errno != EINTR) {
+			return errno == EWOULDBLOCK ? CQW_EAGAIN : -errno;
+		}
+		if (interrupted()) {
+			return CQW_EINTR;
+		}
+	}
+}
+
+int64_t
+cqw__io_pipe_peek(cqw_fd fd, cqw_fd scratch[2], void *buf, size_t len, int wait)
+{
+#ifdef __linux__
+	ssize_t n, r;
+
+	for (;;) {
+		n = tee(fd, scratch[1], len, wait ? 0 : SPLICE_F_NONBLOCK);
+		if (n >= 0) {
+			break;
+		}
+		if (errno == EINVAL) {
+			return CQW_EOPNOTSUPP; /* not a pipe: cannot peek */
+		}
+		if (errno != EINTR) {
+			return errno == EWOULDBLOCK ? CQW_EAGAIN : -errno;
+		}
+		if (wait && interrupted()) {
+			return CQW_EINTR;
+		}
+	}
+	if (n == 0) {
+		return 0; /* no writer left and nothing queued: end of file */
+	}
+	/* The copy is ours alone: read all of it back. */
+	do {
+		r = read(scratch[0], buf, (size_t)n);
+	} while (r < 0 && errno == EINTR);
+	if (r != n) {
+		return r < 0 ? -errno : CQW_EIO; /* the caller drops scratch */
+	}
+	return n;
+#else
+	(void)fd;
+	(void)scratch;
+	(void)buf;
+	(void)len;
+	(void)wait;
+	return CQW_EOPNOTSUPP;
+#endif
+}
+
+int
+cqw__io_hup(cqw_fd fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int r;
+
+#ifdef POLLRDHUP
+	p.events |= POLLRDHUP;
+#endif
+	do {
+		r = poll(&p, 1, 0);
+	} while (r < 0 && errno == EINTR);
+	if (r < 0) {
+		return -errno;
+	}
+	if (p.revents & POLLNVAL) {
+		return CQW_EBADF;
+	}
+#ifdef POLLRDHUP
+	if (p.revents & POLLRDHUP) {
+		return 1;
+	}
+#endif
+	return (p.revents & (POLLHUP | POLLERR)) != 0;
+}
+
+int64_t
+cqw__io_readv_wait(cqw_fd fd, int kind, cqw__iov *iov, int cnt)
+{
+	struct msghdr m;
+	ssize_t r;
+
+	for (;;) {
+		if (kind == CQW__FD_SOCK) {
+			memset(&m, 0, sizeof(m));
+			m.msg_iov = iov;
+			m.msg_iovlen = (size_t)cnt;
+			r = recvmsg(fd, &m, MSG_WAITALL);
+		} else {
+			r = readv(fd, iov, cnt);
+		}
+		if (r >= 0) {
+			return r;
+		}
+		if (errno != EINTR) {
+			return errno == EWOULDBLOCK ? CQW_EAGAIN : -errno;
+		}
+		if (interrupted()) {
+			return CQW_EINTR;
+		}
+	}
+}
+
+void
+cqw__sleep_us(unsigned us)
+{
+	struct timespec ts = { (time_t)(us / 1000000),
+			       (long)(us % 1000000) * 1000 };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+	}
+}
