@@ -278,8 +278,12 @@ struct cqw_wait_item {
 
 /*
  * Python's connection.wait(): wait up to timeout_ms until at least one item
- * is readable; return how many are (0 on timeout). A closed or write-only
- * connection, or an invalid descriptor: CQW_EBADF/CQW_ECLOSED/CQW_EWRITEONLY.
+ * is readable (data, end of file, an error, or a receive that would fail
+ * at once); return how many are (0 on timeout). As in Python, any open
+ * connection may be waited on: a write-only, poisoned or busy one is
+ * watched through its descriptor like a raw one. A closed connection is
+ * CQW_ECLOSED (Python's fileno() raises) and a raw descriptor that is not
+ * open CQW_EBADF (billiard's ValueError); the call then reports nothing.
  */
 CQW_EXTERN int cqw_wait(struct cqw_wait_item *items, size_t n, int timeout_ms);
 

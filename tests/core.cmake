@@ -1,6 +1,7 @@
 # The core's own regression groups: the fate of ops across fork() and
 # loop ownership (per backend), and descriptors shared between processes.
 cqw_suite_test(test-loop-fork test-loop-fork.c)
+cqw_suite_test(test-wait-items test-wait-items.c)
 
 # Sync API only: runs once, whatever the backend.
 add_executable(test-sharing test-sharing.c)

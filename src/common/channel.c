@@ -725,7 +725,7 @@ cqw__chan_recv_peeked(cqw_conn *c, struct cqw_msg *msgs, size_t n)
 static int
 write_all(cqw_conn *c, cqw__iov *iov, int cnt)
 {
-	int first = 0, n;
+	int first = 0, n, wrote = 0;
 	int64_t r;
 
 	while (first < cnt) {
@@ -741,14 +741,19 @@ write_all(cqw_conn *c, cqw__iov *iov, int cnt)
 		r = cqw__io_writev_wait(c->fd, c->kind, iov + first, n);
 		if (r == CQW_EAGAIN) {
 			r = cqw__io_wait(c->fd, 1, -1);
-			if (r < 0) {
+			if (r < 0 && !(r == CQW_EINTR && wrote)) {
 				return (int)r;
 			}
+			continue;
+		}
+		if (r == CQW_EINTR && wrote) {
+			/* Part of a frame is out: finish it rather than tear. */
 			continue;
 		}
 		if (r < 0) {
 			return (int)r;
 		}
+		wrote |= r > 0;
 		while (first < cnt && (size_t)r >= CQW__IOV_LEN(&iov[first])) {
 			r -= (int64_t)CQW__IOV_LEN(&iov[first]);
 			first++;

@@ -564,12 +564,22 @@ cqw_wait(struct cqw_wait_item *items, size_t n, int timeout_ms)
 			fds[i] = items[i].fd;
 			continue;
 		}
-		r = check_read(c);
-		if (r < 0) {
+		/* Python's fileno() raises for a closed connection, only. */
+		if (c->closed) {
+			r = CQW_ECLOSED;
 			goto out_free;
 		}
 		fds[i] = c->fd;
-		if (cqw__chan_has_buffered(c)) {
+		/*
+		 * A write-only, poisoned or busy connection is watched like
+		 * any descriptor (Python's wait() looks at fileno() alone).
+		 * One whose next receive returns at once (a frame or an
+		 * error already here) is ready now; a busy one's state is
+		 * its loop's, so only its descriptor is asked.
+		 */
+		if (c->inflight == 0 && (c->flags & CQW_READABLE) &&
+		    (cqw__chan_has_buffered(c) || c->recv_error < 0 ||
+		     c->deferred_err < 0)) {
 			items[i].ready = 1;
 			buffered++;
 		}
