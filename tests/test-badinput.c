@@ -1461,8 +1461,8 @@ test_badinput_bad_arguments(void **state)
 	T_RESULT(cqw_poll(w, 0), CQW_EWRITEONLY);
 	T_RESULT(cqw_send_handle(r, 0), CQW_EREADONLY);
 	T_RESULT(cqw_send_handle(w, 0), CQW_ENOTSOCK);
-	item.conn = w;
-	T_RESULT(cqw_wait(&item, 1, 0), CQW_EWRITEONLY);
+	item.conn = w; /* watched, as Python's wait() does: not an error */
+	T_RESULT(cqw_wait(&item, 1, 0), 0);
 	cqw_conn_free(r);
 	cqw_conn_free(w);
 
