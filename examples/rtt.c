@@ -5,8 +5,10 @@
  * system-call level), with cqwire's synchronous API frame-exact, and with
  * CQW_EXCLUSIVE. Transports are interleaved round by round and the
  * medians of the rounds are shown, so the ratios come from one run.
+ * --pipe does the same over two pipe()s, as billiard's pool talks to its
+ * workers (no spinning there: pipes have no MSG_DONTWAIT).
  *
- * Usage: cqwire-rtt [--size BYTES] [--iters N] [--rounds R]
+ * Usage: cqwire-rtt [--size BYTES] [--iters N] [--rounds R] [--pipe]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -31,6 +33,7 @@ static const char *const names[T_COUNT] = {
 static size_t size = 64;
 static long iters = 20000;
 static int rounds = 5;
+static int use_pipe;
 
 static uint64_t
 now_ns(void)
@@ -99,26 +102,55 @@ raw_recv(int fd, char *frame)
 	return read_full(fd, frame + 4, size);
 }
 
+/* rx and tx: one socket twice, or the two pipes' ends. */
+static int
+open_conns(int t, int rx, int tx, cqw_conn **crx, cqw_conn **ctx)
+{
+	unsigned excl = t == T_CQW_EXCL ? CQW_EXCLUSIVE : 0;
+
+	if (t == T_RAW || t == T_RAW_SPIN) {
+		return 0;
+	}
+	if (rx == tx) {
+		if (cqw_conn_from_fd(crx, rx, CQW_DUPLEX | excl) < 0) {
+			return -1;
+		}
+		*ctx = *crx;
+		return 0;
+	}
+	if (cqw_conn_from_fd(crx, rx, CQW_READABLE | excl) < 0 ||
+	    cqw_conn_from_fd(ctx, tx, CQW_WRITABLE | excl) < 0) {
+		return -1;
+	}
+	return 0;
+}
+
 static void
-serve(int t, int fd)
+close_conns(cqw_conn *crx, cqw_conn *ctx)
+{
+	if (ctx != crx) {
+		cqw_conn_free(ctx);
+	}
+	cqw_conn_free(crx);
+}
+
+static void
+serve(int t, int rx, int tx)
 {
 	char *buf = malloc(size + 4);
-	cqw_conn *c = NULL;
+	cqw_conn *crx = NULL, *ctx = NULL;
 	long i;
 
-	if (t != T_RAW &&
-	    cqw_conn_from_fd(&c, fd,
-			     CQW_DUPLEX |
-				 (t == T_CQW_EXCL ? CQW_EXCLUSIVE : 0)) < 0) {
+	if (buf == NULL || open_conns(t, rx, tx, &crx, &ctx) < 0) {
 		_exit(1);
 	}
 	for (i = 0; i < iters; i++) {
-		if (t == T_RAW) {
-			if (raw_recv(fd, buf) || raw_send(fd, buf)) {
+		if (crx == NULL) {
+			if (raw_recv(rx, buf) || raw_send(tx, buf)) {
 				_exit(1);
 			}
-		} else if (cqw_recv_bytes_into(c, buf, size, 0, NULL) < 0 ||
-			   cqw_send_bytes(c, buf, size) < 0) {
+		} else if (cqw_recv_bytes_into(crx, buf, size, 0, NULL) < 0 ||
+			   cqw_send_bytes(ctx, buf, size) < 0) {
 			_exit(1);
 		}
 	}
@@ -138,47 +170,76 @@ static int
 run(int t, uint64_t *lat)
 {
 	char *buf = calloc(1, size + 4);
-	cqw_conn *c = NULL;
-	int sv[2], status;
+	cqw_conn *crx = NULL, *ctx = NULL;
+	int fds[4], rx, tx, status;
 	pid_t pid;
 	long i;
 
-	if (buf == NULL || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
+	if (buf == NULL) {
 		return -1;
+	}
+	/* fds: [0] and [1] the parent's rx and tx, [2] and [3] the child's. */
+	if (use_pipe) {
+		int up[2], down[2];
+
+		if (pipe(up) != 0 || pipe(down) != 0) {
+			return -1;
+		}
+		fds[0] = up[0];
+		fds[1] = down[1];
+		fds[2] = down[0];
+		fds[3] = up[1];
+	} else {
+		int sv[2];
+
+		if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
+			return -1;
+		}
+		fds[0] = fds[1] = sv[0];
+		fds[2] = fds[3] = sv[1];
 	}
 	pid = fork();
 	if (pid == 0) {
-		close(sv[0]);
-		serve(t, sv[1]);
+		close(fds[0]);
+		if (fds[1] != fds[0]) {
+			close(fds[1]);
+		}
+		serve(t, fds[2], fds[3]);
 	}
-	close(sv[1]);
+	close(fds[2]);
+	if (fds[3] != fds[2]) {
+		close(fds[3]);
+	}
+	rx = fds[0];
+	tx = fds[1];
 	buf[0] = (char)(size >> 24);
 	buf[1] = (char)(size >> 16);
 	buf[2] = (char)(size >> 8);
 	buf[3] = (char)size;
-	if (t != T_RAW &&
-	    cqw_conn_from_fd(&c, sv[0],
-			     CQW_DUPLEX |
-				 (t == T_CQW_EXCL ? CQW_EXCLUSIVE : 0)) < 0) {
+	if (open_conns(t, rx, tx, &crx, &ctx) < 0) {
 		return -1;
 	}
 	for (i = 0; i < iters; i++) {
 		uint64_t t0 = now_ns();
 
-		if (t == T_RAW) {
-			if (raw_send(sv[0], buf) || raw_recv(sv[0], buf)) {
+		if (crx == NULL) {
+			if (raw_send(tx, buf) || raw_recv(rx, buf)) {
 				return -1;
 			}
-		} else if (cqw_send_bytes(c, buf + 4, size) < 0 ||
-			   cqw_recv_bytes_into(c, buf + 4, size, 0, NULL) < 0) {
+		} else if (cqw_send_bytes(ctx, buf + 4, size) < 0 ||
+			   cqw_recv_bytes_into(crx, buf + 4, size, 0, NULL) <
+			       0) {
 			return -1;
 		}
 		lat[i] = now_ns() - t0;
 	}
-	if (c != NULL) {
-		cqw_conn_free(c);
+	if (crx != NULL) {
+		close_conns(crx, ctx);
 	} else {
-		close(sv[0]);
+		close(rx);
+		if (tx != rx) {
+			close(tx);
+		}
 	}
 	free(buf);
 	waitpid(pid, &status, 0);
@@ -194,6 +255,10 @@ parse_args(int argc, char **argv)
 		char *end = NULL;
 		long long v = -1;
 
+		if (strcmp(argv[i], "--pipe") == 0) {
+			use_pipe = 1;
+			continue;
+		}
 		if (i + 1 < argc) {
 			v = strtoll(argv[i + 1], &end, 10);
 			if (*end != '\0' || v <= 0) {
@@ -208,7 +273,7 @@ parse_args(int argc, char **argv)
 			rounds = (int)v;
 		} else {
 			fprintf(stderr, "usage: cqwire-rtt [--size BYTES] "
-					"[--iters N] [--rounds R]\n");
+					"[--iters N] [--rounds R] [--pipe]\n");
 			return strcmp(argv[i], "--help") == 0 ? 1 : -1;
 		}
 		i++;
@@ -222,7 +287,7 @@ main(int argc, char **argv)
 	double p50[T_COUNT][64], p99[T_COUNT][64], p999[T_COUNT][64];
 	double med[T_COUNT][3];
 	uint64_t *lat;
-	int r, t;
+	int r, t, count;
 
 	r = parse_args(argc, argv);
 	if (r != 0) {
@@ -235,11 +300,12 @@ main(int argc, char **argv)
 	if (lat == NULL) {
 		return 1;
 	}
-	printf("round trips of %zu-byte messages, %ld per round, %d rounds, "
-	       "transports interleaved\n",
-	       size, iters, rounds);
+	count = use_pipe ? T_RAW_SPIN : T_COUNT; /* pipes: no spinning */
+	printf("round trips of %zu-byte messages over %s, %ld per round, "
+	       "%d rounds, transports interleaved\n",
+	       size, use_pipe ? "two pipes" : "a socket pair", iters, rounds);
 	for (r = 0; r < rounds; r++) {
-		for (t = 0; t < T_COUNT; t++) {
+		for (t = 0; t < count; t++) {
 			if (run(t, lat) != 0) {
 				fprintf(stderr, "cqwire-rtt: %s failed\n",
 					names[t]);
@@ -253,7 +319,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "\rround %d/%d", r + 1, rounds);
 	}
 	fprintf(stderr, "\n");
-	for (t = 0; t < T_COUNT; t++) {
+	for (t = 0; t < count; t++) {
 		double *cols[3] = { p50[t], p99[t], p999[t] };
 		int k, i, j;
 
@@ -273,7 +339,7 @@ main(int argc, char **argv)
 	}
 	printf("%-18s %10s %10s %10s %9s\n", "transport", "p50 us", "p99 us",
 	       "p99.9 us", "p50 ratio");
-	for (t = 0; t < T_COUNT; t++) {
+	for (t = 0; t < count; t++) {
 		/* Spinners are compared with the raw spin loop. */
 		int base = t >= T_RAW_SPIN ? T_RAW_SPIN : T_RAW;
 
