@@ -215,7 +215,11 @@ CQW_EXTERN int64_t cqw_recv_bytes(cqw_conn *c, void **buf, int64_t maxlength);
  * Receive one message into buf[offset..cap). Returns its length. If it
  * does not fit, returns CQW_ETOOSHORT, stores the message length in
  * *needed (if not NULL) and keeps the message: the next receive gets it.
- * offset > cap: CQW_EINVAL.
+ * A frame-exact connection (the default) consumes nothing then: the header
+ * is peeked (sockets: MSG_PEEK; pipes: tee(2)), so any other reader of the
+ * descriptor may take the message instead. (A descriptor that can be
+ * neither peeked nor teed, such as a tty, has its header read: the
+ * message is then kept by this connection only.) offset > cap: CQW_EINVAL.
  */
 CQW_EXTERN int64_t cqw_recv_bytes_into(cqw_conn *c, void *buf, size_t cap,
 				       size_t offset, size_t *needed);
@@ -262,7 +266,9 @@ CQW_EXTERN int cqw_send_batch(cqw_conn *c, const struct cqw_msg *msgs,
  * ends before it (it is kept); if i == 0, CQW_ETOOSHORT is returned with
  * the needed size in msgs[0].len. An error after some messages is
  * returned by the next call. Frame-exact sockets take the queued frames
- * with one peek and one exact gather read.
+ * with one peek and one exact gather read. A frame-exact connection
+ * consumes only what it returns: at the timeout a frame partly queued is
+ * left whole in the kernel, for this or any other reader.
  */
 CQW_EXTERN int cqw_recv_batch(cqw_conn *c, struct cqw_msg *msgs, size_t n,
 			      int timeout_ms);
@@ -369,11 +375,18 @@ CQW_EXTERN void cqw_set_signal_check(int (*check)(void *arg), void *arg);
  * completed it is free again and may outlive the loop.
  *
  * A loop belongs to the thread that first flushes or reaps it (io_uring
- * rings are made for one issuer); only cqw_loop_wake() may come from
- * others. After fork() the child's loop builds its own backend on first
- * use; ops that were in flight at the fork complete in the child with
- * CQW_EFORK (they are the parent's; nothing is sent or read twice), and a
- * receive so ended leaves that connection unreadable in the child.
+ * rings are made for one issuer); from other threads, submit, flush, reap,
+ * cancel and closing one of its connections return CQW_EBUSY. Only
+ * cqw_loop_wake() may come from anywhere.
+ *
+ * fork(): the child's loop builds its own backend on first use, and every
+ * op the loop held at the fork ends in the child with CQW_EFORK, whatever
+ * its state: submitted but not flushed, queued, in flight, or done but not
+ * yet reaped. They are the parent's, which goes on with them: nothing is
+ * sent or read twice. The child's own ops, submitted after the fork, run
+ * normally. A connection that had a send or a receive in flight at the
+ * fork returns CQW_EFORK for sends or receives in the child (its position
+ * in the stream is the parent's); other connections work in both.
  *
  * Ops must be zeroed before their first submit (the loop keeps its state
  * in priv); a reaped op may be submitted again as it is.
