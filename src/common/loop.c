@@ -439,6 +439,13 @@ cqw_reap(cqw_loop *loop, struct cqw_op **ops, int max, int timeout_ms)
 	deadline = timeout_ms < 0 ? -1 : cqw__now_ms() + timeout_ms;
 	while (loop->done.head == NULL && loop->inflight > 0) {
 		r = loop->ops->wait(loop, cqw__remaining_ms(deadline));
+		if (r == CQW_EINTR) {
+			/* Ops stay in flight: nothing is lost by returning. */
+			if (cqw__eintr_stop()) {
+				return CQW_EINTR;
+			}
+			r = 0;
+		}
 		if (r < 0) {
 			return r;
 		}
@@ -527,6 +534,9 @@ cqw__loop_conn_close(cqw_loop *loop, cqw_conn *c)
 		r = loop->ops->flush(loop);
 		if (r == 0) {
 			r = loop->ops->wait(loop, -1);
+		}
+		if (r == CQW_EINTR) {
+			r = 0; /* the cancels are on their way: wait them out */
 		}
 		if (r < 0) {
 			return r;

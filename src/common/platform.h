@@ -29,6 +29,12 @@ int cqw__memeq_ct(const void *a, const void *b, size_t n);
 /* Zero a secret in a way the compiler may not optimise away. */
 void cqw__wipe(void *p, size_t n);
 
+/*
+ * A blocking wait returned CQW_EINTR: 1 if the thread's signal check
+ * (cqw_set_signal_check) says to stop and return it, 0 to retry.
+ */
+int cqw__eintr_stop(void);
+
 /* The calling process, and thread, as numbers to compare for equality. */
 uint64_t cqw__process_id(void);
 uint64_t cqw__thread_id(void);
