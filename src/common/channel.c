@@ -481,10 +481,11 @@ cqw__chan_take_frame(cqw_conn *c, const struct cqw__peek *p, void *dst)
 	}
 	/* Header and payload in one read (a socket waits for all of it). */
 	n = cqw__io_readv_wait(c->fd, c->kind, iov, cnt);
-	if (n < 0) {
+	if (n == CQW_EAGAIN) {
+		n = 0; /* made non-blocking by its owner: wait below */
+	} else if (n < 0) {
 		return (int)n; /* nothing consumed */
-	}
-	if (n == 0) {
+	} else if (n == 0) {
 		return CQW_EOF; /* another reader took it, and the peer left */
 	}
 	/* What was taken is this connection's now: finish it the usual way. */
