@@ -23,7 +23,11 @@
 
 #define T_BATCH_N 1000
 
-/* Message i: its sequence number, then i % 23 bytes of pattern i. */
+/*
+ * Message i: its sequence number, then i % 23 bytes of pattern i. A
+ * thread sends: it uses the sync call (a loop has one issuer, the main
+ * thread), whatever the run's mode.
+ */
 static void *
 t_thread_send_batch(void *arg)
 {

@@ -151,7 +151,11 @@ test_conn_peer_closed(void **state)
 	cqw_conn_free(b);
 }
 
-/* Python's test_sendbytes: offsets and sizes in bytes (WIRE.md §2.6). */
+/*
+ * Python's test_sendbytes: offsets and sizes in bytes (WIRE.md §2.6).
+ * cqw_send_bytes_at() has no loop form (an op sends buf[0..len)): the
+ * sends stay sync, the receives go through the I/O layer.
+ */
 static void
 test_conn_sendbytes_offsets(void **state)
 {
@@ -194,6 +198,7 @@ test_conn_sendbytes_offsets(void **state)
 	cqw_conn_free(b);
 }
 
+/* maxlength has no loop form (an op has a capacity, not a limit). */
 static void
 test_conn_recv_bytes_maxlength_equal(void **state)
 {
@@ -293,7 +298,10 @@ test_conn_recv_bytes_into_offset(void **state)
 	assert_memory_equal(buf + 12, msg, 20);
 	assert_memory_equal(buf + 32, before + 32, 8);
 
-	/* offset == cap fits an empty message; offset > cap never. */
+	/*
+	 * offset == cap fits an empty message; offset > cap never (an
+	 * argument rule of the sync call: it stays sync).
+	 */
 	T_EXPECT(
 	    cqw_recv_bytes_into(b, buf, sizeof(buf), sizeof(buf) + 1, NULL),
 	    CQW_EINVAL);
@@ -346,6 +354,7 @@ test_conn_recv_bytes_into_too_short_keeps(void **state)
 	}
 }
 
+/* What every call on a closed connection returns: the sync calls'. */
 static void
 test_conn_close_idempotent(void **state)
 {
@@ -560,6 +569,10 @@ test_conn_no_large_frames(void **state)
 	m[0].len = 1;
 	m[1].buf = p;
 	m[1].len = big;
+	/*
+	 * The batch refuses as a whole before writing; loop ops are sent
+	 * one by one, so this stays sync.
+	 */
 	T_EXPECT(cqw_send_batch(a, m, 2), CQW_EMSGSIZE);
 	cqw_conn_free(a);
 

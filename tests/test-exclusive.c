@@ -48,7 +48,11 @@ t_thread_send_mixed(void *arg)
 	return NULL;
 }
 
-/* Many small frames (read ahead), one large one, small ones again. */
+/*
+ * Many small frames (read ahead), one large one, small ones again. The
+ * sender thread uses the sync calls; the receives go through the I/O
+ * layer.
+ */
 static void
 test_exclusive_small_then_large(void **state)
 {

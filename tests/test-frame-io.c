@@ -17,7 +17,7 @@
  */
 
 static void
-test_frame_large_marker_received(void **state)
+test_frame_io_large_marker_received(void **state)
 {
 	static const uint8_t wire[] = {
 		0xff, 0xff, 0xff, 0xff, 0,   0,	  0,	0,    0,    0,	  0,
@@ -44,7 +44,7 @@ test_frame_large_marker_received(void **state)
 
 /* ff ff ff fe: an empty message, and the next frame reads normally. */
 static void
-test_frame_negative_length_is_empty(void **state)
+test_frame_io_negative_length_is_empty(void **state)
 {
 	static const uint8_t wire[] = { 0xff, 0xff, 0xff, 0xfe, 0,    0,  0,
 					3,    'a',  'b',  'c',	0x80, 0,  0,
@@ -100,7 +100,7 @@ t_eof_case(const uint8_t *wire, size_t len, int frames, int want)
 }
 
 static void
-test_frame_eof_at_boundary(void **state)
+test_frame_io_eof_at_boundary(void **state)
 {
 	static const uint8_t wire[] = { 0, 0, 0, 2, 'h', 'i' };
 
@@ -110,7 +110,7 @@ test_frame_eof_at_boundary(void **state)
 }
 
 static void
-test_frame_eof_mid_header(void **state)
+test_frame_io_eof_mid_header(void **state)
 {
 	static const uint8_t wire[] = { 0, 0, 0, 2, 'h', 'i', 0, 0 };
 	static const uint8_t mark[] = { 0xff, 0xff, 0xff, 0xff, 0, 0, 0 };
@@ -125,7 +125,7 @@ test_frame_eof_mid_header(void **state)
 
 /* Our choice (Python says EOFError here): a cut frame is a cut frame. */
 static void
-test_frame_eof_after_header(void **state)
+test_frame_io_eof_after_header(void **state)
 {
 	static const uint8_t wire[] = { 0, 0, 0, 5 };
 	static const uint8_t mark[] = { 0xff, 0xff, 0xff, 0xff };
@@ -139,7 +139,7 @@ test_frame_eof_after_header(void **state)
 }
 
 static void
-test_frame_eof_mid_payload(void **state)
+test_frame_io_eof_mid_payload(void **state)
 {
 	static const uint8_t wire[] = { 0, 0, 0, 5, 'h', 'e' };
 	static const uint8_t two[] = { 0, 0, 0, 1, 'a', 0, 0, 0, 5, 'h' };
@@ -153,12 +153,12 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_frame_large_marker_received),
-		cmocka_unit_test(test_frame_negative_length_is_empty),
-		cmocka_unit_test(test_frame_eof_at_boundary),
-		cmocka_unit_test(test_frame_eof_mid_header),
-		cmocka_unit_test(test_frame_eof_after_header),
-		cmocka_unit_test(test_frame_eof_mid_payload),
+		cmocka_unit_test(test_frame_io_large_marker_received),
+		cmocka_unit_test(test_frame_io_negative_length_is_empty),
+		cmocka_unit_test(test_frame_io_eof_at_boundary),
+		cmocka_unit_test(test_frame_io_eof_mid_header),
+		cmocka_unit_test(test_frame_io_eof_after_header),
+		cmocka_unit_test(test_frame_io_eof_mid_payload),
 	};
 
 	t_io_setup();
