@@ -16,13 +16,15 @@ scripts/deps.sh test
 export CQW_REQUIRE_PEERS=${CQW_REQUIRE_PEERS:-py311,billiard,uring}
 # Tests that may skip here, when their peer is missing.
 may_skip='^(test-interop-py312|test-interop-py313)$'
-# Single test cases (cmocka) that may skip inside a binary that runs,
-# as "<ctest name>:<test case>" patterns with the reason they may. Every
+# Single test cases (cmocka) that may skip inside a binary that runs:
+# "<regex on ctest name:test case> = <why it may>". Every
 # other skip of a test case fails the run: a required test that did not
 # run is not a pass.
 may_skip_cases=(
 	# Containers and CI runners are often built without ::1.
-	'^test-listener:test_listener_client_tcp6$|IPv6 loopback may be absent'
+	'^test-listener:test_listener_client_tcp6$ = IPv6 loopback may be absent'
+	# Python's own limit, not ours (WIRE.md §4.7).
+	"^test-interop-(py311|py312|billiard):test_interop_empty_key\$ = authkey=b'' hangs by design on CPython <= 3.12 and billiard"
 )
 
 step() { printf '\n==== %s\n' "$*"; }
@@ -74,9 +76,9 @@ run_suite() {
 	while IFS= read -r line; do
 		ok=0
 		for entry in "${may_skip_cases[@]}"; do
-			if [[ "${line%%: *}" =~ ${entry%%|*} ]]; then
+			if [[ "${line%%: *}" =~ ${entry%% = *} ]]; then
 				ok=1
-				echo "$name: allowed skip: $line (${entry#*|})"
+				echo "$name: allowed skip: $line (${entry#* = })"
 			fi
 		done
 		[ "$ok" -eq 1 ] || bad+="  $line"$'\n'
