@@ -94,15 +94,86 @@ t_fork(void)
 }
 
 /*
+ * 1 if the comma-separated list have contains name exactly (not as a
+ * prefix of another name).
+ */
+static inline int
+t_list_has(const char *have, const char *name, size_t len)
+{
+	const char *p = have;
+
+	while (p != NULL && *p != '\0') {
+		const char *end = strchr(p, ',');
+		size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+
+		if (n == len && strncmp(p, name, len) == 0) {
+			return 1;
+		}
+		p = end != NULL ? end + 1 : NULL;
+	}
+	return 0;
+}
+
+/*
+ * Check loop against what the run asked for, and say what is wrong in
+ * why[0..cap) (returning 0) if it is not what was asked:
+ * - CQW_EXPECT_BACKEND (else CQW_BACKEND unless "auto"): the backend
+ *   cqw_loop_backend() reports;
+ * - CQW_EXPECT_FEATURES, a comma list: each name must appear in
+ *   cqw_loop_features(), each "!name" must not.
+ * A run named for a backend or a ring flag set must really be one, or it
+ * tests something else under that name.
+ */
+static inline int
+t_loop_is_expected(const cqw_loop *loop, char *why, size_t cap)
+{
+	const char *want = getenv("CQW_EXPECT_BACKEND");
+	const char *feat = getenv("CQW_EXPECT_FEATURES");
+	const char *have = cqw_loop_features(loop);
+	const char *p;
+
+	if (want == NULL || *want == '\0') {
+		want = getenv("CQW_BACKEND");
+	}
+	if (want != NULL && *want != '\0' && strcmp(want, "auto") != 0 &&
+	    strcmp(cqw_loop_backend(loop), want) != 0) {
+		snprintf(why, cap,
+			 "loop backend is \"%s\", the run expects \"%s\"",
+			 cqw_loop_backend(loop), want);
+		return 0;
+	}
+	for (p = feat; p != NULL && *p != '\0';) {
+		const char *end = strchr(p, ',');
+		size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+		int neg = n > 0 && *p == '!';
+
+		if (n > (size_t)neg &&
+		    t_list_has(have, p + neg, n - (size_t)neg) == neg) {
+			snprintf(why, cap,
+				 "loop features \"%s\" %s \"%.*s\" "
+				 "(CQW_EXPECT_FEATURES=%s)",
+				 have, neg ? "contain" : "lack",
+				 (int)(n - (size_t)neg), p + neg, feat);
+			return 0;
+		}
+		p = end != NULL ? end + 1 : NULL;
+	}
+	return 1;
+}
+
+/*
  * For a suite run once per backend (CQW_BACKEND): exit 77 with the reason
- * when that backend is not built or is refused here (seccomp); cqwire
- * promises no SIGPIPE, so keep its default, which would kill.
+ * when that backend is not built or is refused here (seccomp); exit 1,
+ * loudly, when the loop made is not the backend or ring flag set the run
+ * is named for (t_loop_is_expected). cqwire promises no SIGPIPE, so keep
+ * its default, which would kill.
  */
 static inline void
 t_backend_or_skip(void)
 {
 	const char *want = getenv("CQW_BACKEND");
 	cqw_loop *loop;
+	char why[256];
 	int r;
 
 	signal(SIGPIPE, SIG_DFL);
@@ -112,16 +183,32 @@ t_backend_or_skip(void)
 		       want != NULL ? want : "auto", cqw_strerror(r));
 		exit(77);
 	}
-	if (r == 0) {
-		cqw_loop_free(loop);
+	if (r != 0) {
+		fprintf(stderr, "FAIL: cqw_loop_new: %s\n", cqw_err_name(r));
+		exit(1);
 	}
+	if (!t_loop_is_expected(loop, why, sizeof(why))) {
+		fprintf(stderr, "FAIL: %s\n", why);
+		cqw_loop_free(loop);
+		exit(1);
+	}
+	printf("loop: backend %s, features \"%s\"\n", cqw_loop_backend(loop),
+	       cqw_loop_features(loop));
+	cqw_loop_free(loop);
 }
 
-/* Skip the running test, saying why (STYLE.md: skips carry a reason). */
-#define T_SKIP(reason)                                        \
-	do {                                                  \
-		print_message("[  SKIP    ] %s\n", (reason)); \
-		skip();                                       \
+/*
+ * Skip the running test, saying why (STYLE.md: skips carry a reason), in
+ * a line that scripts/test.sh parses from ctest's log:
+ *   [  SKIP    ] <test>: <reason>
+ * Call it from the test function itself: <test> is its name. cmocka's
+ * own "[  SKIPPED ] <test>" follows; test.sh fails the run for any skip
+ * that is not in its list of allowed ones.
+ */
+#define T_SKIP(reason)                                                      \
+	do {                                                                \
+		print_message("[  SKIP    ] %s: %s\n", __func__, (reason)); \
+		skip();                                                     \
 	} while (0)
 
 /* Wait for pid (retrying EINTR); returns its raw wait status. */
@@ -233,6 +320,99 @@ t_unique_name(char *buf, size_t cap, const char *prefix, const char *tag)
 	snprintf(buf, cap, "%scqw-test-%d-%u-%s", prefix, (int)getpid(),
 		 counter++, tag);
 	return buf;
+}
+
+/*
+ * Both sides of a time bound. A check of "at least lo ms" alone passes a
+ * call that never returns until ctest kills the binary minutes later, so
+ * a timed call goes
+ *	t0 = t_timed_start(hi_ms, "what");
+ *	r = the_call(...);
+ *	t_timed_check(t0, lo_ms, hi_ms);
+ * t_timed_check() fails the test unless lo_ms <= elapsed <= hi_ms (or
+ * dt = t_timed_stop(t0) now, t_elapsed_within(dt, lo, hi) later), and
+ * a watchdog ends the process (exit 1, saying which call) if the call has
+ * not returned hi_ms + 1000 ms after it started. The watchdog runs on a
+ * timer thread (SIGEV_THREAD): no signal reaches the call under test.
+ * Upper bounds are generous (machines running the suite are loaded) but
+ * finite. One timed call at a time, from one thread.
+ */
+static const char *t__timed_what;
+static int t__timed_hi;
+
+static inline void
+t__timed_fire(union sigval v)
+{
+	(void)v;
+	fprintf(stderr,
+		"FAIL: %s did not return within %d ms (watchdog): a call "
+		"with a deadline hangs\n",
+		t__timed_what != NULL ? t__timed_what : "a timed call",
+		t__timed_hi);
+	fflush(stderr);
+	_exit(1);
+}
+
+/* The process's watchdog timer, made on first use. */
+static inline timer_t *
+t__timed_timer(void)
+{
+	static timer_t id;
+	static int made;
+	struct sigevent ev;
+
+	if (!made) {
+		memset(&ev, 0, sizeof(ev));
+		ev.sigev_notify = SIGEV_THREAD;
+		ev.sigev_notify_function = t__timed_fire;
+		assert_int_equal(timer_create(CLOCK_MONOTONIC, &ev, &id), 0);
+		made = 1;
+	}
+	return &id;
+}
+
+static inline int64_t
+t_timed_start(int hi_ms, const char *what)
+{
+	struct itimerspec its;
+	int ms = hi_ms + 1000;
+
+	memset(&its, 0, sizeof(its));
+	its.it_value.tv_sec = ms / 1000;
+	its.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
+	t__timed_what = what;
+	t__timed_hi = hi_ms;
+	assert_int_equal(timer_settime(*t__timed_timer(), 0, &its, NULL), 0);
+	return t_now_ms();
+}
+
+/* Disarm the watchdog; the ms since t0. */
+static inline int64_t
+t_timed_stop(int64_t t0)
+{
+	struct itimerspec off;
+	int64_t dt = t_now_ms() - t0;
+
+	memset(&off, 0, sizeof(off));
+	assert_int_equal(timer_settime(*t__timed_timer(), 0, &off, NULL), 0);
+	return dt;
+}
+
+/* Fail unless lo_ms <= dt <= hi_ms. */
+static inline void
+t_elapsed_within(int64_t dt, int lo_ms, int hi_ms)
+{
+	if (dt < lo_ms || dt > hi_ms) {
+		fail_msg("%s returned after %lld ms, want %d..%d ms",
+			 t__timed_what != NULL ? t__timed_what : "timed call",
+			 (long long)dt, lo_ms, hi_ms);
+	}
+}
+
+static inline void
+t_timed_check(int64_t t0, int lo_ms, int hi_ms)
+{
+	t_elapsed_within(t_timed_stop(t0), lo_ms, hi_ms);
 }
 
 #endif
