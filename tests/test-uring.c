@@ -17,6 +17,8 @@
 
 #include <cqwire.h>
 
+#include "t-util.h"
+
 static cqw_loop *
 t_ring(unsigned entries)
 {
@@ -37,6 +39,119 @@ t_ring(unsigned entries)
 	}
 	assert_int_equal(r, 0);
 	return loop;
+}
+
+/* Env knobs are read at ring setup: set them for one cqw_loop_new(). */
+struct t_env {
+	char *setup, *no_ext;
+};
+
+static char *
+t_getenv_dup(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v != NULL ? strdup(v) : NULL;
+}
+
+static void
+t_env_set(struct t_env *saved, const char *setup, const char *no_ext)
+{
+	saved->setup = t_getenv_dup("CQW_URING_SETUP");
+	saved->no_ext = t_getenv_dup("CQW_URING_NO_EXT_ARG");
+	if (setup != NULL) {
+		setenv("CQW_URING_SETUP", setup, 1);
+	} else {
+		unsetenv("CQW_URING_SETUP");
+	}
+	if (no_ext != NULL) {
+		setenv("CQW_URING_NO_EXT_ARG", no_ext, 1);
+	} else {
+		unsetenv("CQW_URING_NO_EXT_ARG");
+	}
+}
+
+static void
+t_env_restore(struct t_env *saved)
+{
+	if (saved->setup != NULL) {
+		setenv("CQW_URING_SETUP", saved->setup, 1);
+	} else {
+		unsetenv("CQW_URING_SETUP");
+	}
+	if (saved->no_ext != NULL) {
+		setenv("CQW_URING_NO_EXT_ARG", saved->no_ext, 1);
+	} else {
+		unsetenv("CQW_URING_NO_EXT_ARG");
+	}
+	free(saved->setup);
+	free(saved->no_ext);
+}
+
+/*
+ * A ring with flag set setup ("defer", "coop", "none", NULL: auto) and
+ * the extended argument masked if no_ext; *err gets cqw_loop_new()'s
+ * result. NULL if the kernel refuses.
+ */
+static cqw_loop *
+t_ring_with(unsigned entries, const char *setup, int no_ext, int *err)
+{
+	struct cqw_loop_opts o = { .backend = CQW_BACKEND_URING,
+				   .entries = entries };
+	struct t_env saved;
+	cqw_loop *loop = NULL;
+
+	t_env_set(&saved, setup, no_ext ? "1" : NULL);
+	*err = cqw_loop_new(&loop, &o);
+	t_env_restore(&saved);
+	return *err == 0 ? loop : NULL;
+}
+
+static const char *const t_setups[] = { "defer", "coop", "none" };
+#define T_NSETUPS (sizeof(t_setups) / sizeof(t_setups[0]))
+
+/* Each forced flag set is what the loop reports, with and without ext_arg. */
+static void
+test_uring_setup_knob_features(void **state)
+{
+	static const char *const want[] = {
+		"single_issuer,defer_taskrun",
+		"coop_taskrun",
+		"",
+	};
+	char expect[96];
+	cqw_loop *loop;
+	size_t i;
+	int no_ext, err, ran = 0;
+
+	(void)state;
+	for (i = 0; i < T_NSETUPS; i++) {
+		for (no_ext = 0; no_ext <= 1; no_ext++) {
+			loop = t_ring_with(0, t_setups[i], no_ext, &err);
+			if (loop == NULL) {
+				printf("note: setup %s refused here: %s\n",
+				       t_setups[i], cqw_strerror(err));
+				continue;
+			}
+			snprintf(expect, sizeof(expect), "%s%s%s", want[i],
+				 !no_ext && want[i][0] != '\0' ? "," : "",
+				 no_ext ? "" : "ext_arg");
+			/* A kernel without EXT_ARG (5.10) never reports it. */
+			if (!no_ext && strstr(cqw_loop_features(loop),
+					      "ext_arg") == NULL) {
+				snprintf(expect, sizeof(expect), "%s", want[i]);
+			}
+			assert_string_equal(cqw_loop_features(loop), expect);
+			cqw_loop_free(loop);
+			ran++;
+		}
+	}
+	if (ran == 0) {
+		T_SKIP("io_uring refused here");
+	}
+	/* An unknown flag set is the caller's mistake, not a fallback. */
+	assert_null(t_ring_with(0, "bogus", 0, &err));
+	assert_int_equal(err, CQW_EINVAL);
 }
 
 static void
@@ -216,6 +331,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_uring_forced_backend_is_uring),
+		cmocka_unit_test(test_uring_setup_knob_features),
 		cmocka_unit_test(test_uring_full_sq_keeps_order),
 		cmocka_unit_test(test_uring_pipe_epipe_no_signal),
 		cmocka_unit_test(test_uring_full_sq_pipe_epipe_no_signal),

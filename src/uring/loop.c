@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <liburing.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -50,7 +51,19 @@ struct uring_state {
 	uint64_t wakebuf;
 	int wake_armed;
 	int enabled; /* rings enabled by the thread that uses the loop */
+	int setup;   /* SETUP_* from CQW_URING_SETUP */
+	int ext_arg; /* timed waits use io_uring_enter's extended argument */
+	char features[64]; /* what cqw_loop_features() reports */
 };
+
+/*
+ * CQW_URING_SETUP picks one flag set instead of the best the kernel takes,
+ * so that the test matrix can run every suite under each; a refusal of
+ * the forced set is then the loop's error. CQW_URING_NO_EXT_ARG=1 acts as
+ * if the kernel lacked IORING_FEAT_EXT_ARG (5.10: Debian 11, Amazon Linux
+ * 2). Both are read when the loop is made.
+ */
+enum { SETUP_AUTO = -1, SETUP_DEFER = 0, SETUP_COOP = 1, SETUP_NONE = 2 };
 
 _Static_assert(sizeof(struct msghdr) <=
 		   sizeof(((struct cqw__io *)0)->backend_priv),
@@ -62,24 +75,62 @@ state(cqw_loop *loop)
 	return loop->backend;
 }
 
+/* CQW_URING_SETUP: a SETUP_* value, or CQW_EINVAL for an unknown name. */
+static int
+setup_from_env(void)
+{
+	static const char *const names[] = { "defer", "coop", "none" };
+	const char *v = getenv("CQW_URING_SETUP");
+	int i;
+
+	if (v == NULL || *v == '\0' || strcmp(v, "auto") == 0) {
+		return SETUP_AUTO;
+	}
+	for (i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++) {
+		if (strcmp(v, names[i]) == 0) {
+			return i;
+		}
+	}
+	return CQW_EINVAL;
+}
+
+static void
+set_features(struct uring_state *s, unsigned flags)
+{
+	snprintf(s->features, sizeof(s->features), "%s%s%s%s",
+		 flags & IORING_SETUP_SINGLE_ISSUER ? "single_issuer," : "",
+		 flags & IORING_SETUP_DEFER_TASKRUN ? "defer_taskrun," : "",
+		 flags & IORING_SETUP_COOP_TASKRUN ? "coop_taskrun," : "",
+		 s->ext_arg ? "ext_arg," : "");
+	/* Drop the last comma. */
+	if (s->features[0] != '\0') {
+		s->features[strlen(s->features) - 1] = '\0';
+	}
+}
+
 static int
 setup_ring(struct uring_state *s)
 {
 	static const unsigned flag_sets[] = {
-		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
-		IORING_SETUP_COOP_TASKRUN,
-		0,
+		[SETUP_DEFER] =
+		    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+		[SETUP_COOP] = IORING_SETUP_COOP_TASKRUN,
+		[SETUP_NONE] = 0,
 	};
 	static const int needed_ops[] = {
 		IORING_OP_READ, IORING_OP_WRITEV,	IORING_OP_SENDMSG,
 		IORING_OP_RECV, IORING_OP_ASYNC_CANCEL,
 	};
+	const char *no_ext = getenv("CQW_URING_NO_EXT_ARG");
 	struct io_uring_params p;
 	struct io_uring_probe *probe;
-	size_t i;
+	size_t i, first = 0, last = 2;
 	int r = -ENOSYS;
 
-	for (i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
+	if (s->setup != SETUP_AUTO) {
+		first = last = (size_t)s->setup;
+	}
+	for (i = first; i <= last; i++) {
 		memset(&p, 0, sizeof(p));
 		/*
 		 * Made disabled: the thread that first flushes or reaps
@@ -114,6 +165,13 @@ setup_ring(struct uring_state *s)
 	if (r < 0) {
 		goto out_exit;
 	}
+	s->ext_arg = (p.features & IORING_FEAT_EXT_ARG) != 0 &&
+		     !(no_ext != NULL && strcmp(no_ext, "1") == 0);
+	if (!s->ext_arg) {
+		/* liburing then waits as it must on such a kernel. */
+		s->ring.features &= ~IORING_FEAT_EXT_ARG;
+	}
+	set_features(s, p.flags);
 	return 0;
 
 out_exit:
@@ -131,6 +189,11 @@ uring_init(cqw_loop *loop, unsigned entries)
 		return CQW_ENOMEM;
 	}
 	s->entries = entries < 8 ? 8 : entries;
+	s->setup = setup_from_env();
+	if (s->setup == CQW_EINVAL) {
+		free(s);
+		return CQW_EINVAL;
+	}
 	s->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (s->wakefd < 0) {
 		r = -errno;
@@ -499,6 +562,7 @@ uring_after_fork(cqw_loop *loop)
 	/* The new ring first: on failure the old one is left as it was. */
 	memset(&fresh, 0, sizeof(fresh));
 	fresh.entries = s->entries;
+	fresh.setup = s->setup;
 	r = setup_ring(&fresh);
 	if (r < 0) {
 		return r;
@@ -516,6 +580,8 @@ uring_after_fork(cqw_loop *loop)
 	io_uring_queue_exit(&s->ring);
 	close(s->wakefd);
 	s->ring = fresh.ring;
+	s->ext_arg = fresh.ext_arg;
+	memcpy(s->features, fresh.features, sizeof(s->features));
 	s->wakefd = wakefd;
 	s->enabled = 0;
 	s->wake_armed = 0;
@@ -535,6 +601,12 @@ uring_after_fork(cqw_loop *loop)
 	return 0;
 }
 
+static const char *
+uring_features(const cqw_loop *loop)
+{
+	return ((const struct uring_state *)loop->backend)->features;
+}
+
 const struct cqw__backend_ops cqw__uring_backend = {
 	.name = "uring",
 	.init = uring_init,
@@ -545,4 +617,5 @@ const struct cqw__backend_ops cqw__uring_backend = {
 	.cancel = uring_cancel,
 	.wake = uring_wake,
 	.after_fork = uring_after_fork,
+	.features = uring_features,
 };
