@@ -791,6 +791,74 @@ test_uring_wrong_thread_is_busy(void **state)
 	}
 }
 
+#define FORK_CONNS 32
+
+/*
+ * Cancels that did not fit the SQ are queued when the process forks: in
+ * the child every receive ends once with CQW_EFORK and no queued cancel
+ * reaches anything; in the parent each ends once, cancelled.
+ */
+static void
+test_uring_fork_with_queued_cancels(void **state)
+{
+	cqw_conn *a[FORK_CONNS], *b[FORK_CONNS];
+	struct cqw_op ops[FORK_CONNS], *done[FORK_CONNS];
+	int seen[FORK_CONNS] = { 0 };
+	char bufs[FORK_CONNS][8];
+	cqw_loop *loop = t_ring(8);
+	int i, k, n, total;
+	pid_t pid;
+
+	(void)state;
+	if (loop == NULL) {
+		skip();
+	}
+	for (i = 0; i < FORK_CONNS; i++) {
+		assert_int_equal(cqw_pipe(&a[i], &b[i], CQW_DUPLEX), 0);
+		ops[i] = (struct cqw_op){ .kind = CQW_OP_RECV,
+					  .conn = b[i],
+					  .buf = bufs[i],
+					  .len = sizeof(bufs[i]) };
+		assert_int_equal(cqw_submit(loop, &ops[i]), 0);
+	}
+	assert_int_equal(cqw_reap(loop, done, FORK_CONNS, 20), 0);
+	for (i = 0; i < FORK_CONNS; i++) {
+		assert_int_equal(cqw_cancel(loop, &ops[i]), 0);
+	}
+	pid = t_fork();
+	if (pid == 0) {
+		for (total = 0; total < FORK_CONNS; total += n) {
+			n = cqw_reap(loop, done, FORK_CONNS, 2000);
+			T_CHILD_CHECK(n > 0);
+			for (i = 0; i < n; i++) {
+				k = (int)(done[i] - ops);
+				T_CHILD_CHECK(k >= 0 && k < FORK_CONNS);
+				T_CHILD_CHECK(seen[k]++ == 0);
+				T_CHILD_CHECK(done[i]->result == CQW_EFORK);
+			}
+		}
+		T_CHILD_CHECK(cqw_reap(loop, done, FORK_CONNS, 20) == 0);
+		_exit(0);
+	}
+	t_wait_child(pid);
+	for (total = 0; total < FORK_CONNS; total += n) {
+		n = cqw_reap(loop, done, FORK_CONNS, 2000);
+		assert_true(n > 0);
+		for (i = 0; i < n; i++) {
+			k = (int)(done[i] - ops);
+			assert_true(k >= 0 && k < FORK_CONNS);
+			assert_int_equal(seen[k]++, 0);
+			assert_int_equal(done[i]->result, CQW_ECANCELED);
+		}
+	}
+	assert_int_equal(cqw_reap(loop, done, FORK_CONNS, 20), 0);
+	for (i = 0; i < FORK_CONNS; i++) {
+		cqw_conn_free(a[i]);
+		cqw_conn_free(b[i]);
+	}
+	cqw_loop_free(loop);
+}
+
 int
 main(void)
 {
@@ -807,6 +875,7 @@ main(void)
 		cmocka_unit_test(test_uring_cancels_beyond_sq),
 		cmocka_unit_test(test_uring_late_cancel_spares_next_read),
 		cmocka_unit_test(test_uring_wrong_thread_is_busy),
+		cmocka_unit_test(test_uring_fork_with_queued_cancels),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

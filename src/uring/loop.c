@@ -339,12 +339,6 @@ slot_of(const struct uring_state *s, const struct cqw__io *io)
 	return i;
 }
 
-static int
-is_pipe_write(const struct cqw__io *io)
-{
-	return io->kind == CQW__IO_WRITEV && io->conn->kind != CQW__FD_SOCK;
-}
-
 /* The io of slot i ends with result. */
 static void
 finish(cqw_loop *loop, uint32_t i, int64_t result)
@@ -514,10 +508,6 @@ uring_start(cqw_loop *loop, struct cqw__io *io)
 	if (r < 0) {
 		cqw__loop_io_complete(loop, io, r);
 		return;
-	}
-	/* A new descriptor may take RWF_NOWAIT again (see prep_io()). */
-	if (is_pipe_write(io) && io->backend_priv[0] != NOWAIT_REFUSED) {
-		io->backend_priv[0] = 0;
 	}
 	queue_io(s, (uint32_t)io->backend_state);
 }
