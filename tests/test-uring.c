@@ -15,6 +15,9 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
+#include <termios.h>
+
 #include <cqwire.h>
 
 #include "t-util.h"
@@ -859,6 +862,63 @@ test_uring_fork_with_queued_cancels(void **state)
 	cqw_loop_free(loop);
 }
 
+/*
+ * A descriptor that refuses RWF_NOWAIT (a pty says EOPNOTSUPP) is still
+ * written through the loop, whole and in order, on every flag set.
+ */
+static void
+test_uring_write_where_nowait_is_refused(void **state)
+{
+	/* Headers are 4-byte big-endian lengths (WIRE.md). */
+	static const char want[] = "\0\0\0\5first\0\0\0\6second";
+	struct cqw_op op1 = { .kind = CQW_OP_SEND, .buf = "first", .len = 5 };
+	struct cqw_op op2 = { .kind = CQW_OP_SEND, .buf = "second", .len = 6 };
+	struct cqw_op *done[2];
+	char got[sizeof(want) - 1];
+	struct termios tio;
+	size_t i, have;
+	cqw_conn *w;
+	ssize_t r;
+	int m, sl, err, n, total;
+
+	(void)state;
+	for (i = 0; i < T_NSETUPS; i++) {
+		cqw_loop *loop = t_ring_with(0, t_setups[i], 0, &err);
+
+		if (loop == NULL) {
+			continue;
+		}
+		m = posix_openpt(O_RDWR | O_NOCTTY);
+		if (m < 0 || grantpt(m) != 0 || unlockpt(m) != 0) {
+			cqw_loop_free(loop);
+			T_SKIP("no pseudo-terminals here");
+		}
+		sl = open(ptsname(m), O_RDWR | O_NOCTTY);
+		assert_true(sl >= 0);
+		assert_int_equal(tcgetattr(sl, &tio), 0);
+		cfmakeraw(&tio);
+		assert_int_equal(tcsetattr(sl, TCSANOW, &tio), 0);
+		assert_int_equal(cqw_conn_from_fd(&w, sl, CQW_WRITABLE), 0);
+		op1.conn = op2.conn = w;
+		assert_int_equal(cqw_submit(loop, &op1), 0);
+		assert_int_equal(cqw_submit(loop, &op2), 0);
+		for (total = 0; total < 2; total += n) {
+			n = cqw_reap(loop, done, 2, 5000);
+			assert_true(n > 0);
+		}
+		assert_int_equal(op1.result, 0);
+		assert_int_equal(op2.result, 0);
+		for (have = 0; have < sizeof(got); have += (size_t)r) {
+			r = read(m, got + have, sizeof(got) - have);
+			assert_true(r > 0);
+		}
+		assert_memory_equal(got, want, sizeof(got));
+		cqw_conn_free(w);
+		close(m);
+		cqw_loop_free(loop);
+	}
+}
+
 int
 main(void)
 {
@@ -876,6 +936,7 @@ main(void)
 		cmocka_unit_test(test_uring_late_cancel_spares_next_read),
 		cmocka_unit_test(test_uring_wrong_thread_is_busy),
 		cmocka_unit_test(test_uring_fork_with_queued_cancels),
+		cmocka_unit_test(test_uring_write_where_nowait_is_refused),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

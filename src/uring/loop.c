@@ -634,6 +634,16 @@ enter_result(int r)
 	return r == -EEXIST ? CQW_EBUSY : r;
 }
 
+/* Dequeue the pending SIGPIPE (the thread's own before the process's). */
+static void
+take_sigpipe(const sigset_t *pipeset)
+{
+	static const struct timespec zero = { 0, 0 };
+
+	while (sigtimedwait(pipeset, NULL, &zero) < 0 && errno == EINTR) {
+	}
+}
+
 /*
  * Submit what is in the SQ and collect completions without sleeping. When
  * the SQ holds RWF_NOWAIT pipe writes they run right here, in our task,
@@ -645,7 +655,6 @@ enter_result(int r)
 static int
 submit_guarded(cqw_loop *loop)
 {
-	static const struct timespec zero = { 0, 0 };
 	struct uring_state *s = state(loop);
 	sigset_t pipeset, old, pending;
 	unsigned epipes = s->epipes;
@@ -671,10 +680,7 @@ submit_guarded(cqw_loop *loop)
 			/* Ours is the thread's own, and goes first. */
 			sigpending(&pending);
 			if (sigismember(&pending, SIGPIPE)) {
-				while (sigtimedwait(&pipeset, NULL, &zero) <
-					   0 &&
-				       errno == EINTR) {
-				}
+				take_sigpipe(&pipeset);
 			}
 		}
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
