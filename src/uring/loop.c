@@ -2,23 +2,38 @@
  * The io_uring backend (liburing). One ring per loop, made with the best
  * setup flags the kernel takes: SINGLE_ISSUER|DEFER_TASKRUN (completion
  * work runs only when we ask for events, so the loop is not interrupted),
- * then COOP_TASKRUN, then none. The ring fd is registered, and the
- * operations we need are probed, not assumed from a version.
+ * then COOP_TASKRUN, then none (CQW_URING_SETUP forces one). The ring fd
+ * is registered, and the operations we need are probed, not assumed from
+ * a version.
  *
- * Every io becomes one SQE whose user_data is the io. When the SQ is full
- * we submit to make room, and if there is still none the io waits in a
- * FIFO for the next flush: start() never fails. Waits with a timeout use
- * io_uring_enter's extended argument, not a timeout SQE. A read on an
- * eventfd stays armed for cqw_loop_wake().
+ * Every started io takes a slot in a table; its SQE's user_data is the
+ * slot's index and a generation that changes at every start, so that a
+ * cancel names one submission and can never hit the next io started on
+ * the same struct (the channel reuses one per direction). start() and
+ * cancel() only fill free SQ entries and never enter the kernel: what
+ * does not fit waits in a FIFO (ios) or a queue (cancels) that flush and
+ * wait drain, submitting as often as they must. start() never fails.
+ *
+ * A slot's io is in one of three places: the FIFO, the kernel (an SQE
+ * given, maybe not submitted yet), or nowhere (the slot is free). A pipe
+ * write in the kernel is either the write itself or a poll for POLLOUT
+ * (see prep_io() for why). Timed waits use io_uring_enter's extended
+ * argument, or on kernels without it (5.10) a timeout SQE of ours. A
+ * read on an eventfd stays armed for cqw_loop_wake().
  *
  * After fork() the child must not touch the parent's ring (its SQEs would
  * run in the parent's queue): after_fork() builds a new ring, drops the
  * child's mapping of the old one without submitting anything, and ends
- * every io that was in flight with CQW_EFORK: they are the parent's.
+ * every io the old one had (in the FIFO or in the kernel) with CQW_EFORK:
+ * they are the parent's. Queued cancels go with them.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <liburing.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -28,29 +43,67 @@
 
 #include "common/backend.h"
 #include "common/loop.h"
-#include "posix/sigpipe.h"
 
 /*
  * liburing 2.3 has every constant used here; none is defined locally. One
  * function is missing from its library (see ensure_enabled()).
  */
 
-#define WAKE_TAG ((uint64_t)1)	 /* user_data of the eventfd read */
-#define CANCEL_TAG ((uint64_t)2) /* user_data of cancel requests */
+/*
+ * user_data of our own SQEs. Those of ios carry a generation >= 1 in the
+ * high half, so they never collide with these (nor with liburing's
+ * LIBURING_UDATA_TIMEOUT, all ones, which we never ask for).
+ */
+#define TAG_WAKE ((uint64_t)1)	  /* the eventfd read */
+#define TAG_CANCEL ((uint64_t)2)  /* cancel requests */
+#define TAG_TIMEOUT ((uint64_t)3) /* wait timeouts without EXT_ARG */
+
+#define NO_SLOT UINT32_MAX
+
+/* The kernel refused RWF_NOWAIT on this io's descriptor (backend_priv[0]). */
+#define NOWAIT_REFUSED ((uint64_t)0x6e6f776169747321)
+
+enum { SLOT_FREE = 0, SLOT_FIFO, SLOT_KERNEL };
+
+struct slot {
+	struct cqw__io *io; /* NULL: free (or waiting for its cancel entry) */
+	uint32_t gen;	    /* of the current submission */
+	uint32_t next;	    /* the free list, or the cancel queue */
+	uint8_t where;	    /* SLOT_* */
+	uint8_t polling;    /* a pipe write waiting for POLLOUT */
+	uint8_t nowait;	    /* the SQE is a RWF_NOWAIT pipe write */
+	uint8_t cancel;	    /* in the cancel queue */
+};
 
 struct uring_state {
 	struct io_uring ring;
 	unsigned entries;
-	struct cqw__io **inflight; /* started ios; io->backend_state indexes */
-	size_t ninflight, cap;
-	struct cqw__io *fifo, *fifo_tail; /* waiting for SQ space */
-	unsigned pipe_writes;		  /* pipe writes in flight (SIGPIPE) */
-	unsigned unsubmitted;
+	struct slot *slots;
+	uint32_t nslots, free_head;
+	uint32_t cancel_head, cancel_tail; /* cancels waiting for SQ room */
+	struct cqw__io *fifo, *fifo_tail;  /* ios waiting for SQ room */
+	unsigned nowait_sqes; /* RWF_NOWAIT pipe writes not yet submitted */
+	unsigned epipes;      /* of those, how many ended in EPIPE */
+	struct __kernel_timespec ts; /* of the timeout SQE (no EXT_ARG) */
 	int wakefd;
 	uint64_t wakebuf;
 	int wake_armed;
-	int enabled; /* rings enabled by the thread that uses the loop */
+	int woken;	 /* the wake read completed; wait() reports it */
+	int enabled;	 /* rings enabled by the thread that uses the loop */
+	pthread_t owner; /* that thread: the ring's single issuer */
+	int setup;	 /* SETUP_* from CQW_URING_SETUP */
+	int ext_arg; /* timed waits use io_uring_enter's extended argument */
+	char features[64]; /* what cqw_loop_features() reports */
 };
+
+/*
+ * CQW_URING_SETUP picks one flag set instead of the best the kernel takes,
+ * so that the test matrix can run every suite under each; a refusal of
+ * the forced set is then the loop's error. CQW_URING_NO_EXT_ARG=1 acts as
+ * if the kernel lacked IORING_FEAT_EXT_ARG (5.10: Debian 11, Amazon Linux
+ * 2). Both are read when the loop is made.
+ */
+enum { SETUP_AUTO = -1, SETUP_DEFER = 0, SETUP_COOP = 1, SETUP_NONE = 2 };
 
 _Static_assert(sizeof(struct msghdr) <=
 		   sizeof(((struct cqw__io *)0)->backend_priv),
@@ -62,24 +115,63 @@ state(cqw_loop *loop)
 	return loop->backend;
 }
 
+/* CQW_URING_SETUP: a SETUP_* value, or CQW_EINVAL for an unknown name. */
+static int
+setup_from_env(void)
+{
+	static const char *const names[] = { "defer", "coop", "none" };
+	const char *v = getenv("CQW_URING_SETUP");
+	int i;
+
+	if (v == NULL || *v == '\0' || strcmp(v, "auto") == 0) {
+		return SETUP_AUTO;
+	}
+	for (i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++) {
+		if (strcmp(v, names[i]) == 0) {
+			return i;
+		}
+	}
+	return CQW_EINVAL;
+}
+
+static void
+set_features(struct uring_state *s, unsigned flags)
+{
+	snprintf(s->features, sizeof(s->features), "%s%s%s%s",
+		 flags & IORING_SETUP_SINGLE_ISSUER ? "single_issuer," : "",
+		 flags & IORING_SETUP_DEFER_TASKRUN ? "defer_taskrun," : "",
+		 flags & IORING_SETUP_COOP_TASKRUN ? "coop_taskrun," : "",
+		 s->ext_arg ? "ext_arg," : "");
+	/* Drop the last comma. */
+	if (s->features[0] != '\0') {
+		s->features[strlen(s->features) - 1] = '\0';
+	}
+}
+
 static int
 setup_ring(struct uring_state *s)
 {
 	static const unsigned flag_sets[] = {
-		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
-		IORING_SETUP_COOP_TASKRUN,
-		0,
+		[SETUP_DEFER] =
+		    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+		[SETUP_COOP] = IORING_SETUP_COOP_TASKRUN,
+		[SETUP_NONE] = 0,
 	};
 	static const int needed_ops[] = {
-		IORING_OP_READ, IORING_OP_WRITEV,	IORING_OP_SENDMSG,
-		IORING_OP_RECV, IORING_OP_ASYNC_CANCEL,
+		IORING_OP_READ,	   IORING_OP_WRITEV,	   IORING_OP_SENDMSG,
+		IORING_OP_RECV,	   IORING_OP_ASYNC_CANCEL, IORING_OP_POLL_ADD,
+		IORING_OP_TIMEOUT,
 	};
+	const char *no_ext = getenv("CQW_URING_NO_EXT_ARG");
 	struct io_uring_params p;
 	struct io_uring_probe *probe;
-	size_t i;
+	size_t i, first = 0, last = 2;
 	int r = -ENOSYS;
 
-	for (i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
+	if (s->setup != SETUP_AUTO) {
+		first = last = (size_t)s->setup;
+	}
+	for (i = first; i <= last; i++) {
 		memset(&p, 0, sizeof(p));
 		/*
 		 * Made disabled: the thread that first flushes or reaps
@@ -114,6 +206,13 @@ setup_ring(struct uring_state *s)
 	if (r < 0) {
 		goto out_exit;
 	}
+	s->ext_arg = (p.features & IORING_FEAT_EXT_ARG) != 0 &&
+		     !(no_ext != NULL && strcmp(no_ext, "1") == 0);
+	if (!s->ext_arg) {
+		/* So that no liburing call of ours uses it either. */
+		s->ring.features &= ~IORING_FEAT_EXT_ARG;
+	}
+	set_features(s, p.flags);
 	return 0;
 
 out_exit:
@@ -131,6 +230,12 @@ uring_init(cqw_loop *loop, unsigned entries)
 		return CQW_ENOMEM;
 	}
 	s->entries = entries < 8 ? 8 : entries;
+	s->free_head = s->cancel_head = s->cancel_tail = NO_SLOT;
+	s->setup = setup_from_env();
+	if (s->setup == CQW_EINVAL) {
+		free(s);
+		return CQW_EINVAL;
+	}
 	s->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (s->wakefd < 0) {
 		r = -errno;
@@ -154,38 +259,95 @@ uring_fini(cqw_loop *loop)
 
 	io_uring_queue_exit(&s->ring);
 	close(s->wakefd);
-	free(s->inflight);
+	free(s->slots);
 	free(s);
 	loop->backend = NULL;
 }
 
-static int
-track(struct uring_state *s, struct cqw__io *io)
+static uint64_t
+udata(const struct uring_state *s, uint32_t i)
 {
-	if (s->ninflight == s->cap) {
-		size_t cap = s->cap ? s->cap * 2 : 64;
-		struct cqw__io **n = realloc(s->inflight, cap * sizeof(*n));
+	return (uint64_t)s->slots[i].gen << 32 | i;
+}
 
-		if (n == NULL) {
+/* A slot for io, with a new generation; CQW_ENOMEM if none can be had. */
+static int
+slot_get(struct uring_state *s, struct cqw__io *io)
+{
+	struct slot *sl;
+	uint32_t i;
+
+	if (s->free_head == NO_SLOT) {
+		uint32_t n = s->nslots ? s->nslots * 2 : 64;
+		struct slot *ns = realloc(s->slots, n * sizeof(*ns));
+
+		if (n <= s->nslots || ns == NULL) {
 			return CQW_ENOMEM;
 		}
-		s->inflight = n;
-		s->cap = cap;
+		memset(ns + s->nslots, 0, (n - s->nslots) * sizeof(*ns));
+		/* Indices, not pointers, link slots: realloc is safe. */
+		for (i = n; i-- > s->nslots;) {
+			ns[i].next = s->free_head;
+			s->free_head = i;
+		}
+		s->slots = ns;
+		s->nslots = n;
 	}
-	io->backend_state = (int)s->ninflight;
-	s->inflight[s->ninflight++] = io;
+	i = s->free_head;
+	sl = &s->slots[i];
+	s->free_head = sl->next;
+	/* 0 is our tags' generation; all ones would be liburing's tag. */
+	if (++sl->gen == UINT32_MAX) {
+		sl->gen = 1;
+	}
+	sl->io = io;
+	sl->where = SLOT_FREE;
+	sl->polling = 0;
+	sl->nowait = 0;
+	io->backend_state = (int)i;
 	return 0;
 }
 
+/*
+ * The io is done with its slot. A slot still in the cancel queue is
+ * freed when the queue reaches it, so that the queue never holds a slot
+ * twice.
+ */
 static void
-untrack(struct uring_state *s, struct cqw__io *io)
+slot_put(struct uring_state *s, uint32_t i)
 {
-	size_t i = (size_t)io->backend_state;
-	struct cqw__io *last = s->inflight[--s->ninflight];
+	struct slot *sl = &s->slots[i];
 
-	s->inflight[i] = last;
-	last->backend_state = (int)i;
-	io->backend_state = -1;
+	sl->io->backend_state = -1;
+	sl->io = NULL;
+	sl->where = SLOT_FREE;
+	if (!sl->cancel) {
+		sl->next = s->free_head;
+		s->free_head = i;
+	}
+}
+
+/* The slot of io, or NO_SLOT if the io is not ours (any more). */
+static uint32_t
+slot_of(const struct uring_state *s, const struct cqw__io *io)
+{
+	uint32_t i = (uint32_t)io->backend_state;
+
+	if (io->backend_state < 0 || i >= s->nslots || s->slots[i].io != io) {
+		return NO_SLOT;
+	}
+	return i;
+}
+
+/* The io of slot i ends with result. */
+static void
+finish(cqw_loop *loop, uint32_t i, int64_t result)
+{
+	struct uring_state *s = state(loop);
+	struct cqw__io *io = s->slots[i].io;
+
+	slot_put(s, i);
+	cqw__loop_io_complete(loop, io, result);
 }
 
 static int
@@ -207,25 +369,27 @@ ensure_enabled(struct uring_state *s)
 	}
 	/* Saves an fget/fput per io_uring_enter; per thread, optional. */
 	io_uring_register_ring_fd(&s->ring);
+	s->owner = pthread_self();
 	s->enabled = 1;
 	return 0;
 }
 
 /*
- * Pipe writes run in our task when submitted (inline, or as task work
- * while we wait): hold SIGPIPE off around every entry to the kernel while
- * any are in flight.
+ * Only the thread that enabled the ring may enter it: with SINGLE_ISSUER
+ * the kernel says -EEXIST to any other, and on every flag set the
+ * registered ring fd is that thread's alone. Refused here with CQW_EBUSY
+ * before anything is touched, so a wrong thread never looks like success
+ * and never makes the ring look broken.
  */
-static void
-guard_begin(struct uring_state *s, struct cqw__sigpipe_guard *g)
+static int
+check_owner(const struct uring_state *s)
 {
-	g->active = 0;
-	if (s->pipe_writes > 0) {
-		cqw__sigpipe_block(g);
+	if (s->enabled && !pthread_equal(s->owner, pthread_self())) {
+		return CQW_EBUSY;
 	}
+	return 0;
 }
 
-/* Queue io until the SQ has room again (start() never fails). */
 static void
 fifo_push(struct uring_state *s, struct cqw__io *io)
 {
@@ -236,35 +400,62 @@ fifo_push(struct uring_state *s, struct cqw__io *io)
 		s->fifo = io;
 	}
 	s->fifo_tail = io;
+	s->slots[io->backend_state].where = SLOT_FIFO;
 }
 
-static struct io_uring_sqe *
-get_sqe(struct uring_state *s)
+static struct cqw__io *
+fifo_pop(struct uring_state *s)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+	struct cqw__io *io = s->fifo;
 
-	if (sqe == NULL && ensure_enabled(s) == 0) {
-		/* Full: hand what is queued to the kernel and try again. */
-		struct cqw__sigpipe_guard g;
-
-		guard_begin(s, &g);
-		io_uring_submit(&s->ring);
-		cqw__sigpipe_restore(&g);
-		s->unsubmitted = 0;
-		sqe = io_uring_get_sqe(&s->ring);
+	if (io != NULL) {
+		s->fifo = io->next;
+		if (s->fifo == NULL) {
+			s->fifo_tail = NULL;
+		}
 	}
-	if (sqe != NULL) {
-		s->unsubmitted++;
-	}
-	return sqe;
+	return io;
 }
 
 static void
-prep_io(struct io_uring_sqe *sqe, struct uring_state *s, struct cqw__io *io)
+fifo_remove(struct uring_state *s, struct cqw__io *io)
 {
+	struct cqw__io **pp, *prev = NULL;
+
+	for (pp = &s->fifo; *pp != NULL; prev = *pp, pp = &(*pp)->next) {
+		if (*pp == io) {
+			*pp = io->next;
+			if (s->fifo_tail == io) {
+				s->fifo_tail = prev;
+			}
+			return;
+		}
+	}
+}
+
+/*
+ * The SQE for slot i's io. Pipe writes go with RWF_NOWAIT, and when the
+ * pipe is full we poll for POLLOUT ourselves and write again: a write
+ * that io_uring retried on its own would run as task work, which on
+ * COOP_TASKRUN and plain rings runs at any return of ours to user space,
+ * and a reader gone by then raises SIGPIPE where nothing holds it off.
+ * This way a pipe write runs only inline, inside a submit of ours that
+ * holds SIGPIPE (see submit_guarded()). A descriptor that refuses
+ * RWF_NOWAIT (EOPNOTSUPP) is written without it: io_uring then punts the
+ * write to an io-wq worker, whose signals are all blocked.
+ */
+static void
+prep_io(struct io_uring_sqe *sqe, struct uring_state *s, uint32_t i)
+{
+	struct slot *sl = &s->slots[i];
+	struct cqw__io *io = sl->io;
 	cqw_conn *c = io->conn;
 
-	if (io->kind == CQW__IO_PEEK) {
+	sl->where = SLOT_KERNEL;
+	sl->nowait = 0;
+	if (sl->polling) {
+		io_uring_prep_poll_add(sqe, c->fd, POLLOUT);
+	} else if (io->kind == CQW__IO_PEEK) {
 		io_uring_prep_recv(sqe, c->fd, io->buf, io->len, MSG_PEEK);
 	} else if (io->kind == CQW__IO_READ) {
 		if (c->kind == CQW__FD_SOCK) {
@@ -283,28 +474,42 @@ prep_io(struct io_uring_sqe *sqe, struct uring_state *s, struct cqw__io *io)
 	} else {
 		io_uring_prep_writev(sqe, c->fd, io->iov, (unsigned)io->iovcnt,
 				     (uint64_t)-1);
-		s->pipe_writes++;
+		if (io->backend_priv[0] != NOWAIT_REFUSED) {
+			sqe->rw_flags = RWF_NOWAIT;
+			sl->nowait = 1;
+			s->nowait_sqes++;
+		}
 	}
-	io_uring_sqe_set_data(sqe, io);
+	io_uring_sqe_set_data64(sqe, udata(s, i));
+}
+
+/* Into the SQ if there is room and nobody is waiting, else the FIFO. */
+static void
+queue_io(struct uring_state *s, uint32_t i)
+{
+	struct io_uring_sqe *sqe = NULL;
+
+	if (s->fifo == NULL) {
+		sqe = io_uring_get_sqe(&s->ring);
+	}
+	if (sqe == NULL) {
+		fifo_push(s, s->slots[i].io);
+		return;
+	}
+	prep_io(sqe, s, i);
 }
 
 static void
 uring_start(cqw_loop *loop, struct cqw__io *io)
 {
 	struct uring_state *s = state(loop);
-	struct io_uring_sqe *sqe;
-	int r = track(s, io);
+	int r = slot_get(s, io);
 
 	if (r < 0) {
 		cqw__loop_io_complete(loop, io, r);
 		return;
 	}
-	sqe = s->fifo == NULL ? get_sqe(s) : NULL;
-	if (sqe == NULL) {
-		fifo_push(s, io);
-		return;
-	}
-	prep_io(sqe, s, io);
+	queue_io(s, (uint32_t)io->backend_state);
 }
 
 static void
@@ -315,111 +520,304 @@ arm_wake(struct uring_state *s)
 	if (s->wake_armed) {
 		return;
 	}
-	sqe = get_sqe(s);
+	sqe = io_uring_get_sqe(&s->ring);
 	if (sqe == NULL) {
 		return; /* next time */
 	}
 	io_uring_prep_read(sqe, s->wakefd, &s->wakebuf, sizeof(s->wakebuf), 0);
-	io_uring_sqe_set_data64(sqe, WAKE_TAG);
+	io_uring_sqe_set_data64(sqe, TAG_WAKE);
 	s->wake_armed = 1;
 }
 
-/* Move FIFO'd ios into the SQ while there is room. */
+/* One CQE of slot i's io: finish it, or take its next step. */
 static void
-drain_fifo(struct uring_state *s)
+io_cqe(cqw_loop *loop, uint32_t i, int res)
 {
-	struct io_uring_sqe *sqe;
-	struct cqw__io *io;
+	struct uring_state *s = state(loop);
+	struct slot *sl = &s->slots[i];
+	struct cqw__io *io = sl->io;
 
-	while ((io = s->fifo) != NULL) {
-		sqe = get_sqe(s);
-		if (sqe == NULL) {
+	if (sl->polling) {
+		/* Writable, or the reader is gone (POLLERR): write again. */
+		if (res < 0) {
+			finish(loop, i, res);
 			return;
 		}
-		s->fifo = io->next;
-		if (s->fifo == NULL) {
-			s->fifo_tail = NULL;
+		sl->polling = 0;
+		queue_io(s, i);
+		return;
+	}
+	if (sl->nowait) {
+		if (res == -EAGAIN) {
+			sl->polling = 1;
+			queue_io(s, i);
+			return;
 		}
-		prep_io(sqe, s, io);
+		if (res == -EOPNOTSUPP) {
+			io->backend_priv[0] = NOWAIT_REFUSED;
+			queue_io(s, i);
+			return;
+		}
+		if (res == -EPIPE) {
+			s->epipes++; /* and SIGPIPE is pending on us */
+		}
+	}
+	finish(loop, i, res);
+}
+
+static void
+reap_cqes(cqw_loop *loop)
+{
+	struct uring_state *s = state(loop);
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+
+	io_uring_for_each_cqe(&s->ring, head, cqe)
+	{
+		uint64_t tag = io_uring_cqe_get_data64(cqe);
+		uint32_t i = (uint32_t)tag;
+
+		n++;
+		if (tag == TAG_WAKE) {
+			s->wake_armed = 0;
+			s->woken = 1;
+			continue;
+		}
+		/* Cancels and timeouts are only means to an end. */
+		if (tag >> 32 == 0 || tag == LIBURING_UDATA_TIMEOUT) {
+			continue;
+		}
+		if (i >= s->nslots || s->slots[i].io == NULL ||
+		    s->slots[i].gen != (uint32_t)(tag >> 32)) {
+			continue; /* cannot happen: each io completes once */
+		}
+		io_cqe(loop, i, cqe->res);
+	}
+	io_uring_cq_advance(&s->ring, n);
+}
+
+/*
+ * Take every CQE there is, including those the kernel kept aside when
+ * the CQ was full (IORING_FEAT_NODROP): the SIGPIPE guard must see every
+ * EPIPE before it lets the mask go.
+ */
+static int
+reap_all(cqw_loop *loop)
+{
+	struct uring_state *s = state(loop);
+	int r;
+
+	for (;;) {
+		reap_cqes(loop);
+		if (!io_uring_cq_has_overflow(&s->ring)) {
+			return 0;
+		}
+		r = io_uring_get_events(&s->ring);
+		if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
+			return r;
+		}
 	}
 }
 
 /*
- * io_uring_enter, with SIGPIPE held off while pipe writes are in flight:
- * they run in our task (inline or as task work) and would raise it here.
+ * What io_uring_enter said: 0 for the transient ones (a timeout, a
+ * signal, kernel memory short: the caller retries), CQW_EBUSY for the
+ * wrong thread (check_owner() should have caught it), or the error.
  */
 static int
-enter(struct uring_state *s, unsigned wait_nr, int timeout_ms)
+enter_result(int r)
 {
-	struct __kernel_timespec ts;
-	struct io_uring_cqe *cqe;
-	struct cqw__sigpipe_guard g;
-	int r;
-
-	r = ensure_enabled(s);
-	if (r < 0) {
-		return r;
-	}
-	guard_begin(s, &g);
-	if (wait_nr == 0) {
-		r = io_uring_submit_and_get_events(&s->ring);
-	} else {
-		ts.tv_sec = timeout_ms / 1000;
-		ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
-		r = io_uring_submit_and_wait_timeout(
-		    &s->ring, &cqe, wait_nr, timeout_ms < 0 ? NULL : &ts, NULL);
-	}
-	cqw__sigpipe_restore(&g);
-	s->unsubmitted = 0;
-	if (r == -ETIME || r == -EINTR || r == -EAGAIN || r == -EBUSY) {
+	if (r >= 0 || r == -ETIME || r == -EINTR || r == -EAGAIN ||
+	    r == -EBUSY) {
 		return 0;
 	}
-	return r < 0 ? r : 0;
+	return r == -EEXIST ? CQW_EBUSY : r;
+}
+
+/* Dequeue the pending SIGPIPE (the thread's own before the process's). */
+static void
+take_sigpipe(const sigset_t *pipeset)
+{
+	static const struct timespec zero = { 0, 0 };
+
+	while (sigtimedwait(pipeset, NULL, &zero) < 0 && errno == EINTR) {
+	}
+}
+
+/*
+ * Submit what is in the SQ and collect completions without sleeping. When
+ * the SQ holds RWF_NOWAIT pipe writes they run right here, in our task,
+ * and one whose reader is gone raises SIGPIPE on this thread: SIGPIPE is
+ * blocked for exactly this call, and taken back only if one of our writes
+ * ended in EPIPE, so that a SIGPIPE sent to the program meanwhile is still
+ * delivered. No sleep happens with the signal blocked.
+ */
+static int
+submit_guarded(cqw_loop *loop)
+{
+	struct uring_state *s = state(loop);
+	sigset_t pipeset, old, pending;
+	unsigned epipes = s->epipes;
+	int guard = s->nowait_sqes > 0, was_pending = 0, r, r2;
+
+	if (guard) {
+		sigemptyset(&pipeset);
+		sigaddset(&pipeset, SIGPIPE);
+		pthread_sigmask(SIG_BLOCK, &pipeset, &old);
+		/* Held off by the program already: one may be its own. */
+		if (sigismember(&old, SIGPIPE)) {
+			sigpending(&pending);
+			was_pending = sigismember(&pending, SIGPIPE);
+		}
+	}
+	r = io_uring_submit_and_get_events(&s->ring);
+	if (io_uring_sq_ready(&s->ring) == 0) {
+		s->nowait_sqes = 0;
+	}
+	r2 = reap_all(loop);
+	if (guard) {
+		if (s->epipes != epipes && !was_pending) {
+			/* Ours is the thread's own, and goes first. */
+			sigpending(&pending);
+			if (sigismember(&pending, SIGPIPE)) {
+				take_sigpipe(&pipeset);
+			}
+		}
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	r = enter_result(r);
+	return r < 0 ? r : r2;
+}
+
+/* Put queued cancels and ios into the SQ, submitting to make room. */
+static int
+drain(cqw_loop *loop)
+{
+	struct uring_state *s = state(loop);
+	struct io_uring_sqe *sqe;
+	struct cqw__io *io;
+	struct slot *sl;
+	uint32_t i;
+	int r;
+
+	for (;;) {
+		while ((i = s->cancel_head) != NO_SLOT) {
+			sl = &s->slots[i];
+			sqe = NULL;
+			if (sl->io != NULL && sl->where == SLOT_KERNEL) {
+				sqe = io_uring_get_sqe(&s->ring);
+				if (sqe == NULL) {
+					break;
+				}
+			}
+			s->cancel_head = sl->next;
+			if (s->cancel_head == NO_SLOT) {
+				s->cancel_tail = NO_SLOT;
+			}
+			sl->cancel = 0;
+			if (sl->io == NULL) {
+				/* Done meanwhile; its slot is free now. */
+				sl->next = s->free_head;
+				s->free_head = i;
+			} else if (sl->where == SLOT_FIFO) {
+				/* Back in the FIFO for its next step. */
+				fifo_remove(s, sl->io);
+				finish(loop, i, CQW_ECANCELED);
+			} else {
+				io_uring_prep_cancel64(sqe, udata(s, i), 0);
+				io_uring_sqe_set_data64(sqe, TAG_CANCEL);
+			}
+		}
+		while (s->fifo != NULL &&
+		       (sqe = io_uring_get_sqe(&s->ring)) != NULL) {
+			io = fifo_pop(s);
+			prep_io(sqe, s, (uint32_t)io->backend_state);
+		}
+		if (s->fifo == NULL && s->cancel_head == NO_SLOT) {
+			return 0;
+		}
+		r = ensure_enabled(s);
+		if (r < 0) {
+			return r;
+		}
+		r = submit_guarded(loop);
+		if (r < 0) {
+			return r;
+		}
+		if (io_uring_sq_space_left(&s->ring) == 0) {
+			return 0; /* the kernel took nothing: next time */
+		}
+	}
 }
 
 static int
 uring_flush(cqw_loop *loop)
 {
 	struct uring_state *s = state(loop);
+	int r = check_owner(s);
 
-	drain_fifo(s);
-	if (s->unsubmitted == 0) {
-		return 0;
+	if (r == 0) {
+		r = drain(loop);
 	}
-	return enter(s, 0, 0);
+	if (r < 0 || io_uring_sq_ready(&s->ring) == 0) {
+		return r;
+	}
+	r = ensure_enabled(s);
+	return r < 0 ? r : submit_guarded(loop);
 }
 
+/* Sleep until one completion, or timeout_ms (-1: no limit), then reap. */
 static int
-reap_cqes(cqw_loop *loop)
+wait_one(cqw_loop *loop, int timeout_ms)
 {
 	struct uring_state *s = state(loop);
 	struct io_uring_cqe *cqe;
-	unsigned head, n = 0;
-	int woken = 0;
+	struct io_uring_sqe *sqe;
+	int r;
 
-	io_uring_for_each_cqe(&s->ring, head, cqe)
-	{
-		uint64_t tag = io_uring_cqe_get_data64(cqe);
-
-		n++;
-		if (tag == WAKE_TAG) {
-			s->wake_armed = 0;
-			woken = 1;
-			continue;
+	if (timeout_ms < 0) {
+		r = io_uring_submit_and_wait(&s->ring, 1);
+	} else if (s->ext_arg) {
+		s->ts.tv_sec = timeout_ms / 1000;
+		s->ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+		r = io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, &s->ts,
+						     NULL);
+	} else {
+		/*
+		 * No EXT_ARG: a timeout SQE of ours (never liburing's, whose
+		 * CQE would come back among our ios). It needs an SQ entry;
+		 * if even a submit frees none, only poll for events.
+		 */
+		sqe = io_uring_get_sqe(&s->ring);
+		if (sqe == NULL) {
+			io_uring_submit(&s->ring);
+			sqe = io_uring_get_sqe(&s->ring);
 		}
-		if (tag == CANCEL_TAG) {
-			continue;
+		if (sqe == NULL) {
+			r = io_uring_submit_and_get_events(&s->ring);
+		} else {
+			s->ts.tv_sec = timeout_ms / 1000;
+			s->ts.tv_nsec =
+			    (long long)(timeout_ms % 1000) * 1000000;
+			/* Ends at the first other completion, or in time. */
+			io_uring_prep_timeout(sqe, &s->ts, 1, 0);
+			io_uring_sqe_set_data64(sqe, TAG_TIMEOUT);
+			r = io_uring_submit_and_wait(&s->ring, 1);
 		}
-		struct cqw__io *io = io_uring_cqe_get_data(cqe);
-
-		if (io->kind == CQW__IO_WRITEV &&
-		    io->conn->kind != CQW__FD_SOCK) {
-			s->pipe_writes--;
-		}
-		untrack(s, io);
-		cqw__loop_io_complete(loop, io, cqe->res);
 	}
-	io_uring_cq_advance(&s->ring, n);
+	r = enter_result(r);
+	if (r < 0) {
+		return r;
+	}
+	return reap_all(loop);
+}
+
+static int
+take_woken(struct uring_state *s)
+{
+	int woken = s->woken;
+
+	s->woken = 0;
 	return woken;
 }
 
@@ -427,19 +825,46 @@ static int
 uring_wait(cqw_loop *loop, int timeout_ms)
 {
 	struct uring_state *s = state(loop);
-	int r;
+	int r = check_owner(s);
 
-	drain_fifo(s);
-	arm_wake(s);
-	/* Completions already queued: only collect, do not block. */
-	if (loop->iodone != NULL || io_uring_cq_ready(&s->ring) > 0) {
-		timeout_ms = 0;
-	}
-	r = enter(s, timeout_ms == 0 ? 0 : 1, timeout_ms);
 	if (r < 0) {
 		return r;
 	}
-	return reap_cqes(loop);
+	r = ensure_enabled(s);
+	if (r < 0) {
+		return r;
+	}
+	r = drain(loop);
+	if (r < 0) {
+		return r;
+	}
+	arm_wake(s);
+	/*
+	 * Completions already queued and nothing to submit: take them
+	 * without a system call (the kernel's deferred ones come next time).
+	 */
+	if (loop->iodone != NULL || s->woken ||
+	    io_uring_cq_ready(&s->ring) > 0) {
+		if (io_uring_sq_ready(&s->ring) == 0) {
+			reap_cqes(loop);
+			return take_woken(s);
+		}
+		timeout_ms = 0;
+	}
+	/*
+	 * Pipe writes go in first, on their own, with SIGPIPE held off for
+	 * just that submit: never while sleeping. The caller comes back for
+	 * the sleep.
+	 */
+	if (s->nowait_sqes > 0 || timeout_ms == 0) {
+		r = submit_guarded(loop);
+		return r < 0 ? r : take_woken(s);
+	}
+	r = wait_one(loop, timeout_ms);
+	if (r < 0) {
+		return r;
+	}
+	return take_woken(s);
 }
 
 static void
@@ -447,33 +872,37 @@ uring_cancel(cqw_loop *loop, struct cqw__io *io)
 {
 	struct uring_state *s = state(loop);
 	struct io_uring_sqe *sqe;
-	struct cqw__io **pp;
+	uint32_t i = slot_of(s, io);
+	struct slot *sl;
 
-	/* Still in our FIFO: the kernel never saw it. */
-	for (pp = &s->fifo; *pp != NULL; pp = &(*pp)->next) {
-		if (*pp == io) {
-			*pp = io->next;
-			if (s->fifo_tail == io) {
-				s->fifo_tail = NULL;
-				for (struct cqw__io *it = s->fifo; it != NULL;
-				     it = it->next) {
-					s->fifo_tail = it;
-				}
-			}
-			untrack(s, io);
-			cqw__loop_io_complete(loop, io, CQW_ECANCELED);
-			return;
-		}
-	}
-	if (io->backend_state < 0) {
+	if (i == NO_SLOT) {
 		return; /* already completed */
 	}
-	sqe = get_sqe(s);
-	if (sqe == NULL) {
-		return; /* the op completes when its data comes */
+	sl = &s->slots[i];
+	if (sl->where == SLOT_FIFO) {
+		/* The kernel does not have it: it ends here. */
+		fifo_remove(s, io);
+		finish(loop, i, CQW_ECANCELED);
+		return;
 	}
-	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)io, 0);
-	io_uring_sqe_set_data64(sqe, CANCEL_TAG);
+	if (sl->cancel) {
+		return; /* asked already */
+	}
+	sqe = s->cancel_head == NO_SLOT ? io_uring_get_sqe(&s->ring) : NULL;
+	if (sqe != NULL) {
+		io_uring_prep_cancel64(sqe, udata(s, i), 0);
+		io_uring_sqe_set_data64(sqe, TAG_CANCEL);
+		return;
+	}
+	/* No room: queued, and sent at the next flush or wait. */
+	sl->cancel = 1;
+	sl->next = NO_SLOT;
+	if (s->cancel_tail != NO_SLOT) {
+		s->slots[s->cancel_tail].next = i;
+	} else {
+		s->cancel_head = i;
+	}
+	s->cancel_tail = i;
 }
 
 static int
@@ -493,12 +922,13 @@ uring_after_fork(cqw_loop *loop)
 {
 	struct uring_state *s = state(loop);
 	struct uring_state fresh;
-	size_t i;
+	uint32_t i;
 	int r, wakefd;
 
 	/* The new ring first: on failure the old one is left as it was. */
 	memset(&fresh, 0, sizeof(fresh));
 	fresh.entries = s->entries;
+	fresh.setup = s->setup;
 	r = setup_ring(&fresh);
 	if (r < 0) {
 		return r;
@@ -516,23 +946,40 @@ uring_after_fork(cqw_loop *loop)
 	io_uring_queue_exit(&s->ring);
 	close(s->wakefd);
 	s->ring = fresh.ring;
+	s->ext_arg = fresh.ext_arg;
+	memcpy(s->features, fresh.features, sizeof(s->features));
 	s->wakefd = wakefd;
 	s->enabled = 0;
 	s->wake_armed = 0;
-	s->unsubmitted = 0;
-	s->pipe_writes = 0;
+	s->woken = 0;
+	s->nowait_sqes = 0;
 	s->fifo = s->fifo_tail = NULL;
+	s->cancel_head = s->cancel_tail = NO_SLOT;
 	/*
-	 * The ios in flight are the parent's: the kernel may have done them
-	 * already, for the parent. Never reissue (a send would go twice, a
-	 * read would lose its place): they end here with CQW_EFORK.
+	 * Every io the old ring had, in its FIFO or in the kernel, is the
+	 * parent's: the kernel may have done it already, for the parent.
+	 * Never reissue (a send would go twice, a read would lose its
+	 * place): they end here with CQW_EFORK, and their cancels with them.
 	 */
-	for (i = 0; i < s->ninflight; i++) {
-		s->inflight[i]->backend_state = -1;
-		cqw__loop_io_complete(loop, s->inflight[i], CQW_EFORK);
+	s->free_head = NO_SLOT;
+	for (i = s->nslots; i-- > 0;) {
+		struct slot *sl = &s->slots[i];
+
+		sl->cancel = 0;
+		if (sl->io != NULL) {
+			finish(loop, i, CQW_EFORK);
+		} else {
+			sl->next = s->free_head;
+			s->free_head = i;
+		}
 	}
-	s->ninflight = 0;
 	return 0;
+}
+
+static const char *
+uring_features(const cqw_loop *loop)
+{
+	return ((const struct uring_state *)loop->backend)->features;
 }
 
 const struct cqw__backend_ops cqw__uring_backend = {
@@ -545,4 +992,5 @@ const struct cqw__backend_ops cqw__uring_backend = {
 	.cancel = uring_cancel,
 	.wake = uring_wake,
 	.after_fork = uring_after_fork,
+	.features = uring_features,
 };
