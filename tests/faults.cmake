@@ -46,3 +46,14 @@ foreach(bug IN LISTS cqw_fault_bugs)
       CQW_T_KNOWN_BUG_${bug}=1)
   endif()
 endforeach()
+
+# io_uring refused after the ring was made (enter, register, both).
+if("uring" IN_LIST CQW_BACKENDS)
+  cqw_fault_test(test-fault-uring test-fault-uring.c)
+  option(CQW_KNOWN_BUG_URING_ENTER
+    "Fail test-fault-uring on known bug URING_ENTER" OFF)
+  if(CQW_KNOWN_BUG_URING_ENTER)
+    target_compile_definitions(test-fault-uring PRIVATE
+      CQW_T_KNOWN_BUG_URING_ENTER=1)
+  endif()
+endif()
