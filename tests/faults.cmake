@@ -57,3 +57,6 @@ if("uring" IN_LIST CQW_BACKENDS)
       CQW_T_KNOWN_BUG_URING_ENTER=1)
   endif()
 endif()
+
+# Descriptors exhausted: accept, pipe, loop, connect under EMFILE.
+cqw_fault_test(test-fault-emfile test-fault-emfile.c)
