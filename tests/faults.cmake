@@ -60,3 +60,6 @@ endif()
 
 # Descriptors exhausted: accept, pipe, loop, connect under EMFILE.
 cqw_fault_test(test-fault-emfile test-fault-emfile.c)
+
+# EINTR storms: a signal every 100 us in every process of a case.
+cqw_fault_test(test-fault-eintr test-fault-eintr.c)
