@@ -63,3 +63,16 @@ cqw_fault_test(test-fault-emfile test-fault-emfile.c)
 
 # EINTR storms: a signal every 100 us in every process of a case.
 cqw_fault_test(test-fault-eintr test-fault-eintr.c)
+
+# Short reads and writes (smallest kernel buffers), once per backend: the
+# loop modes run on the backend CQW_BACKEND names.
+add_executable(test-fault-short test-fault-short.c)
+cqw_target_defaults(test-fault-short)
+target_include_directories(test-fault-short PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+target_link_libraries(test-fault-short PRIVATE cqwire PkgConfig::CMOCKA
+  Threads::Threads)
+foreach(b IN LISTS cqw_test_backends)
+  add_test(NAME test-fault-short-${b} COMMAND test-fault-short)
+  set_tests_properties(test-fault-short-${b} PROPERTIES TIMEOUT 600
+    SKIP_RETURN_CODE 77 ENVIRONMENT "CQW_BACKEND=${b}")
+endforeach()
