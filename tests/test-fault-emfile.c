@@ -2,7 +2,8 @@
  * Descriptors exhausted (EMFILE). With RLIMIT_NOFILE lowered and the
  * table filled up: cqw_accept() returns CQW_EMFILE promptly instead of
  * waiting out its timeout, the listener stays usable, and the client that
- * was waiting is accepted (not lost) once a descriptor is free again;
+ * was waiting is accepted (not lost) once a descriptor is free again, and
+ * with nobody waiting it waits out its timeout as usual;
  * cqw_pipe(), cqw_loop_new() (each backend) and cqw_connect() fail
  * cleanly with a few descriptors left, leaking none (/proc/self/fd is
  * counted before and after).
@@ -130,7 +131,7 @@ t_accept_child(void *arg)
 	cqw_conn *c = NULL;
 	const char *bound;
 	char buf[16];
-	int64_t t0, dt, n;
+	int64_t t0, dt, n, worst = 0;
 	pid_t client;
 	int r;
 
@@ -160,8 +161,14 @@ t_accept_child(void *arg)
 		dt = t_now_ms() - t0;
 		T_CHILD_CHECK(r == CQW_EMFILE);
 		T_CHILD_CHECK(dt >= 0 && dt < 500);
+		worst = dt > worst ? dt : worst;
 		T_CHILD_CHECK(t_count_fds() == before);
 	}
+	fprintf(stderr,
+		"[  EMFILE  ] %s: 3 accepts with a client waiting and no "
+		"descriptor free: CQW_EMFILE in at most %lld ms (timeout "
+		"1000 ms)\n",
+		ac->address, (long long)worst);
 	/* With timeout 0 too. */
 	T_CHILD_CHECK(cqw_accept(l, &c, 0) == CQW_EMFILE);
 	/* Free descriptors: the waiting client is accepted, not lost. */
@@ -171,6 +178,10 @@ t_accept_child(void *arg)
 	t0 = t_now_ms();
 	T_CHILD_CHECK(cqw_accept(l, &c, 5000) == 0);
 	T_CHILD_CHECK(t_now_ms() - t0 < 1000);
+	fprintf(stderr,
+		"[  EMFILE  ] %s: after closing the fillers the waiting "
+		"client was accepted in %lld ms and its message read\n",
+		ac->address, (long long)(t_now_ms() - t0));
 	n = cqw_recv_bytes_into(c, buf, sizeof(buf), 0, NULL);
 	T_CHILD_CHECK(n == 10 && memcmp(buf, "still here", 10) == 0);
 	T_CHILD_CHECK(cqw_send_bytes(c, "ok", 2) == 0);
@@ -220,18 +231,29 @@ t_exhausted_calls(void *arg)
 	int fill[T_FILL_MAX], nfill, spare, before, i, r;
 	int *report = arg;
 	struct t_tally t = { 0, 0 };
-	char addr[108];
-	cqw_listener *l = NULL;
+	char addr[108], idle_addr[108];
+	cqw_listener *l = NULL, *idle = NULL;
 
 	(void)report;
 	/* A listener to connect to, made while descriptors are plenty. */
 	t_unique_name(addr, sizeof(addr), "unix:@", "emfile-c");
 	T_CHILD_CHECK(cqw_listen(&l, addr, NULL, 64) == 0);
+	/* And one nobody connects to. */
+	t_unique_name(idle_addr, sizeof(idle_addr), "unix:@", "emfile-i");
+	T_CHILD_CHECK(cqw_listen(&idle, idle_addr, NULL, 1) == 0);
 	for (spare = 0; spare <= 5; spare++) {
 		cqw_conn *a = NULL, *b = NULL, *c = NULL;
+		int64_t t0, dt;
 
 		nfill = t_exhaust(fill, spare);
 		before = t_count_fds();
+		/* No client waiting: the accept waits out its timeout. */
+		t0 = t_now_ms();
+		r = cqw_accept(idle, &c, 100);
+		dt = t_now_ms() - t0;
+		T_CHILD_CHECK(r == CQW_ETIMEDOUT);
+		T_CHILD_CHECK(dt >= 99 && dt < 600);
+		T_CHILD_CHECK(t_count_fds() == before);
 		for (i = 0; i < 2; i++) {
 			r = cqw_pipe(&a, &b, i ? 0 : CQW_DUPLEX);
 			T_CHILD_CHECK(r == 0 || r == CQW_EMFILE);
@@ -275,6 +297,7 @@ t_exhausted_calls(void *arg)
 		}
 	}
 	cqw_listener_free(l);
+	cqw_listener_free(idle);
 	/* Both outcomes must have happened, or the case proved nothing. */
 	T_CHILD_CHECK(t.ok > 0 && t.emfile > 0);
 	fprintf(stderr,
