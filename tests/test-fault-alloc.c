@@ -60,7 +60,14 @@
 #define T_SANITIZED 1
 #endif
 
-#ifndef T_SANITIZED
+/* The interposer hands the work to glibc's own entry points. */
+#if defined(T_SANITIZED)
+#define T_NO_INTERPOSER "the sanitizer's allocator cannot be interposed"
+#elif !defined(__GLIBC__)
+#define T_NO_INTERPOSER "needs glibc's __libc_malloc family"
+#endif
+
+#ifndef T_NO_INTERPOSER
 
 /* ------------------------------------------------------------------
  * The interposer
@@ -1344,13 +1351,12 @@ main(void)
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
 
-#else /* T_SANITIZED */
+#else /* T_NO_INTERPOSER */
 
 int
 main(void)
 {
-	printf("skip: the sanitizer's allocator cannot be interposed "
-	       "(this binary replaces malloc)\n");
+	printf("skip: %s (this binary replaces malloc)\n", T_NO_INTERPOSER);
 	return 77;
 }
 
