@@ -64,7 +64,10 @@ run_suite() {
 	[ "$rc" -eq 0 ] || { echo "$name: tests failed"; exit "$rc"; }
 	local bad
 	bad=$(sed -n 's/^ *[0-9]*\/[0-9]* Test *#[0-9]*: \([^ ]*\) .*\*\*\*Skipped.*/\1/p' "$log" |
-		grep -Ev "$may_skip" || true)
+		grep -Ev "$may_skip" |
+		{ if [ -n "${suite_may_skip:-}" ]; then
+			grep -Ev "$suite_may_skip"
+		else cat; fi; } || true)
 	if [ -n "$bad" ]; then
 		echo "$name: required tests were skipped: $bad"
 		exit 1
@@ -91,10 +94,14 @@ run_suite() {
 
 run_suite dev -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_SHARED_LIBS=ON \
 	-DCQW_BUILD_BENCH=ON
+# Under a sanitizer, the allocation-failure test cannot replace malloc (the
+# sanitizer owns it): it skips there, and runs in the dev build.
+suite_may_skip='^test-fault-alloc$'
 run_suite asan -DCMAKE_BUILD_TYPE=Debug -DCQW_SANITIZE=address,undefined \
 	-DCQW_BUILD_BENCH=OFF
 run_suite tsan -DCMAKE_BUILD_TYPE=Debug -DCQW_SANITIZE=thread \
 	-DCQW_BUILD_BENCH=OFF
+suite_may_skip=
 
 step "format: clang-format --dry-run --Werror"
 git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror

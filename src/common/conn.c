@@ -78,6 +78,7 @@ cqw_pipe(cqw_conn **a, cqw_conn **b, unsigned flags)
 	r = cqw__conn_new(b, fds[1], fb | extra);
 	if (r < 0) {
 		free(*a);
+		*a = NULL; /* a caller's cleanup must not free it again */
 		goto out_close_both;
 	}
 	return 0;

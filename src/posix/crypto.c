@@ -36,6 +36,22 @@ md_of(enum cqw__digest digest)
 	return NULL;
 }
 
+/*
+ * HMAC() failed: is it because no provider has the digest (then the
+ * handshake cannot use it), or for any other reason (memory, mostly)?
+ */
+static int
+digest_missing(const EVP_MD *md)
+{
+	EVP_MD *fetched = EVP_MD_fetch(NULL, EVP_MD_get0_name(md), NULL);
+
+	if (fetched == NULL) {
+		return 1;
+	}
+	EVP_MD_free(fetched);
+	return 0;
+}
+
 int
 cqw__hmac(enum cqw__digest digest, const void *key, size_t keylen,
 	  const void *msg, size_t msglen, uint8_t *out)
@@ -67,8 +83,10 @@ cqw__hmac(enum cqw__digest digest, const void *key, size_t keylen,
 	 */
 	ERR_set_mark();
 	if (HMAC(md, key, (int)keylen, msg, msglen, out, &outlen) == NULL) {
+		int r = digest_missing(md) ? CQW_ENOSYS : CQW_ENOMEM;
+
 		ERR_pop_to_mark();
-		return CQW_ENOSYS;
+		return r;
 	}
 	ERR_pop_to_mark();
 	return (int)outlen;
