@@ -167,18 +167,32 @@ backend_ok(enum cqw_backend b)
 static void
 usage(void)
 {
-	fprintf(stderr,
-		"usage: soak [--short] [--messages N] [--conns N] [--seed S]\n"
-		"            [--backend uring|poll|both] [--kill-every N]\n"
-		"            [--window N] [--max-size BYTES] [--json]\n"
-		"            [--progress] [--watchdog SECONDS]\n"
-		"            [--sync-batch-timeout MS]\n"
-		"            [--fault drop|dup|corrupt|truncate|reorder]\n"
-		"--short: CI run (32 connections, 400000 messages);\n"
-		"default: 64 connections, 10000000 messages, progress.\n"
-		"--backend defaults to CQW_BACKEND, else both.\n"
-		"--fault: the loop groups' peers make that mistake once\n"
-		"(the run must then fail: a test of the checks).\n");
+	fprintf(
+	    stderr,
+	    "usage: soak [options]\n"
+	    "  --short              CI run: 32 connections, 400000 messages,\n"
+	    "                       a kill per 1500 messages per connection\n"
+	    "  --messages N         messages in all (default 10000000)\n"
+	    "  --conns N            connections and peers (default 64)\n"
+	    "  --seed S             random seed (default: the time)\n"
+	    "  --backend B          uring, poll or both (default: "
+	    "CQW_BACKEND,\n"
+	    "                       else both)\n"
+	    "  --kill-every N       mean messages per connection between\n"
+	    "                       peer kills; 0: none (default 20000)\n"
+	    "  --window N           messages in flight per connection (16)\n"
+	    "  --max-size BYTES     cap on message sizes (1 MiB)\n"
+	    "  --sync-batch-timeout MS  cqw_recv_batch timeout, sync group "
+	    "(0)\n"
+	    "  --rss-bound MIB      RSS growth allowed after warm-up (64)\n"
+	    "  --watchdog SECONDS   no message for that long: hung (60)\n"
+	    "  --fault F            the loop groups' peers make mistake F\n"
+	    "                       once (drop, dup, corrupt, truncate,\n"
+	    "                       reorder): the run must then fail\n"
+	    "  --progress           progress on stderr (default unless "
+	    "--short)\n"
+	    "  --json               summary as one JSON line\n"
+	    "exit: 0 clean, 1 a check failed, 2 hung, 77 backend missing\n");
 }
 
 static int
@@ -195,12 +209,16 @@ parse_args(int argc, char **argv)
 	soak_opt.window_bytes = 4u * MAX_MSG;
 	soak_opt.max_size = MAX_MSG;
 	soak_opt.watchdog_s = 60;
+	soak_opt.rss_bound_mib = 64;
 	soak_opt.sync_batch_timeout = 0;
 	soak_opt.progress = -1;
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 
-		if (strcmp(a, "--short") == 0) {
+		if (strcmp(a, "--help") == 0) {
+			usage();
+			exit(0);
+		} else if (strcmp(a, "--short") == 0) {
 			shortmode = 1;
 		} else if (strcmp(a, "--json") == 0) {
 			soak_opt.json = 1;
@@ -229,6 +247,9 @@ parse_args(int argc, char **argv)
 			i++;
 		} else if (strcmp(a, "--max-size") == 0) {
 			soak_opt.max_size = strtoull(v, NULL, 0);
+			i++;
+		} else if (strcmp(a, "--rss-bound") == 0) {
+			soak_opt.rss_bound_mib = strtol(v, NULL, 0);
 			i++;
 		} else if (strcmp(a, "--watchdog") == 0) {
 			soak_opt.watchdog_s = atoi(v);
@@ -506,6 +527,8 @@ main(int argc, char **argv)
 		_exit(2);
 	}
 	atomic_store(&soak_stop_req, 1);
+	/* Shutting down must not hang either (SIGALRM's default kills). */
+	alarm((unsigned)soak_opt.watchdog_s + 30);
 	for (gi = 0; gi < ngroups; gi++) {
 		pthread_join(groups[gi].thread, NULL);
 	}
@@ -515,7 +538,8 @@ main(int argc, char **argv)
 	     TOTAL(reordered) == 0 && TOTAL(torn) == 0 &&
 	     TOTAL(unexpected) == 0 && TOTAL(bad_exit) == 0 &&
 	     total_end(N_END) == 0 && TOTAL(sent) == soak_opt.messages &&
-	     sum == TOTAL(sent) && m2.fds == m1.fds && m3.fds == m0.fds;
+	     sum == TOTAL(sent) && m2.fds == m1.fds && m3.fds == m0.fds &&
+	     m2.rss - m1.rss <= soak_opt.rss_bound_mib * 1024;
 	if (sum != TOTAL(sent)) {
 		fprintf(stderr,
 			"soak: sent %" PRIu64 " != received + lost "
@@ -524,6 +548,10 @@ main(int argc, char **argv)
 	}
 	if (m2.fds != m1.fds || m3.fds != m0.fds) {
 		fprintf(stderr, "soak: descriptors grew\n");
+	}
+	if (m2.rss - m1.rss > soak_opt.rss_bound_mib * 1024) {
+		fprintf(stderr, "soak: RSS grew by more than %ld MiB\n",
+			soak_opt.rss_bound_mib);
 	}
 	report(ok, soak_now_s() - t0, &m0, &m1, &m2, &m3);
 	for (i = 0; i < soak_opt.conns; i++) {

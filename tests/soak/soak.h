@@ -103,6 +103,7 @@ struct opts {
 	size_t window_bytes, max_size;
 	int backends; /* bit 1: poll, bit 2: uring */
 	int json, progress, watchdog_s;
+	long rss_bound_mib;	/* RSS growth allowed from warm-up to the end */
 	int sync_batch_timeout; /* cqw_recv_batch timeout in the sync group */
 	int fault;		/* FAULT_*: the loop groups' peers misbehave */
 };
