@@ -25,6 +25,7 @@
 #define MAX_GROUPS 3
 #define BATCH_MAX 16
 #define SKIPPED_MAX 64
+#define RECENT_MAX 8
 
 struct hdr {
 	uint32_t magic;
@@ -81,8 +82,10 @@ struct slot {
 	uint64_t next_seq, gen_sent, kill_after;
 	struct rec *ring; /* the outstanding FIFO */
 	size_t head, count, bytes;
-	uint64_t skipped[SKIPPED_MAX]; /* counted lost; may come late */
+	struct rec skipped[SKIPPED_MAX]; /* counted lost; may come late */
 	size_t nskipped;
+	struct rec recent[RECENT_MAX]; /* the last received, for duplicates */
+	size_t nrecent;
 	int rx_err, peer_backend;
 	int broken; /* an error on a live peer: what it held is lost */
 	/* G_LOOP */
