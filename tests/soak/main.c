@@ -54,14 +54,16 @@ total(size_t off)
 
 #define TOTAL(field) total(offsetof(struct stats, field))
 
+/* Receives (send == 0) or sends that ended with end code k. */
 static uint64_t
-total_end(size_t k)
+total_end(int send, size_t k)
 {
 	uint64_t t = 0;
 	size_t i;
 
 	for (i = 0; i < ngroups; i++) {
-		t += atomic_load(&groups[i].st.ends[k]);
+		t += atomic_load(send ? &groups[i].st.send_ends[k]
+				      : &groups[i].st.ends[k]);
 	}
 	return t;
 }
@@ -333,7 +335,8 @@ report(int ok, double elapsed, const struct measure *m0,
 		       ", \"reordered\": %" PRIu64 ", \"torn\": %" PRIu64
 		       ", \"lost_by_kill\": %" PRIu64
 		       ", \"killed_by_parent\": %" PRIu64
-		       ", \"killed_mid_echo\": %" PRIu64
+		       ", \"killed_self_in_echo\": %" PRIu64
+		       ", \"killed_after_large_send\": %" PRIu64
 		       ", \"unexpected_errors\": %" PRIu64
 		       ", \"bad_exits\": %" PRIu64,
 		       ok ? "true" : "false", soak_opt.seed, soak_opt.conns,
@@ -343,10 +346,12 @@ report(int ok, double elapsed, const struct measure *m0,
 		       TOTAL(sent), rec, TOTAL(bytes), TOTAL(lost), TOTAL(dup),
 		       TOTAL(reordered), TOTAL(torn), TOTAL(lost_kill),
 		       TOTAL(killed_parent), TOTAL(killed_self),
-		       TOTAL(unexpected), TOTAL(bad_exit));
+		       TOTAL(killed_large), TOTAL(unexpected), TOTAL(bad_exit));
 		for (i = 0; i <= N_END; i++) {
-			printf(", \"end_%s\": %" PRIu64, names[i],
-			       total_end(i));
+			printf(", \"recv_end_%s\": %" PRIu64
+			       ", \"send_end_%s\": %" PRIu64,
+			       names[i], total_end(0, i), names[i],
+			       total_end(1, i));
 		}
 		printf(", \"fds_start\": %d, \"fds_warm\": %d, "
 		       "\"fds_end\": %d, \"fds_final\": %d, "
@@ -378,13 +383,16 @@ report(int ok, double elapsed, const struct measure *m0,
 	printf("  %-28s %14" PRIu64 "\n", "lost by the kill", TOTAL(lost_kill));
 	printf("  %-28s %14" PRIu64 "\n", "peers killed by parent",
 	       TOTAL(killed_parent));
+	printf("  %-28s %14" PRIu64 "\n", "  of which in a large send",
+	       TOTAL(killed_large));
 	printf("  %-28s %14" PRIu64 "\n", "peers self-killed in echo",
 	       TOTAL(killed_self));
 	for (i = 0; i <= N_END; i++) {
 		char what[40];
 
-		snprintf(what, sizeof(what), "killed conn ended %s", names[i]);
-		printf("  %-28s %14" PRIu64 "\n", what, total_end(i));
+		snprintf(what, sizeof(what), "killed: recv/send %s", names[i]);
+		printf("  %-28s %14" PRIu64 " / %" PRIu64 "\n", what,
+		       total_end(0, i), total_end(1, i));
 	}
 	printf("  %-28s %14" PRIu64 "\n", "errors on live peers",
 	       TOTAL(unexpected));
@@ -537,8 +545,9 @@ main(int argc, char **argv)
 	ok = !any_failed() && TOTAL(lost) == 0 && TOTAL(dup) == 0 &&
 	     TOTAL(reordered) == 0 && TOTAL(torn) == 0 &&
 	     TOTAL(unexpected) == 0 && TOTAL(bad_exit) == 0 &&
-	     total_end(N_END) == 0 && TOTAL(sent) == soak_opt.messages &&
-	     sum == TOTAL(sent) && m2.fds == m1.fds && m3.fds == m0.fds &&
+	     total_end(0, N_END) == 0 && total_end(1, N_END) == 0 &&
+	     TOTAL(sent) == soak_opt.messages && sum == TOTAL(sent) &&
+	     m2.fds == m1.fds && m3.fds == m0.fds &&
 	     m2.rss - m1.rss <= soak_opt.rss_bound_mib * 1024;
 	if (sum != TOTAL(sent)) {
 		fprintf(stderr,

@@ -60,7 +60,7 @@ take_budget(void)
 }
 
 static void
-end_code_count(struct stats *st, int r)
+end_code_count(atomic_uint_fast64_t *ends, int r)
 {
 	size_t i;
 
@@ -69,7 +69,7 @@ end_code_count(struct stats *st, int r)
 			break;
 		}
 	}
-	atomic_fetch_add(&st->ends[i], 1);
+	atomic_fetch_add(&ends[i], 1);
 }
 
 static void
@@ -80,7 +80,7 @@ plan_kill(struct slot *s)
 		return;
 	}
 	s->kill_after = soak_rnd_range(&s->g->rng, 1, 2 * soak_opt.kill_every);
-	s->kill_kind = soak_rnd(&s->g->rng) % 2 ? KILL_PARENT : KILL_SELF;
+	s->kill_kind = KILL_PARENT + (int)(soak_rnd(&s->g->rng) % 3);
 }
 
 static void
@@ -262,7 +262,10 @@ slot_error(struct slot *s, const char *what, int r)
 	}
 }
 
-/* Build the next message for s; NULL when the soak_budget is spent. */
+/*
+ * Build the next message for s; NULL when the budget is spent. A message
+ * that ends the peer (die, from next_is_die()) is a large one.
+ */
 static uint8_t *
 make_msg(struct slot *s, size_t *lenp, int die)
 {
@@ -293,7 +296,7 @@ make_msg(struct slot *s, size_t *lenp, int die)
 		h.magic = SOAK_MAGIC;
 		h.conn = s->id;
 		h.gen = s->gen;
-		h.flags = die ? F_DIE : 0;
+		h.flags = die == KILL_SELF ? F_DIE : 0;
 		h.seq = s->next_seq;
 		h.len = (uint32_t)len;
 		h.sum = 0;
@@ -328,19 +331,30 @@ may_send(struct slot *s)
 	return 1;
 }
 
-/* The message that tells the peer to die is the one that crosses. */
+/*
+ * The message that crosses kill_after ends the peer: KILL_SELF, it tells
+ * the peer to die a moment later (in its echo); KILL_LARGE, the parent
+ * kills the peer as soon as its write has started. 0 for the others.
+ */
 static int
 next_is_die(struct slot *s)
 {
-	return s->kill_kind == KILL_SELF && s->gen_sent + 1 >= s->kill_after;
+	if ((s->kill_kind == KILL_SELF || s->kill_kind == KILL_LARGE) &&
+	    s->gen_sent + 1 >= s->kill_after) {
+		return s->kill_kind;
+	}
+	return 0;
 }
 
 static void
 after_send(struct slot *s, int die)
 {
-	if (die) {
+	if (die == KILL_SELF) {
 		atomic_fetch_add(&s->g->st.killed_self, 1);
 		s->state = ST_DYING;
+	} else if (die == KILL_LARGE) {
+		atomic_fetch_add(&s->g->st.killed_large, 1);
+		kill_peer(s);
 	}
 }
 
@@ -593,6 +607,13 @@ loop_fill(cqw_loop *loop, struct slot *s)
 			return r;
 		}
 		s->sends++;
+		if (die == KILL_LARGE) {
+			/* Start the write: the kill should land inside it. */
+			r = cqw_flush(loop);
+			if (r < 0) {
+				return r;
+			}
+		}
 		after_send(s, die);
 	}
 	if (!s->rop_busy && !s->rx_err) {
@@ -613,6 +634,7 @@ loop_done(cqw_loop *loop, struct cqw_op *op)
 		s->sends--;
 		if (op->result < 0) {
 			slot_error(s, "send", (int)op->result);
+			end_code_count(s->g->st.send_ends, (int)op->result);
 		}
 		free(op->buf);
 		free(o);
@@ -628,7 +650,7 @@ loop_done(cqw_loop *loop, struct cqw_op *op)
 	}
 	if (op->result < 0) {
 		slot_error(s, "receive", (int)op->result);
-		end_code_count(&s->g->st, (int)op->result);
+		end_code_count(s->g->st.ends, (int)op->result);
 		s->rx_err = 1;
 		return 0;
 	}
@@ -786,6 +808,7 @@ sync_fill(struct slot *s)
 	after_send(s, die);
 	if (r < 0) {
 		slot_error(s, "send", r);
+		end_code_count(s->g->st.send_ends, r);
 		s->state = ST_DYING;
 	}
 }
@@ -914,7 +937,7 @@ sync_group(struct group *g)
 				r = sync_recv_one(s, &b);
 				if (r < 0) {
 					slot_error(s, "receive", r);
-					end_code_count(&g->st, r);
+					end_code_count(g->st.ends, r);
 					s->rx_err = 1;
 					break;
 				}

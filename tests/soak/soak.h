@@ -54,14 +54,17 @@ enum {
 
 enum { ST_LIVE, ST_DYING };
 enum { G_LOOP, G_SYNC };
-enum { KILL_NONE, KILL_PARENT, KILL_SELF };
+enum { KILL_NONE, KILL_PARENT, KILL_SELF, KILL_LARGE };
 
 #define N_END 4 /* the codes in end_codes[] (parent.c) */
 
 struct stats {
 	atomic_uint_fast64_t sent, received, bytes, lost, dup, reordered, torn;
-	atomic_uint_fast64_t lost_kill, killed_parent, killed_self;
-	atomic_uint_fast64_t unexpected, bad_exit, ends[N_END + 1];
+	atomic_uint_fast64_t lost_kill, killed_parent, killed_self,
+	    killed_large;
+	atomic_uint_fast64_t unexpected, bad_exit;
+	/* How killed peers' connections ended: receives, then sends. */
+	atomic_uint_fast64_t ends[N_END + 1], send_ends[N_END + 1];
 };
 
 struct rec {
