@@ -26,6 +26,7 @@
 #include "soak.h"
 
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -313,6 +314,14 @@ struct measure {
 static void
 measure(struct measure *m)
 {
+#ifdef __GLIBC__
+	/*
+	 * Hand freed heap back first: glibc keeps freed 1 MiB buffers in its
+	 * arenas (its mmap threshold rises after the first is freed), which
+	 * would read as growth that no one holds.
+	 */
+	malloc_trim(0);
+#endif
 	m->fds = soak_count_fds();
 	m->rss = soak_rss_kib();
 }
