@@ -187,6 +187,9 @@ usage(void)
 	    "  --max-size BYTES     cap on message sizes (1 MiB)\n"
 	    "  --sync-batch-timeout MS  cqw_recv_batch timeout, sync group "
 	    "(0)\n"
+	    "  --close-early PCT    loop groups: close a killed peer's\n"
+	    "                       connection at once, ops in flight,\n"
+	    "                       in PCT%% of kills (25)\n"
 	    "  --rss-bound MIB      RSS growth allowed after warm-up (64)\n"
 	    "  --watchdog SECONDS   no message for that long: hung (60)\n"
 	    "  --fault F            the loop groups' peers make mistake F\n"
@@ -213,6 +216,7 @@ parse_args(int argc, char **argv)
 	soak_opt.max_size = MAX_MSG;
 	soak_opt.watchdog_s = 60;
 	soak_opt.rss_bound_mib = 64;
+	soak_opt.close_early = 25;
 	soak_opt.sync_batch_timeout = 0;
 	soak_opt.progress = -1;
 	for (i = 1; i < argc; i++) {
@@ -250,6 +254,9 @@ parse_args(int argc, char **argv)
 			i++;
 		} else if (strcmp(a, "--max-size") == 0) {
 			soak_opt.max_size = strtoull(v, NULL, 0);
+			i++;
+		} else if (strcmp(a, "--close-early") == 0) {
+			soak_opt.close_early = atoi(v);
 			i++;
 		} else if (strcmp(a, "--rss-bound") == 0) {
 			soak_opt.rss_bound_mib = strtol(v, NULL, 0);
@@ -331,8 +338,8 @@ report(int ok, double elapsed, const struct measure *m0,
        const struct measure *m1, const struct measure *m2,
        const struct measure *m3)
 {
-	static const char *names[] = { "EOF", "ETRUNC", "ECONNRESET", "EPIPE",
-				       "other" };
+	static const char *names[] = { "EOF",	"ETRUNC",    "ECONNRESET",
+				       "EPIPE", "ECANCELED", "other" };
 	uint64_t rec = TOTAL(received);
 	size_t i;
 
@@ -347,7 +354,8 @@ report(int ok, double elapsed, const struct measure *m0,
 		       ", \"killed_self_in_echo\": %" PRIu64
 		       ", \"killed_after_large_send\": %" PRIu64
 		       ", \"unexpected_errors\": %" PRIu64
-		       ", \"bad_exits\": %" PRIu64,
+		       ", \"bad_exits\": %" PRIu64
+		       ", \"closed_early\": %" PRIu64,
 		       ok ? "true" : "false", soak_opt.seed, soak_opt.conns,
 		       soak_opt.backends == 6	? "both"
 		       : soak_opt.backends == 4 ? "uring"
@@ -355,7 +363,8 @@ report(int ok, double elapsed, const struct measure *m0,
 		       TOTAL(sent), rec, TOTAL(bytes), TOTAL(lost), TOTAL(dup),
 		       TOTAL(reordered), TOTAL(torn), TOTAL(lost_kill),
 		       TOTAL(killed_parent), TOTAL(killed_self),
-		       TOTAL(killed_large), TOTAL(unexpected), TOTAL(bad_exit));
+		       TOTAL(killed_large), TOTAL(unexpected), TOTAL(bad_exit),
+		       TOTAL(closed_early));
 		for (i = 0; i <= N_END; i++) {
 			printf(", \"recv_end_%s\": %" PRIu64
 			       ", \"send_end_%s\": %" PRIu64,
@@ -406,6 +415,8 @@ report(int ok, double elapsed, const struct measure *m0,
 	printf("  %-28s %14" PRIu64 "\n", "errors on live peers",
 	       TOTAL(unexpected));
 	printf("  %-28s %14" PRIu64 "\n", "bad peer exits", TOTAL(bad_exit));
+	printf("  %-28s %14" PRIu64 "\n", "closed with ops in flight",
+	       TOTAL(closed_early));
 	printf("  %-28s %6d -> %6d   (start %d, final %d)\n", "fds warm -> end",
 	       m1->fds, m2->fds, m0->fds, m3->fds);
 	printf("  %-28s %6ld -> %6ld   (start %ld, final %ld)\n",

@@ -19,9 +19,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Error codes a killed peer's connection may end with, for the report. */
-static const int end_codes[] = { CQW_EOF, CQW_ETRUNC, CQW_ECONNRESET,
-				 CQW_EPIPE };
+/*
+ * Error codes a killed peer's connection may end with, for the report;
+ * CQW_ECANCELED for ops that a close (--close-early) ended.
+ */
+static const int end_codes[] = { CQW_EOF, CQW_ETRUNC, CQW_ECONNRESET, CQW_EPIPE,
+				 CQW_ECANCELED };
 
 struct opts soak_opt;
 char soak_self_exe[4096];
@@ -68,6 +71,10 @@ end_code_count(atomic_uint_fast64_t *ends, int r)
 		if (r == end_codes[i]) {
 			break;
 		}
+	}
+	if (i == N_END) {
+		fprintf(stderr, "soak: a killed peer's connection ended %s\n",
+			cqw_err_name(r));
 	}
 	atomic_fetch_add(&ends[i], 1);
 }
@@ -196,6 +203,7 @@ slot_start(struct slot *s)
 	s->rop_busy = 0;
 	s->sends = 0;
 	s->cancelled = 0;
+	s->close_now = 0;
 	memset(&s->rop, 0, sizeof(s->rop));
 	plan_kill(s);
 	return spawn_peer(s);
@@ -246,6 +254,11 @@ kill_peer(struct slot *s)
 	kill(s->pid, SIGKILL);
 	atomic_fetch_add(&s->g->st.killed_parent, 1);
 	s->state = ST_DYING;
+	/* Sometimes drop the connection at once, as a pool parent would. */
+	if (s->g->kind == G_LOOP && !s->broken &&
+	    soak_rnd(&s->g->rng) % 100 < (uint64_t)soak_opt.close_early) {
+		s->close_now = 1;
+	}
 }
 
 /* A connection error: expected once the peer was killed, else a failure. */
@@ -617,7 +630,28 @@ loop_fill(cqw_loop *loop, struct slot *s)
 		after_send(s, die);
 	}
 	if (!s->rop_busy && !s->rx_err) {
-		return loop_submit_recv(loop, s);
+		r = loop_submit_recv(loop, s);
+		if (r < 0) {
+			return r;
+		}
+	}
+	if (s->close_now) {
+		/*
+		 * cqw_conn_close() cancels the ops still queued or in flight
+		 * (the receive just submitted, flushed or not) and waits for
+		 * them; they come back from cqw_reap() all the same.
+		 */
+		s->close_now = 0;
+		s->rx_err = 1;
+		atomic_fetch_add(&s->g->st.closed_early, 1);
+		r = soak_rnd(&s->g->rng) % 2 ? cqw_flush(loop) : 0;
+		if (r == 0) {
+			r = cqw_conn_close(s->tx);
+		}
+		if (r == 0 && s->rx != s->tx) {
+			r = cqw_conn_close(s->rx);
+		}
+		return r;
 	}
 	return 0;
 }
@@ -642,6 +676,9 @@ loop_done(cqw_loop *loop, struct cqw_op *op)
 	}
 	s = op->user_data;
 	s->rop_busy = 0;
+	if (op->result == CQW_ETOOSHORT && s->rx_err) {
+		return 0; /* closed meanwhile (--close-early): it ends here */
+	}
 	if (op->result == CQW_ETOOSHORT) {
 		free(s->rbuf);
 		s->rcap = op->needed;

@@ -56,13 +56,13 @@ enum { ST_LIVE, ST_DYING };
 enum { G_LOOP, G_SYNC };
 enum { KILL_NONE, KILL_PARENT, KILL_SELF, KILL_LARGE };
 
-#define N_END 4 /* the codes in end_codes[] (parent.c) */
+#define N_END 5 /* the codes in end_codes[] (parent.c) */
 
 struct stats {
 	atomic_uint_fast64_t sent, received, bytes, lost, dup, reordered, torn;
 	atomic_uint_fast64_t lost_kill, killed_parent, killed_self,
 	    killed_large;
-	atomic_uint_fast64_t unexpected, bad_exit;
+	atomic_uint_fast64_t unexpected, bad_exit, closed_early;
 	/* How killed peers' connections ended: receives, then sends. */
 	atomic_uint_fast64_t ends[N_END + 1], send_ends[N_END + 1];
 };
@@ -96,6 +96,7 @@ struct slot {
 	uint8_t *rbuf;
 	size_t rcap;
 	int rop_busy, sends, cancelled;
+	int close_now; /* close both ends now, ops in flight or not */
 };
 
 struct sop {
@@ -109,7 +110,8 @@ struct opts {
 	size_t window_bytes, max_size;
 	int backends; /* bit 1: poll, bit 2: uring */
 	int json, progress, watchdog_s;
-	long rss_bound_mib;	/* RSS growth allowed from warm-up to the end */
+	int close_early;    /* % of loop kills that close with ops in flight */
+	long rss_bound_mib; /* RSS growth allowed from warm-up to the end */
 	int sync_batch_timeout; /* cqw_recv_batch timeout in the sync group */
 	int fault;		/* FAULT_*: the loop groups' peers misbehave */
 };
