@@ -18,7 +18,17 @@
  * killed or told to kill itself: no more sends, keep receiving until the
  * connection fails, wait for every op), then the peer is reaped, what was
  * still outstanding counts as lost by the kill, and a fresh peer on fresh
- * connections takes the slot with the next generation.
+ * connections takes the slot with the next generation. Kills come after a
+ * random count of messages, three ways alike: SIGKILL from the parent at
+ * that moment; SIGKILL just after the parent started a large write; or a
+ * flag in a large message that makes the peer arm a SIGKILL timer, which
+ * most often fires while its echo is half written. A loop group also
+ * closes some killed peers' connections with their ops in flight.
+ *
+ * Every message that comes back must be whole and in order; a killed
+ * peer's connection must end with a clean error (CQW_EOF, CQW_ETRUNC,
+ * CQW_ECONNRESET, CQW_EPIPE, or CQW_ECANCELED after our close).
+ * Descriptors must not grow between the warm-up and the end.
  *
  * Exit status: 0 all clean, 1 a check failed, 2 hang (watchdog), 77 a
  * backend asked for cannot run here.
