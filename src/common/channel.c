@@ -504,13 +504,21 @@ cqw__chan_take_frame(cqw_conn *c, const struct cqw__peek *p, void *dst)
 	return cqw__chan_recv_payload(c, dst, c->dec.len, -1);
 }
 
+/*
+ * Frames this small always fit the kernel's smallest buffers whole, so a
+ * frame-exact connection waits for them whole however long; larger ones
+ * may be committed to (see cqw__chan_frame_ready()).
+ */
+#define EXACT_WHOLE_MIN 1024
+
 int
-cqw__chan_frame_ready(cqw_conn *c, size_t cap, int first, int *partial)
+cqw__chan_frame_ready(cqw_conn *c, size_t cap, int first, int commit,
+		      uint64_t *partial)
 {
 	struct cqw__peek p;
-	int64_t queued;
+	int64_t queued, qcap;
 	size_t staged;
-	int r;
+	int r, part;
 
 	*partial = 0;
 	if (c->deferred_err < 0) {
@@ -518,34 +526,48 @@ cqw__chan_frame_ready(cqw_conn *c, size_t cap, int first, int *partial)
 	}
 	if (cqw__chan_exact_boundary(c)) {
 		/* Frame-exact: decide by looking; consume nothing. */
-		r = peek_header(c, &p, 0, partial);
+		r = peek_header(c, &p, 0, &part);
 		if (r == CQW_EOF) {
 			return 1; /* the read says so */
 		}
-		if (r != CQW_EOPNOTSUPP) {
-			if (r < 0 || (r == 0 && !*partial)) {
-				return r;
-			}
-			if (r == 1 && (p.len > cap ||
-				       (first && p.len > CQW__STAGE_SIZE))) {
-				return 1;
-			}
-			if (r == 1) {
-				queued = cqw__io_nread(c->fd);
-				if (queued < 0) {
-					return (int)queued;
-				}
-				*partial = (uint64_t)queued < p.hdrlen + p.len;
-			}
-			if (!*partial) {
-				return 1;
-			}
-			/* Cut short, and the peer gone: the read says so. */
-			r = cqw__io_hup(c->fd);
-			return r != 0 ? (r < 0 ? r : 1) : 0;
+		if (r == CQW_EOPNOTSUPP) {
+			goto out_consuming; /* cannot be peeked */
 		}
-		/* This descriptor cannot be peeked: read the header. */
+		if (r < 0 || (r == 0 && !part)) {
+			return r;
+		}
+		if (r == 1) {
+			if (p.len > cap || (first && p.len > CQW__STAGE_SIZE)) {
+				return 1;
+			}
+			queued = cqw__io_nread(c->fd);
+			if (queued < 0) {
+				return (int)queued;
+			}
+			if ((uint64_t)queued >= p.hdrlen + p.len) {
+				return 1;
+			}
+			/*
+			 * A frame bigger than the kernel will ever hold, or
+			 * one the caller gave up waiting for whole (commit,
+			 * after the queue stopped growing), is read as it
+			 * comes, by this connection: commit to it.
+			 */
+			qcap = cqw__io_queue_cap(c->fd, c->kind);
+			if (p.hdrlen + p.len > EXACT_WHOLE_MIN &&
+			    ((qcap > 0 && p.hdrlen + p.len > (uint64_t)qcap) ||
+			     commit)) {
+				goto out_consuming;
+			}
+			*partial = (uint64_t)queued;
+		} else {
+			*partial = 1; /* part of a header */
+		}
+		/* Cut short, and the peer gone: the read says so. */
+		r = cqw__io_hup(c->fd);
+		return r != 0 ? (r < 0 ? r : 1) : 0;
 	}
+out_consuming:
 	if (cqw__dec_want(&c->dec) > 0) {
 		/* Take what header bytes are here; they stay in the decoder. */
 		r = cqw__chan_recv_header(c, cqw__now_ms());
@@ -568,8 +590,11 @@ cqw__chan_frame_ready(cqw_conn *c, size_t cap, int first, int *partial)
 	if (queued < 0) {
 		return (int)queued;
 	}
-	*partial = (uint64_t)queued + staged < c->dec.len - c->pay_got;
-	return !*partial;
+	if ((uint64_t)queued + staged < c->dec.len - c->pay_got) {
+		*partial = 1;
+		return 0;
+	}
+	return 1;
 }
 
 int

@@ -436,11 +436,12 @@ cqw_send_batch(cqw_conn *c, const struct cqw_msg *msgs, size_t n)
 static int
 wait_frame(cqw_conn *c, size_t cap, int64_t deadline)
 {
-	unsigned us = 50;
-	int partial, r;
+	uint64_t partial, last = 0;
+	unsigned us = 50, still = 0;
+	int r, commit = 0;
 
 	for (;;) {
-		r = cqw__chan_frame_ready(c, cap, 1, &partial);
+		r = cqw__chan_frame_ready(c, cap, 1, commit, &partial);
 		if (r != 0) {
 			return r;
 		}
@@ -465,11 +466,16 @@ wait_frame(cqw_conn *c, size_t cap, int64_t deadline)
 			/*
 			 * Frame-exact: part of the next frame is queued and
 			 * stays there (another reader may take it), so poll()
-			 * would not sleep: nap instead.
+			 * would not sleep: nap instead. A queue that stops
+			 * growing for 20 ms holds a frame the kernel may
+			 * never hold whole (a sender's small buffer): commit.
 			 */
 			if (deadline >= 0 && cqw__remaining_ms(deadline) == 0) {
 				return 0;
 			}
+			still = partial == last ? still + us : 0;
+			last = partial;
+			commit = still >= 20000;
 			cqw__sleep_us(us);
 			us = us < 2000 ? us * 2 : us;
 			continue;
@@ -485,7 +491,8 @@ int
 cqw_recv_batch(cqw_conn *c, struct cqw_msg *msgs, size_t n, int timeout_ms)
 {
 	int64_t deadline = timeout_ms < 0 ? -1 : cqw__now_ms() + timeout_ms;
-	int r = check_read(c), partial;
+	int r = check_read(c);
+	uint64_t partial;
 	size_t got = 0;
 	int64_t len;
 
@@ -513,7 +520,7 @@ cqw_recv_batch(cqw_conn *c, struct cqw_msg *msgs, size_t n, int timeout_ms)
 		}
 		/* After the first, take only frames that are wholly here. */
 		if (got > 0) {
-			r = cqw__chan_frame_ready(c, msgs[got].cap, 0,
+			r = cqw__chan_frame_ready(c, msgs[got].cap, 0, 0,
 						  &partial);
 			if (r <= 0) {
 				break;

@@ -153,11 +153,15 @@ int cqw__chan_take_frame(cqw_conn *c, const struct cqw__peek *p, void *dst);
  * 1 if the next frame can be read now: its header is in and it is wholly
  * queued, or it does not fit cap (CQW_ETOOSHORT needs no payload), or,
  * with first, it is too big ever to be wholly queued. 0 if not, with
- * *partial set if part of it is queued (readiness will not say when the
- * rest comes). Frame-exact connections consume nothing here; exclusive
- * ones may read the header. Or an error such as CQW_EOF.
+ * *partial non-zero if part of it is queued (readiness will not say when
+ * the rest comes): at a frame-exact boundary, how many bytes. Frame-exact
+ * connections consume nothing here, except for a frame over 1 KiB that
+ * the kernel's buffer cannot hold whole, or, with commit, one whose
+ * queue stopped growing: its header is then read, and the frame is this
+ * connection's to finish. Or an error such as CQW_EOF.
  */
-int cqw__chan_frame_ready(cqw_conn *c, size_t cap, int first, int *partial);
+int cqw__chan_frame_ready(cqw_conn *c, size_t cap, int first, int commit,
+			  uint64_t *partial);
 /*
  * With a whole header in, move what has come of the payload into the
  * staging buffer (never past the frame unless CQW_EXCLUSIVE). 1 if bytes

@@ -136,5 +136,10 @@ int cqw__io_hup(cqw_fd fd);
  */
 int64_t cqw__io_readv_wait(cqw_fd fd, int kind, cqw__iov *iov, int cnt);
 void cqw__sleep_us(unsigned us);
+/*
+ * About how many bytes fd's kernel buffer can hold for a reader (pipes:
+ * F_GETPIPE_SZ; sockets: a share of SO_RCVBUF), or an error.
+ */
+int64_t cqw__io_queue_cap(cqw_fd fd, int kind);
 
 #endif

@@ -151,3 +151,25 @@ cqw__sleep_us(unsigned us)
 	while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
 	}
 }
+
+int64_t
+cqw__io_queue_cap(cqw_fd fd, int kind)
+{
+	int v = 0;
+
+	if (kind == CQW__FD_SOCK) {
+		socklen_t len = sizeof(v);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, &len) != 0) {
+			return -errno;
+		}
+		/* The kernel doubles what was set, for its own overhead. */
+		return v / 4;
+	}
+#ifdef F_GETPIPE_SZ
+	v = fcntl(fd, F_GETPIPE_SZ);
+	return v < 0 ? -errno : v;
+#else
+	return CQW_EOPNOTSUPP;
+#endif
+}
