@@ -5,7 +5,7 @@
  * to O_NONBLOCK: another process (a Python peer that inherited the pipe)
  * may share the open file and expects it blocking. Sockets use
  * MSG_DONTWAIT per call; pipes use RWF_NOWAIT, or readiness first where the
- * kernel lacks it.
+ * file refuses it (see CQW__FD_PIPE_POLL).
  */
 #ifndef CQW_IO_H
 #define CQW_IO_H
@@ -31,16 +31,30 @@ typedef struct iovec cqw__iov;
 #define CQW__IOV_MAX 1024
 #endif
 
+/*
+ * What a connection's descriptor is (c->kind). It is per descriptor, not
+ * per process: one file that refuses RWF_NOWAIT says nothing of the others.
+ * Only the non-blocking calls that take int *kind change it, and only from
+ * CQW__FD_PIPE to CQW__FD_PIPE_POLL, the first time the kernel answers
+ * EOPNOTSUPP (a FIFO opened by name, a tty, pipes before Linux 5.8). Test
+ * "is it a socket" with == CQW__FD_SOCK: every other kind is a pipe.
+ */
 enum cqw__fd_kind {
-	CQW__FD_SOCK = 1, /* a stream socket: send/recv with flags */
-	CQW__FD_PIPE = 2, /* anything else read/write works on */
+	CQW__FD_SOCK = 1,      /* a stream socket: send/recv with flags */
+	CQW__FD_PIPE = 2,      /* anything else read/write works on */
+	CQW__FD_PIPE_POLL = 3, /* a CQW__FD_PIPE that refused RWF_NOWAIT:
+				  readiness (poll, timeout 0) first, then a
+				  read, or a write of at most PIPE_BUF bytes */
 };
 
-/* What fd is: a CQW__FD_* kind, or CQW_EBADF. */
+/* What fd is: CQW__FD_SOCK or CQW__FD_PIPE, or CQW_EBADF. */
 int cqw__io_fd_kind(cqw_fd fd);
 
-/* >0 bytes read, 0 at end of file, CQW_EAGAIN, or an error. */
-int64_t cqw__io_read(cqw_fd fd, int kind, void *buf, size_t len);
+/*
+ * >0 bytes read, 0 at end of file, CQW_EAGAIN, or an error. May downgrade
+ * *kind (see enum cqw__fd_kind); the caller keeps it for the next call.
+ */
+int64_t cqw__io_read(cqw_fd fd, int *kind, void *buf, size_t len);
 
 /*
  * A read that sleeps until data, EOF or an error: >0, 0 or an error;
@@ -55,8 +69,9 @@ int64_t cqw__io_nread(cqw_fd fd);
 
 /*
  * A write that sleeps until all of iov is written, as a blocking write()
- * does (fewer bytes only when a signal cuts it short). CQW_EAGAIN or a
- * short count if the owner made the descriptor non-blocking.
+ * does (fewer bytes when a signal cuts it short or the reader goes).
+ * CQW_EAGAIN or a short count if the owner made the descriptor
+ * non-blocking. Never SIGPIPE.
  */
 int64_t cqw__io_writev_wait(cqw_fd fd, int kind, const cqw__iov *iov, int cnt);
 
@@ -69,8 +84,12 @@ int64_t cqw__io_peek(cqw_fd sock, void *buf, size_t len);
  */
 int cqw__io_readv_all(cqw_fd sock, cqw__iov *iov, int cnt);
 
-/* Bytes written (maybe fewer than asked), CQW_EAGAIN, or an error. */
-int64_t cqw__io_writev(cqw_fd fd, int kind, const cqw__iov *iov, int cnt);
+/*
+ * Bytes written (maybe fewer than asked: at most PIPE_BUF on a
+ * CQW__FD_PIPE_POLL), CQW_EAGAIN, or an error (CQW_EPIPE when the reader
+ * is gone; never SIGPIPE). May downgrade *kind as cqw__io_read() does.
+ */
+int64_t cqw__io_writev(cqw_fd fd, int *kind, const cqw__iov *iov, int cnt);
 
 /*
  * Wait up to timeout_ms until fd is readable (or at EOF or in error), or

@@ -90,11 +90,11 @@ attempt(cqw_loop *loop, struct cqw__io *io)
 	int64_t r;
 
 	if (io->kind == CQW__IO_READ) {
-		r = cqw__io_read(c->fd, c->kind, io->buf, io->len);
+		r = cqw__io_read(c->fd, &c->kind, io->buf, io->len);
 	} else if (io->kind == CQW__IO_PEEK) {
 		r = cqw__io_peek(c->fd, io->buf, io->len);
 	} else {
-		r = cqw__io_writev(c->fd, c->kind, io->iov, io->iovcnt);
+		r = cqw__io_writev(c->fd, &c->kind, io->iov, io->iovcnt);
 	}
 	if (r == CQW_EAGAIN) {
 		return 0;
