@@ -1,5 +1,16 @@
 # POSIX I/O (src/posix, src/poll): pipes and pipe-like files (RWF_NOWAIT
-# per descriptor, SIGPIPE).
+# per descriptor, SIGPIPE) and the signal check (CQW_EINTR).
 
 # Through the loop of each backend (CQW_BACKEND), and the sync API.
 cqw_suite_test(test-pipes test-pipes.c)
+
+# The signal check and CQW_EINTR: the sync API's blocking calls, and the
+# poll backend's wait (forced by the loop option). Once, not per backend.
+add_executable(test-signals test-signals.c)
+cqw_target_defaults(test-signals)
+target_include_directories(test-signals PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+target_link_libraries(test-signals PRIVATE cqwire PkgConfig::CMOCKA
+  Threads::Threads)
+add_test(NAME test-signals COMMAND test-signals)
+set_tests_properties(test-signals PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77)
+

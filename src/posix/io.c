@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "common/internal.h"
+#include "posix/signals.h"
 #include "posix/sigpipe.h"
 
 /* iovecs a CQW__FD_PIPE_POLL write takes at most (PIPE_BUF bytes). */
@@ -89,11 +90,15 @@ cqw__remaining_ms(int64_t deadline)
 	return left > 0x7fffffff ? 0x7fffffff : (int)left;
 }
 
-/* poll() that retries EINTR with the time left. */
+/*
+ * poll() that retries EINTR with the time left; a wait that may sleep
+ * (timeout_ms != 0) asks the thread's signal check first.
+ */
 static int
 poll_eintr(struct pollfd *p, nfds_t n, int timeout_ms)
 {
 	int64_t deadline = timeout_ms < 0 ? -1 : cqw__now_ms() + timeout_ms;
+	int blocking = timeout_ms != 0;
 	int r;
 
 	for (;;) {
@@ -103,6 +108,9 @@ poll_eintr(struct pollfd *p, nfds_t n, int timeout_ms)
 		}
 		if (errno != EINTR) {
 			return -errno;
+		}
+		if (blocking && cqw__eintr_stop()) {
+			return CQW_EINTR;
 		}
 		timeout_ms = cqw__remaining_ms(deadline);
 	}
@@ -216,6 +224,10 @@ cqw__io_read_wait(cqw_fd fd, int kind, void *buf, size_t len, int all)
 		if (errno != EINTR) {
 			return errno == EWOULDBLOCK ? CQW_EAGAIN : -errno;
 		}
+		/* Nothing was read: the kernel returns a short count else. */
+		if (cqw__eintr_stop()) {
+			return CQW_EINTR;
+		}
 	}
 }
 
@@ -248,6 +260,7 @@ int
 cqw__io_readv_all(cqw_fd sock, cqw__iov *iov, int cnt)
 {
 	struct msghdr m;
+	int consumed = 0;
 	ssize_t r;
 
 	while (cnt > 0) {
@@ -257,14 +270,19 @@ cqw__io_readv_all(cqw_fd sock, cqw__iov *iov, int cnt)
 		    (size_t)(cnt > CQW__IOV_MAX ? CQW__IOV_MAX : cnt);
 		r = recvmsg(sock, &m, MSG_WAITALL);
 		if (r < 0) {
-			if (errno == EINTR) {
-				continue;
+			if (errno != EINTR) {
+				return -errno;
 			}
-			return -errno;
+			/* Once bytes are taken, stopping would lose them. */
+			if (!consumed && cqw__eintr_stop()) {
+				return CQW_EINTR;
+			}
+			continue;
 		}
 		if (r == 0) {
 			return CQW_ETRUNC;
 		}
+		consumed = 1;
 		while (cnt > 0 && (size_t)r >= iov->iov_len) {
 			r -= (ssize_t)iov->iov_len;
 			iov++;
@@ -464,6 +482,10 @@ cqw__io_writev_wait(cqw_fd fd, int kind, const cqw__iov *iov, int cnt)
 		if (errno != EINTR) {
 			return errno == EWOULDBLOCK ? CQW_EAGAIN : -errno;
 		}
+		/* Nothing was written: the kernel returns a short count else. */
+		if (cqw__eintr_stop()) {
+			return CQW_EINTR;
+		}
 	}
 }
 
@@ -558,6 +580,9 @@ cqw__io_send_fd(cqw_fd sock, cqw_fd fd)
 		if (errno != EINTR) {
 			return -errno;
 		}
+		if (cqw__eintr_stop()) {
+			return CQW_EINTR;
+		}
 	}
 }
 
@@ -587,6 +612,9 @@ cqw__io_recv_fd(cqw_fd sock, cqw_fd *out)
 		}
 		if (errno != EINTR) {
 			return -errno;
+		}
+		if (cqw__eintr_stop()) {
+			return CQW_EINTR;
 		}
 	}
 	c = CMSG_FIRSTHDR(&m);

@@ -17,6 +17,7 @@
 
 #include "common/address.h"
 #include "common/io.h"
+#include "posix/signals.h"
 
 /* Fill a sockaddr_un; returns its length or CQW_ENAMETOOLONG. */
 static int
@@ -57,21 +58,38 @@ resolve(const struct cqw__addr *a, int passive, struct addrinfo **res)
 	return r == 0 ? 0 : CQW_EADDRNOTAVAIL;
 }
 
+/*
+ * A blocking connect that a signal interrupts is asked again: Linux then
+ * goes on waiting for the same attempt (TCP) or starts it anew (AF_UNIX,
+ * where the interrupted one left the socket unconnected); others may say
+ * EALREADY, and then the attempt finishes in the background. CQW_EINTR if
+ * the thread's signal check says stop: the caller closes the socket.
+ */
 static int
 connect_retry(int fd, const struct sockaddr *sa, socklen_t len)
 {
-	int err = 0;
+	int err = 0, r;
 	socklen_t elen = sizeof(err);
 
-	if (connect(fd, sa, len) == 0) {
-		return 0;
+	for (;;) {
+		if (connect(fd, sa, len) == 0 || errno == EISCONN) {
+			return 0;
+		}
+		if (errno == EALREADY || errno == EINPROGRESS) {
+			break;
+		}
+		if (errno != EINTR) {
+			return -errno;
+		}
+		if (cqw__eintr_stop()) {
+			return CQW_EINTR;
+		}
 	}
-	if (errno != EINTR) {
-		return -errno;
+	r = cqw__io_wait(fd, 1, -1);
+	if (r < 0) {
+		return r;
 	}
-	/* An interrupted connect goes on in the background: wait for it. */
-	if (cqw__io_wait(fd, 1, -1) < 0 ||
-	    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) {
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) {
 		return -errno;
 	}
 	return -err;
@@ -141,8 +159,8 @@ open_addr(const struct cqw__addr *a, int backlog, cqw_fd *out)
 	/* The first address that works, as socket.create_connection. */
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
 		r = open_one(ai->ai_addr, ai->ai_addrlen, backlog, out);
-		if (r == 0) {
-			break;
+		if (r == 0 || r == CQW_EINTR) {
+			break; /* interrupted: the caller decides, not us */
 		}
 	}
 	freeaddrinfo(res);
