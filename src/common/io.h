@@ -136,7 +136,11 @@ int cqw__io_send_fd(cqw_fd sock, cqw_fd fd);
  */
 int cqw__io_recv_fd(cqw_fd sock, cqw_fd *out);
 
-/* Sockets for Listener / Client (blocking, close-on-exec). */
+/*
+ * Sockets for Listener / Client, close-on-exec. A listening socket is
+ * O_NONBLOCK (it is ours, and accept must not sleep: see sock.c); the
+ * sockets that connect and accept return are blocking.
+ */
 struct cqw__addr;
 int cqw__sock_listen(const struct cqw__addr *a, int backlog, cqw_fd *out);
 /*
@@ -145,8 +149,8 @@ int cqw__sock_listen(const struct cqw__addr *a, int backlog, cqw_fd *out);
  */
 int cqw__sock_connect(const struct cqw__addr *a, cqw_fd *out);
 /*
- * BLOCKING. Wait up to timeout_ms for a peer: CQW_ETIMEDOUT if none came,
- * CQW_EINTR.
+ * BLOCKING. Wait up to timeout_ms for a peer: CQW_ETIMEDOUT if none came
+ * (also when another process sharing the listener took it), CQW_EINTR.
  */
 int cqw__sock_accept(cqw_fd lfd, cqw_fd *out, int timeout_ms);
 /* The address a socket is bound to. */

@@ -1,7 +1,9 @@
 /*
  * Listener and Client sockets on POSIX: AF_UNIX (path and Linux abstract)
- * and TCP over IPv4 and IPv6, as Python's Listener makes them: blocking,
- * SO_REUSEADDR for TCP, and an abstract name's length exactly its bytes.
+ * and TCP over IPv4 and IPv6, as Python's Listener makes them: SO_REUSEADDR
+ * for TCP, and an abstract name's length exactly its bytes. Connected and
+ * accepted sockets are blocking, as Python's are (they may be handed to a
+ * Python peer); the listening socket is O_NONBLOCK, see cqw__sock_accept().
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -102,7 +104,10 @@ connect_retry(int fd, const struct sockaddr *sa, socklen_t len)
 static int
 open_one(const struct sockaddr *sa, socklen_t len, int backlog, int *out)
 {
-	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* A listener is ours and non-blocking; see cqw__sock_accept(). */
+	int type =
+	    SOCK_STREAM | SOCK_CLOEXEC | (backlog > 0 ? SOCK_NONBLOCK : 0);
+	int fd = socket(sa->sa_family, type, 0);
 	int r = 0, one = 1;
 
 	if (fd < 0) {
@@ -179,6 +184,15 @@ cqw__sock_connect(const struct cqw__addr *a, cqw_fd *out)
 	return open_addr(a, 0, out);
 }
 
+/*
+ * The listener may be shared by several processes (a prefork server): all
+ * of them wake when a peer comes, and only one gets it. So the listener is
+ * O_NONBLOCK, and a loser's accept4() says EAGAIN and goes back to poll()
+ * with the time left, where a blocking accept4() would sleep past the
+ * timeout, maybe for ever. accept4() gives the new socket only the flags
+ * asked for (not the listener's O_NONBLOCK), so it comes out blocking, as
+ * Python's accept() makes it: it may be handed to a Python peer.
+ */
 int
 cqw__sock_accept(cqw_fd lfd, cqw_fd *out, int timeout_ms)
 {
@@ -200,7 +214,7 @@ cqw__sock_accept(cqw_fd lfd, cqw_fd *out, int timeout_ms)
 		if (fd >= 0) {
 			break;
 		}
-		/* Another process may have taken it, or it was aborted. */
+		/* Another process took it, or the peer gave up: wait again. */
 		if (errno != EINTR && errno != EAGAIN &&
 		    errno != ECONNABORTED) {
 			return -errno;
