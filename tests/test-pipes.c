@@ -653,8 +653,8 @@ child_loop_reader_dies(void *arg)
 	r = cqw_reap(loop, done, 1, 5000);
 	dt = t_now_ms() - t0;
 	fprintf(stderr,
-		"loop (%s) send, reader died: reap %d, %s after %lld ms\n",
-		cqw_loop_backend(loop), r,
+		"loop (%s: %s) send, reader died: reap %d, %s after %lld ms\n",
+		cqw_loop_backend(loop), cqw_loop_features(loop), r,
 		r == 1 ? cqw_err_name((int)op.result) : "-", (long long)dt);
 	T_CHILD_CHECK(r == 1 && done[0] == &op);
 	T_CHILD_CHECK(op.result == CQW_EPIPE);
