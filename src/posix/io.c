@@ -12,8 +12,9 @@
  * SIGPIPE: sockets use MSG_NOSIGNAL; pipe writes go through the guard of
  * posix/sigpipe.h. The guard's cost is chosen by a hint (sigpipe_hint):
  * while the last look found SIGPIPE ignored, a guard looks (sigaction) and
- * blocks nothing, one call; once it was not, a guard blocks without looking
- * (pthread_sigmask before and after), two calls, and looks at what is
+ * blocks nothing, one call more than the write; once it was not, a guard
+ * blocks without looking (pthread_sigmask before and after), two calls
+ * more, and looks at what is
  * pending only when the write failed with EPIPE or wrote short. Blocking
  * is right whatever the disposition, so the hint can only cost a call,
  * never let a signal through. The one window left is the look itself: a
@@ -92,7 +93,7 @@ cqw__remaining_ms(int64_t deadline)
 
 /*
  * poll() that retries EINTR with the time left; a wait that may sleep
- * (timeout_ms != 0) asks the thread's signal check first.
+ * (timeout_ms != 0) asks the thread's signal check on each EINTR first.
  */
 static int
 poll_eintr(struct pollfd *p, nfds_t n, int timeout_ms)
