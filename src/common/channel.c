@@ -87,7 +87,7 @@ cqw__chan_read(cqw_conn *c, void *buf, size_t len)
 				return CQW_ENOMEM;
 			}
 		}
-		r = cqw__io_read(c->fd, c->kind, c->stage, CQW__STAGE_SIZE);
+		r = cqw__io_read(c->fd, &c->kind, c->stage, CQW__STAGE_SIZE);
 		if (r <= 0) {
 			return (int)r;
 		}
@@ -106,7 +106,7 @@ cqw__chan_read(cqw_conn *c, void *buf, size_t len)
 		c->stage_off += len;
 		return (int)len;
 	}
-	return (int)cqw__io_read(c->fd, c->kind, buf, len);
+	return (int)cqw__io_read(c->fd, &c->kind, buf, len);
 }
 
 /* Wait for readability before the deadline: 0, CQW_ETIMEDOUT or error. */
@@ -616,7 +616,7 @@ cqw__chan_stage_payload(cqw_conn *c)
 	if ((c->flags & CQW_EXCLUSIVE) || need > CQW__STAGE_SIZE - staged) {
 		need = CQW__STAGE_SIZE - staged;
 	}
-	r = cqw__io_read(c->fd, c->kind, c->stage + staged, (size_t)need);
+	r = cqw__io_read(c->fd, &c->kind, c->stage + staged, (size_t)need);
 	if (r > 0) {
 		c->stage_len += (size_t)r;
 		return 1;

@@ -13,6 +13,7 @@
 
 #include "common/backend.h"
 #include "common/loop.h"
+#include "posix/signals.h"
 
 struct poll_state {
 	struct cqw__io **waiting; /* ios that met EAGAIN */
@@ -90,11 +91,11 @@ attempt(cqw_loop *loop, struct cqw__io *io)
 	int64_t r;
 
 	if (io->kind == CQW__IO_READ) {
-		r = cqw__io_read(c->fd, c->kind, io->buf, io->len);
+		r = cqw__io_read(c->fd, &c->kind, io->buf, io->len);
 	} else if (io->kind == CQW__IO_PEEK) {
 		r = cqw__io_peek(c->fd, io->buf, io->len);
 	} else {
-		r = cqw__io_writev(c->fd, c->kind, io->iov, io->iovcnt);
+		r = cqw__io_writev(c->fd, &c->kind, io->iov, io->iovcnt);
 	}
 	if (r == CQW_EAGAIN) {
 		return 0;
@@ -179,7 +180,11 @@ poll_wait(cqw_loop *loop, int timeout_ms)
 	}
 	r = poll(p, (nfds_t)(s->nwaiting + 1), timeout_ms);
 	if (r < 0) {
-		return errno == EINTR ? 0 : -errno;
+		if (errno != EINTR) {
+			return -errno;
+		}
+		/* The caller waits again with the time left, unless told. */
+		return timeout_ms != 0 && cqw__eintr_stop() ? CQW_EINTR : 0;
 	}
 	if (p[0].revents) {
 		drain_wake(s);

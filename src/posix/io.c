@@ -2,20 +2,35 @@
  * POSIX I/O primitives for src/common (see common/io.h).
  *
  * Pipes: preadv2/pwritev2 with RWF_NOWAIT give a non-blocking attempt on a
- * blocking pipe (Linux >= 5.8 for pipes). Where the kernel answers
- * EOPNOTSUPP we remember it and fall back to poll() before a blocking
- * read; a write then may block, which only the asynchronous API notices.
+ * blocking pipe (Linux >= 5.8 for pipes). A file that answers EOPNOTSUPP
+ * (a FIFO opened by name, a tty, older kernels) becomes CQW__FD_PIPE_POLL
+ * on that connection only: readiness first, then a read, or a write of at
+ * most PIPE_BUF bytes, which a pipe or FIFO that polls writable takes
+ * whole without sleeping (POLLOUT means a free page, and PIPE_BUF fits in
+ * one). A tty promises less: such a write may sleep until it has room.
  *
- * SIGPIPE: sockets use MSG_NOSIGNAL. A pipe write to a closed reader raises
- * SIGPIPE on the calling thread, so unless the process ignores SIGPIPE we
- * block it around the write and take back a signal that our write caused.
+ * SIGPIPE: sockets use MSG_NOSIGNAL; pipe writes go through the guard of
+ * posix/sigpipe.h. The guard's cost is chosen by a hint (sigpipe_hint):
+ * while the last look found SIGPIPE ignored, a guard looks (sigaction) and
+ * blocks nothing, one call more than the write; once it was not, a guard
+ * blocks without looking (pthread_sigmask before and after), two calls
+ * more, and looks at what is
+ * pending only when the write failed with EPIPE or wrote short. Blocking
+ * is right whatever the disposition, so the hint can only cost a call,
+ * never let a signal through. The one window left is the look itself: a
+ * thread that stops ignoring SIGPIPE between another's look and its write.
+ * A zero-cost guard does not exist: the signal is raised synchronously and
+ * acted on before write() returns, so it must be blocked or ignored at
+ * that moment, and blocking it for good would change the program's mask.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -26,9 +41,11 @@
 #include <unistd.h>
 
 #include "common/internal.h"
+#include "posix/signals.h"
 #include "posix/sigpipe.h"
 
-static int no_rwf_nowait; /* set once the kernel says EOPNOTSUPP */
+/* iovecs a CQW__FD_PIPE_POLL write takes at most (PIPE_BUF bytes). */
+#define PIPE_POLL_IOV 128
 
 int
 cqw__io_fd_kind(cqw_fd fd)
@@ -74,25 +91,40 @@ cqw__remaining_ms(int64_t deadline)
 	return left > 0x7fffffff ? 0x7fffffff : (int)left;
 }
 
-int
-cqw__io_wait(cqw_fd fd, int want_write, int timeout_ms)
+/*
+ * poll() that retries EINTR with the time left; a wait that may sleep
+ * (timeout_ms != 0) asks the thread's signal check on each EINTR first.
+ */
+static int
+poll_eintr(struct pollfd *p, nfds_t n, int timeout_ms)
 {
-	struct pollfd p = { .fd = fd, .events = want_write ? POLLOUT : POLLIN };
 	int64_t deadline = timeout_ms < 0 ? -1 : cqw__now_ms() + timeout_ms;
+	int blocking = timeout_ms != 0;
 	int r;
 
 	for (;;) {
-		r = poll(&p, 1, timeout_ms);
+		r = poll(p, n, timeout_ms);
 		if (r >= 0) {
-			break;
+			return r;
 		}
 		if (errno != EINTR) {
 			return -errno;
 		}
+		if (blocking && cqw__eintr_stop()) {
+			return CQW_EINTR;
+		}
 		timeout_ms = cqw__remaining_ms(deadline);
 	}
-	if (r == 0) {
-		return 0;
+}
+
+int
+cqw__io_wait(cqw_fd fd, int want_write, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = want_write ? POLLOUT : POLLIN };
+	int r = poll_eintr(&p, 1, timeout_ms);
+
+	if (r <= 0) {
+		return r;
 	}
 	if (p.revents & POLLNVAL) {
 		return CQW_EBADF;
@@ -104,7 +136,6 @@ int
 cqw__io_wait_many(const cqw_fd *fds, int *ready, size_t n, int timeout_ms)
 {
 	struct pollfd stackp[64], *p = stackp;
-	int64_t deadline = timeout_ms < 0 ? -1 : cqw__now_ms() + timeout_ms;
 	size_t i;
 	int r, count = 0;
 
@@ -119,15 +150,9 @@ cqw__io_wait_many(const cqw_fd *fds, int *ready, size_t n, int timeout_ms)
 		p[i].events = POLLIN;
 		p[i].revents = 0;
 	}
-	for (;;) {
-		r = poll(p, (nfds_t)n, timeout_ms);
-		if (r >= 0 || errno != EINTR) {
-			break;
-		}
-		timeout_ms = cqw__remaining_ms(deadline);
-	}
+	r = poll_eintr(p, (nfds_t)n, timeout_ms);
 	if (r < 0) {
-		count = -errno;
+		count = r;
 		goto out_free;
 	}
 	for (i = 0; i < n; i++) {
@@ -145,24 +170,32 @@ out_free:
 	return count;
 }
 
+/* The kernel cannot do RWF_NOWAIT on this file (or has no preadv2). */
+static int
+nowait_refused(int err)
+{
+	return err == EOPNOTSUPP || err == ENOSYS;
+}
+
 int64_t
-cqw__io_read(cqw_fd fd, int kind, void *buf, size_t len)
+cqw__io_read(cqw_fd fd, int *kind, void *buf, size_t len)
 {
 	struct iovec v = { .iov_base = buf, .iov_len = len };
 	ssize_t r;
+	int ready;
 
 	for (;;) {
-		if (kind == CQW__FD_SOCK) {
+		if (*kind == CQW__FD_SOCK) {
 			r = recv(fd, buf, len, MSG_DONTWAIT);
-		} else if (!no_rwf_nowait) {
+		} else if (*kind == CQW__FD_PIPE) {
 			r = preadv2(fd, &v, 1, -1, RWF_NOWAIT);
-			if (r < 0 && errno == EOPNOTSUPP) {
-				no_rwf_nowait = 1;
+			if (r < 0 && nowait_refused(errno)) {
+				/* This file only: ask for readiness from now. */
+				*kind = CQW__FD_PIPE_POLL;
 				continue;
 			}
 		} else {
-			int ready = cqw__io_wait(fd, 0, 0);
-
+			ready = cqw__io_wait(fd, 0, 0);
 			if (ready <= 0) {
 				return ready == 0 ? CQW_EAGAIN : ready;
 			}
@@ -182,15 +215,21 @@ cqw__io_read_wait(cqw_fd fd, int kind, void *buf, size_t len, int all)
 {
 	ssize_t r;
 
-	do {
+	for (;;) {
 		r = kind == CQW__FD_SOCK
 			? recv(fd, buf, len, all ? MSG_WAITALL : 0)
 			: read(fd, buf, len);
-	} while (r < 0 && errno == EINTR);
-	if (r >= 0) {
-		return r;
+		if (r >= 0) {
+			return r;
+		}
+		if (errno != EINTR) {
+			return errno == EWOULDBLOCK ? CQW_EAGAIN : -errno;
+		}
+		/* Nothing was read: the kernel returns a short count else. */
+		if (cqw__eintr_stop()) {
+			return CQW_EINTR;
+		}
 	}
-	return errno == EWOULDBLOCK ? CQW_EAGAIN : -errno;
 }
 
 int64_t
@@ -222,6 +261,7 @@ int
 cqw__io_readv_all(cqw_fd sock, cqw__iov *iov, int cnt)
 {
 	struct msghdr m;
+	int consumed = 0;
 	ssize_t r;
 
 	while (cnt > 0) {
@@ -231,14 +271,19 @@ cqw__io_readv_all(cqw_fd sock, cqw__iov *iov, int cnt)
 		    (size_t)(cnt > CQW__IOV_MAX ? CQW__IOV_MAX : cnt);
 		r = recvmsg(sock, &m, MSG_WAITALL);
 		if (r < 0) {
-			if (errno == EINTR) {
-				continue;
+			if (errno != EINTR) {
+				return -errno;
 			}
-			return -errno;
+			/* Once bytes are taken, stopping would lose them. */
+			if (!consumed && cqw__eintr_stop()) {
+				return CQW_EINTR;
+			}
+			continue;
 		}
 		if (r == 0) {
 			return CQW_ETRUNC;
 		}
+		consumed = 1;
 		while (cnt > 0 && (size_t)r >= iov->iov_len) {
 			r -= (ssize_t)iov->iov_len;
 			iov++;
@@ -252,6 +297,12 @@ cqw__io_readv_all(cqw_fd sock, cqw__iov *iov, int cnt)
 	return 0;
 }
 
+/*
+ * 1 while the last look found SIGPIPE ignored (so guards look first), 0
+ * once one did not (guards block without looking). Starts at 1: look.
+ */
+static atomic_int sigpipe_hint = 1;
+
 /* Is SIGPIPE's disposition "ignore"? Then a pipe write needs no guard. */
 static int
 sigpipe_ignored(void)
@@ -264,64 +315,157 @@ sigpipe_ignored(void)
 	return sa.sa_handler == SIG_IGN;
 }
 
-int
-cqw__sigpipe_block(struct cqw__sigpipe_guard *g)
+static int
+sigpipe_pending(void)
 {
 	sigset_t pending;
 
-	g->active = !sigpipe_ignored();
-	if (!g->active) {
-		return 0;
+	return sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+}
+
+int
+cqw__sigpipe_block(struct cqw__sigpipe_guard *g)
+{
+	sigset_t pipeset;
+
+	g->active = 0;
+	if (atomic_load_explicit(&sigpipe_hint, memory_order_relaxed)) {
+		if (sigpipe_ignored()) {
+			return 0;
+		}
+		atomic_store_explicit(&sigpipe_hint, 0, memory_order_relaxed);
 	}
-	sigemptyset(&g->pipeset);
-	sigaddset(&g->pipeset, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &g->pipeset, &g->old);
-	sigpending(&pending);
-	g->was_pending = sigismember(&pending, SIGPIPE);
+	sigemptyset(&pipeset);
+	sigaddset(&pipeset, SIGPIPE);
+	if (pthread_sigmask(SIG_BLOCK, &pipeset, &g->old) != 0) {
+		return 0; /* cannot fail with these arguments */
+	}
+	g->active = 1;
+	g->was_blocked = sigismember(&g->old, SIGPIPE);
+	/*
+	 * Only a thread that blocks SIGPIPE itself can have one pending
+	 * here (else it would have been delivered): that one is the
+	 * program's, and one our write raises merges into it.
+	 */
+	g->was_pending = g->was_blocked && sigpipe_pending();
 	return 1;
 }
 
 void
-cqw__sigpipe_restore(struct cqw__sigpipe_guard *g)
+cqw__sigpipe_end(struct cqw__sigpipe_guard *g, int may_have_raised)
 {
 	static const struct timespec zero = { 0, 0 };
-	sigset_t pending;
+	sigset_t pipeset;
 	int saved = errno;
 
 	if (!g->active) {
 		return;
 	}
-	sigpending(&pending);
-	if (!g->was_pending && sigismember(&pending, SIGPIPE)) {
-		/* Take back the signal that our own write raised. */
-		while (sigtimedwait(&g->pipeset, NULL, &zero) < 0 &&
+	if (may_have_raised && !g->was_pending && sigpipe_pending()) {
+		/*
+		 * Take back the signal our write raised. It is pending on
+		 * this thread, and sigtimedwait() takes a thread's own
+		 * signals before the process's.
+		 */
+		sigemptyset(&pipeset);
+		sigaddset(&pipeset, SIGPIPE);
+		while (sigtimedwait(&pipeset, NULL, &zero) < 0 &&
 		       errno == EINTR) {
 		}
+		/* Rare: look again, the program may ignore SIGPIPE now. */
+		if (sigpipe_ignored()) {
+			atomic_store_explicit(&sigpipe_hint, 1,
+					      memory_order_relaxed);
+		}
 	}
-	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+	if (!g->was_blocked) {
+		pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+	}
 	errno = saved;
 }
 
+void
+cqw__sigpipe_restore(struct cqw__sigpipe_guard *g)
+{
+	cqw__sigpipe_end(g, 1);
+}
+
+static size_t
+iov_bytes(const struct iovec *iov, int cnt)
+{
+	size_t n = 0;
+	int i;
+
+	for (i = 0; i < cnt; i++) {
+		n += iov[i].iov_len;
+	}
+	return n;
+}
+
+/*
+ * One write to a pipe under the SIGPIPE guard: writev(), or pwritev2()
+ * with RWF_NOWAIT if nowait. Returns as write() does, errno kept.
+ */
 static ssize_t
-pipe_write(cqw_fd fd, const struct iovec *iov, int cnt)
+pipe_write(cqw_fd fd, const struct iovec *iov, int cnt, int nowait)
 {
 	struct cqw__sigpipe_guard g;
 	ssize_t r;
+	int err, raised;
 
 	cqw__sigpipe_block(&g);
-	if (no_rwf_nowait) {
-		r = writev(fd, iov, cnt);
-	} else {
+	if (nowait) {
 		r = pwritev2(fd, iov, cnt, -1, RWF_NOWAIT);
+	} else {
+		r = writev(fd, iov, cnt);
 	}
-	cqw__sigpipe_restore(&g);
+	err = errno;
+	/*
+	 * Only a write that finds the reader gone raises SIGPIPE: it fails
+	 * with EPIPE, or, if it slept and wrote part first, returns short.
+	 * A RWF_NOWAIT write never sleeps, so its short counts are only a
+	 * full pipe.
+	 */
+	if (r < 0) {
+		raised = err == EPIPE;
+	} else {
+		raised = !nowait && (size_t)r < iov_bytes(iov, cnt);
+	}
+	cqw__sigpipe_end(&g, raised);
+	errno = err;
 	return r;
+}
+
+/*
+ * A CQW__FD_PIPE_POLL write: if the file polls writable, write at most
+ * PIPE_BUF bytes of iov (see the head of this file). -1 with EAGAIN if it
+ * is full.
+ */
+static ssize_t
+pipe_write_ready(cqw_fd fd, const struct iovec *iov, int cnt)
+{
+	struct iovec part[PIPE_POLL_IOV];
+	size_t room = PIPE_BUF;
+	int n, r;
+
+	r = cqw__io_wait(fd, 1, 0);
+	if (r <= 0) {
+		errno = r == 0 ? EAGAIN : -r;
+		return -1;
+	}
+	for (n = 0; n < cnt && n < PIPE_POLL_IOV && room > 0; n++) {
+		part[n] = iov[n];
+		if (part[n].iov_len > room) {
+			part[n].iov_len = room;
+		}
+		room -= part[n].iov_len;
+	}
+	return pipe_write(fd, part, n, 0);
 }
 
 int64_t
 cqw__io_writev_wait(cqw_fd fd, int kind, const cqw__iov *iov, int cnt)
 {
-	struct cqw__sigpipe_guard g;
 	ssize_t r;
 
 	for (;;) {
@@ -331,9 +475,7 @@ cqw__io_writev_wait(cqw_fd fd, int kind, const cqw__iov *iov, int cnt)
 
 			r = sendmsg(fd, &m, MSG_NOSIGNAL);
 		} else {
-			cqw__sigpipe_block(&g);
-			r = writev(fd, iov, cnt);
-			cqw__sigpipe_restore(&g);
+			r = pipe_write(fd, iov, cnt, 0);
 		}
 		if (r >= 0) {
 			return r;
@@ -341,26 +483,33 @@ cqw__io_writev_wait(cqw_fd fd, int kind, const cqw__iov *iov, int cnt)
 		if (errno != EINTR) {
 			return errno == EWOULDBLOCK ? CQW_EAGAIN : -errno;
 		}
+		/* Nothing was written: the kernel returns a short count else. */
+		if (cqw__eintr_stop()) {
+			return CQW_EINTR;
+		}
 	}
 }
 
 int64_t
-cqw__io_writev(cqw_fd fd, int kind, const cqw__iov *iov, int cnt)
+cqw__io_writev(cqw_fd fd, int *kind, const cqw__iov *iov, int cnt)
 {
 	ssize_t r;
 
 	for (;;) {
-		if (kind == CQW__FD_SOCK) {
+		if (*kind == CQW__FD_SOCK) {
 			struct msghdr m = { .msg_iov = (struct iovec *)iov,
 					    .msg_iovlen = (size_t)cnt };
 
 			r = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
-		} else {
-			r = pipe_write(fd, iov, cnt);
-			if (r < 0 && errno == EOPNOTSUPP && !no_rwf_nowait) {
-				no_rwf_nowait = 1;
+		} else if (*kind == CQW__FD_PIPE) {
+			r = pipe_write(fd, iov, cnt, 1);
+			if (r < 0 && nowait_refused(errno)) {
+				/* This file only: readiness from now on. */
+				*kind = CQW__FD_PIPE_POLL;
 				continue;
 			}
+		} else {
+			r = pipe_write_ready(fd, iov, cnt);
 		}
 		if (r >= 0) {
 			return r;
@@ -432,6 +581,9 @@ cqw__io_send_fd(cqw_fd sock, cqw_fd fd)
 		if (errno != EINTR) {
 			return -errno;
 		}
+		if (cqw__eintr_stop()) {
+			return CQW_EINTR;
+		}
 	}
 }
 
@@ -461,6 +613,9 @@ cqw__io_recv_fd(cqw_fd sock, cqw_fd *out)
 		}
 		if (errno != EINTR) {
 			return -errno;
+		}
+		if (cqw__eintr_stop()) {
+			return CQW_EINTR;
 		}
 	}
 	c = CMSG_FIRSTHDR(&m);

@@ -1,7 +1,9 @@
 /*
  * Listener and Client sockets on POSIX: AF_UNIX (path and Linux abstract)
- * and TCP over IPv4 and IPv6, as Python's Listener makes them: blocking,
- * SO_REUSEADDR for TCP, and an abstract name's length exactly its bytes.
+ * and TCP over IPv4 and IPv6, as Python's Listener makes them: SO_REUSEADDR
+ * for TCP, and an abstract name's length exactly its bytes. Connected and
+ * accepted sockets are blocking, as Python's are (they may be handed to a
+ * Python peer); the listening socket is O_NONBLOCK, see cqw__sock_accept().
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -17,6 +19,7 @@
 
 #include "common/address.h"
 #include "common/io.h"
+#include "posix/signals.h"
 
 /* Fill a sockaddr_un; returns its length or CQW_ENAMETOOLONG. */
 static int
@@ -57,21 +60,38 @@ resolve(const struct cqw__addr *a, int passive, struct addrinfo **res)
 	return r == 0 ? 0 : CQW_EADDRNOTAVAIL;
 }
 
+/*
+ * A blocking connect that a signal interrupts is asked again: Linux then
+ * goes on waiting for the same attempt (TCP) or starts it anew (AF_UNIX,
+ * where the interrupted one left the socket unconnected); others may say
+ * EALREADY, and then the attempt finishes in the background. CQW_EINTR if
+ * the thread's signal check says stop: the caller closes the socket.
+ */
 static int
 connect_retry(int fd, const struct sockaddr *sa, socklen_t len)
 {
-	int err = 0;
+	int err = 0, r;
 	socklen_t elen = sizeof(err);
 
-	if (connect(fd, sa, len) == 0) {
-		return 0;
+	for (;;) {
+		if (connect(fd, sa, len) == 0 || errno == EISCONN) {
+			return 0;
+		}
+		if (errno == EALREADY || errno == EINPROGRESS) {
+			break;
+		}
+		if (errno != EINTR) {
+			return -errno;
+		}
+		if (cqw__eintr_stop()) {
+			return CQW_EINTR;
+		}
 	}
-	if (errno != EINTR) {
-		return -errno;
+	r = cqw__io_wait(fd, 1, -1);
+	if (r < 0) {
+		return r;
 	}
-	/* An interrupted connect goes on in the background: wait for it. */
-	if (cqw__io_wait(fd, 1, -1) < 0 ||
-	    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) {
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) {
 		return -errno;
 	}
 	return -err;
@@ -84,7 +104,10 @@ connect_retry(int fd, const struct sockaddr *sa, socklen_t len)
 static int
 open_one(const struct sockaddr *sa, socklen_t len, int backlog, int *out)
 {
-	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* A listener is ours and non-blocking; see cqw__sock_accept(). */
+	int type =
+	    SOCK_STREAM | SOCK_CLOEXEC | (backlog > 0 ? SOCK_NONBLOCK : 0);
+	int fd = socket(sa->sa_family, type, 0);
 	int r = 0, one = 1;
 
 	if (fd < 0) {
@@ -141,8 +164,8 @@ open_addr(const struct cqw__addr *a, int backlog, cqw_fd *out)
 	/* The first address that works, as socket.create_connection. */
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
 		r = open_one(ai->ai_addr, ai->ai_addrlen, backlog, out);
-		if (r == 0) {
-			break;
+		if (r == 0 || r == CQW_EINTR) {
+			break; /* interrupted: the caller decides, not us */
 		}
 	}
 	freeaddrinfo(res);
@@ -161,6 +184,15 @@ cqw__sock_connect(const struct cqw__addr *a, cqw_fd *out)
 	return open_addr(a, 0, out);
 }
 
+/*
+ * The listener may be shared by several processes (a prefork server): all
+ * of them wake when a peer comes, and only one gets it. So the listener is
+ * O_NONBLOCK, and a loser's accept4() says EAGAIN and goes back to poll()
+ * with the time left, where a blocking accept4() would sleep past the
+ * timeout, maybe for ever. accept4() gives the new socket only the flags
+ * asked for (not the listener's O_NONBLOCK), so it comes out blocking, as
+ * Python's accept() makes it: it may be handed to a Python peer.
+ */
 int
 cqw__sock_accept(cqw_fd lfd, cqw_fd *out, int timeout_ms)
 {
@@ -182,7 +214,7 @@ cqw__sock_accept(cqw_fd lfd, cqw_fd *out, int timeout_ms)
 		if (fd >= 0) {
 			break;
 		}
-		/* Another process may have taken it, or it was aborted. */
+		/* Another process took it, or the peer gave up: wait again. */
 		if (errno != EINTR && errno != EAGAIN &&
 		    errno != ECONNABORTED) {
 			return -errno;
