@@ -434,7 +434,7 @@ nap(unsigned *us, int64_t deadline)
 int
 cqw__chan_wait_header(cqw_conn *c, struct cqw__peek *p, int64_t deadline)
 {
-	unsigned us = 50;
+	unsigned us = 50, still = 0;
 	int partial, r = take_deferred(c);
 
 	if (r < 0) {
@@ -450,11 +450,19 @@ cqw__chan_wait_header(cqw_conn *c, struct cqw__peek *p, int64_t deadline)
 		if (!partial) {
 			r = wait_readable(c, deadline);
 		} else {
-			/* A header cut short: more is coming, or nothing. */
+			/*
+			 * A header cut short: more is coming, or nothing. Only
+			 * a frame too big for one atomic write (over PIPE_BUF)
+			 * is cut inside its header, and its writer may be
+			 * blocked until this part is read (a pipe of one page
+			 * merges it into a buffer that must drain first): if
+			 * it stays cut for 20 ms, read it the consuming way.
+			 */
 			r = cqw__io_hup(c->fd);
-			if (r != 0) {
+			if (r != 0 || still >= 20000) {
 				return r < 0 ? r : 0; /* read: CQW_ETRUNC */
 			}
+			still += us;
 			r = nap(&us, deadline);
 		}
 		if (r < 0) {
@@ -560,6 +568,8 @@ cqw__chan_frame_ready(cqw_conn *c, size_t cap, int first, int commit,
 				goto out_consuming;
 			}
 			*partial = (uint64_t)queued;
+		} else if (commit) {
+			goto out_consuming; /* see cqw__chan_wait_header() */
 		} else {
 			*partial = 1; /* part of a header */
 		}
