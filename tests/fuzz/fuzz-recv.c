@@ -9,7 +9,11 @@
  *   bits 2-3  cqw_recv_bytes / cqw_recv_bytes_into / cqw_recv_batch /
  *             a mix of the three, chosen call by call
  *   bits 4-5  the size class: maxlength, buffer capacities
- *   bits 6-7  recv_bytes_into's offset, recv_batch's count and timeout
+ *   bits 6-7  recv_bytes_into's offset, recv_batch's count and timeout;
+ *             in the mix, bit 7 keeps the peer open until the stream
+ *             runs out of whole frames: there a batch with timeout 0 must
+ *             time out (0) having consumed nothing of the partial frame,
+ *             then the peer closes and reading goes on
  *
  * The input is also parsed by a reference decoder written from WIRE.md
  * §2 (not from channel.c), and every call is checked against it: each
@@ -117,7 +121,8 @@ struct run {
 	int pipe;
 	size_t size; /* maxlength / capacity of this run */
 	struct ref ref;
-	uint32_t seed; /* for the mixed mode */
+	uint32_t seed;	/* for the mixed mode */
+	cqw_conn *peer; /* the writing end while it stays open */
 	int done;
 };
 
@@ -247,6 +252,8 @@ step_recv_bytes(struct run *rn, int64_t maxlength)
 	check_exact(rn, 0);
 }
 
+static void settle(struct run *rn);
+
 /* Take a frame that CQW_ETOOSHORT kept, with a buffer that fits it. */
 static void
 take_kept(struct run *rn, size_t needed)
@@ -259,6 +266,7 @@ take_kept(struct run *rn, size_t needed)
 	FUZZ_CHECK(f.kind == REF_FRAME || f.kind == REF_TRUNC_PAY);
 	FUZZ_CHECK(needed == f.len);
 	check_exact(rn, f.hdr_len);
+	settle(rn);
 	if (needed > MAX_INPUT) {
 		/* A length no input can hold: refuse it by maxlength. */
 		step_recv_bytes(rn, MAX_INPUT);
@@ -379,6 +387,40 @@ out_free:
 	}
 }
 
+/*
+ * With the peer still open and no whole frame left, a batch must time
+ * out without taking any of what is there (or, for a header that is in
+ * and too big, say CQW_ETOOSHORT keeping it); then the peer closes.
+ */
+static void
+settle(struct run *rn)
+{
+	struct cqw_msg m;
+	struct ref_frame f;
+	uint8_t *buf;
+	int r, want;
+
+	if (rn->peer == NULL) {
+		return;
+	}
+	ref_peek(&rn->ref, &f);
+	if (f.kind == REF_FRAME) {
+		return;
+	}
+	buf = malloc(rn->size);
+	FUZZ_CHECK(buf != NULL);
+	m.buf = buf;
+	m.cap = rn->size;
+	m.len = (size_t)-1;
+	r = cqw_recv_batch(rn->c, &m, 1, 0);
+	want = f.kind == REF_TRUNC_PAY && f.len > rn->size ? CQW_ETOOSHORT : 0;
+	FUZZ_CHECK(r == want);
+	check_exact(rn, want == CQW_ETOOSHORT ? f.hdr_len : 0);
+	free(buf);
+	cqw_conn_free(rn->peer);
+	rn->peer = NULL;
+}
+
 /* One call of the configured kind (or, mixed, of a random kind). */
 static void
 step(struct run *rn)
@@ -386,6 +428,7 @@ step(struct run *rn)
 	unsigned api = (rn->cfg >> 2) & 3, extra = rn->cfg >> 6;
 	size_t size = rn->size, caps[BATCH_MAX], n, i;
 
+	settle(rn);
 	if (api == 3) {
 		uint32_t x = fuzz_rand(&rn->seed);
 
@@ -452,13 +495,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(cqw_pipe(&rn.c, &peer, flags) == 0);
 	rn.fd = cqw_conn_fileno(rn.c);
 	write_all(cqw_conn_fileno(peer), rn.ref.p, rn.ref.n);
-	cqw_conn_free(peer);
+	if ((rn.cfg & 0x8c) == 0x8c) {
+		rn.peer = peer; /* closed by settle() */
+	} else {
+		cqw_conn_free(peer);
+	}
 
 	/* Each call takes a frame or ends the run: bound the calls. */
 	while (!rn.done) {
 		FUZZ_CHECK(steps++ <= rn.ref.n + 2);
 		step(&rn);
 	}
+	/* A refused frame ends the run with the peer maybe still open. */
+	cqw_conn_free(rn.peer);
 	cqw_conn_free(rn.c);
 	return 0;
 }

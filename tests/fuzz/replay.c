@@ -10,18 +10,63 @@
  * A target's failed check aborts, which fails the test. A path that does
  * not exist is an error (a misspelt directory must not pass silently);
  * files whose names start with '.' are skipped.
+ *
+ * With --expect-fail first, each input runs in a child process that must
+ * die of a signal (a known bug that still reproduces); one that passes
+ * fails the replay, so that a fix is noticed and its input moved to the
+ * regressions.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "fuzz.h"
 
-/* Read a whole file into a buffer of exactly its size (ASan sees past). */
+static int expect_fail;
+
+static int run_input(const char *path);
+
+/* A known bug: the input must still fail, in a child. */
 static int
 run_file(const char *path)
+{
+	int status;
+	pid_t pid;
+
+	if (!expect_fail) {
+		return run_input(path);
+	}
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0) {
+		perror("fork");
+		return -1;
+	}
+	if (pid == 0) {
+		_exit(run_input(path) == 0 ? 0 : 2);
+	}
+	if (waitpid(pid, &status, 0) != pid) {
+		perror("waitpid");
+		return -1;
+	}
+	if (!WIFSIGNALED(status)) {
+		fprintf(stderr, "%s: expected to fail, but passed (fixed?)\n",
+			path);
+		return -1;
+	}
+	fprintf(stderr, "%s: fails as expected (signal %d)\n", path,
+		WTERMSIG(status));
+	return 0;
+}
+
+/* Read a whole file into a buffer of exactly its size (ASan sees past). */
+static int
+run_input(const char *path)
 {
 	FILE *f = fopen(path, "rb");
 	uint8_t *buf = NULL;
@@ -88,21 +133,29 @@ run_dir(const char *dir)
 int
 main(int argc, char **argv)
 {
-	int i, n, total = 0;
+	int i = 1, n, total = 0;
 
-	if (argc < 2) {
-		fprintf(stderr, "usage: %s DIR|FILE...\n", argv[0]);
+	if (argc > 1 && strcmp(argv[1], "--expect-fail") == 0) {
+		expect_fail = 1;
+		i++;
+	}
+	if (i >= argc) {
+		fprintf(stderr, "usage: %s [--expect-fail] DIR|FILE...\n",
+			argv[0]);
 		return 2;
 	}
-	for (i = 1; i < argc; i++) {
+	for (; i < argc; i++) {
 		struct stat st;
 
 		if (stat(argv[i], &st) != 0) {
 			fprintf(stderr, "%s: %s\n", argv[i], strerror(errno));
 			return 1;
 		}
-		n = S_ISDIR(st.st_mode) ? run_dir(argv[i])
-					: run_file(argv[i]) == 0;
+		if (S_ISDIR(st.st_mode)) {
+			n = run_dir(argv[i]);
+		} else {
+			n = run_file(argv[i]) == 0 ? 1 : -1;
+		}
 		if (n < 0) {
 			return 1;
 		}
