@@ -9,11 +9,17 @@
  *   bits 2-3  cqw_recv_bytes / cqw_recv_bytes_into / cqw_recv_batch /
  *             a mix of the three, chosen call by call
  *   bits 4-5  the size class: maxlength, buffer capacities
- *   bits 6-7  recv_bytes_into's offset, recv_batch's count and timeout;
- *             in the mix, bit 7 keeps the peer open until the stream
- *             runs out of whole frames: there a batch with timeout 0 must
- *             time out (0) having consumed nothing of the partial frame,
- *             then the peer closes and reading goes on
+ *   bits 6-7  recv_bytes_into's offset, recv_batch's count and timeout
+ *
+ * In the mix, bits 4-7 mean instead:
+ *   bit 4     some calls are receive ops on a loop (cqw_submit/cqw_reap,
+ *             up to four queued at once), the sync calls' equal
+ *   bit 5     that loop is io_uring (else poll)
+ *   bit 6     every call is a loop op
+ *   bit 7     the peer stays open until the stream runs out of whole
+ *             frames: there a batch with timeout 0 must time out (0)
+ *             having consumed nothing of the partial frame; then the peer
+ *             closes and reading goes on
  *
  * The input is also parsed by a reference decoder written from WIRE.md
  * §2 (not from channel.c), and every call is checked against it: each
@@ -40,6 +46,8 @@
 #define MAX_INPUT (32 * 1024)
 #define BATCH_MAX 8
 #define FILL 0xa5
+/* Bytes of FILL looked at each side of a message (and the last byte). */
+#define FILL_CHECK 64
 
 /* The reference: the next frame of the stream, as WIRE.md §2 reads it. */
 enum ref_kind {
@@ -72,6 +80,25 @@ be(const uint8_t *p, size_t n)
 		v = v << 8 | p[i];
 	}
 	return v;
+}
+
+/*
+ * buf[from..to) must still hold FILL: a write there would be inside the
+ * allocation, where ASan does not look. The ends of the range suffice
+ * (and keep large buffers cheap).
+ */
+static void
+check_fill(const uint8_t *buf, size_t from, size_t to)
+{
+	size_t i;
+
+	for (i = from; i < to && i < from + FILL_CHECK; i++) {
+		FUZZ_CHECK_MSG(buf[i] == FILL, "a write outside the message");
+	}
+	for (i = to > FILL_CHECK ? to - FILL_CHECK : 0; i < to; i++) {
+		FUZZ_CHECK_MSG(i < from || buf[i] == FILL,
+			       "a write outside the message");
+	}
 }
 
 static void
@@ -293,7 +320,7 @@ step_recv_into(struct run *rn, size_t cap, size_t offset)
 {
 	uint8_t *buf = malloc(cap > 0 ? cap : 1);
 	struct ref_frame f;
-	size_t needed = 0, i;
+	size_t needed = 0;
 	int64_t r;
 	int want;
 
@@ -305,9 +332,7 @@ step_recv_into(struct run *rn, size_t cap, size_t offset)
 	if (f.kind != REF_END && f.kind != REF_TRUNC_HDR &&
 	    f.len > cap - offset) {
 		FUZZ_CHECK(r == CQW_ETOOSHORT);
-		for (i = 0; i < cap; i++) {
-			FUZZ_CHECK(buf[i] == FILL);
-		}
+		check_fill(buf, 0, cap);
 		free(buf);
 		take_kept(rn, needed);
 		return;
@@ -320,10 +345,8 @@ step_recv_into(struct run *rn, size_t cap, size_t offset)
 	}
 	FUZZ_CHECK(r >= 0 && (uint64_t)r == f.len);
 	FUZZ_CHECK(memcmp(buf + offset, f.payload, (size_t)r) == 0);
-	for (i = 0; i < cap; i++) {
-		FUZZ_CHECK((i >= offset && i < offset + (size_t)r) ||
-			   buf[i] == FILL);
-	}
+	check_fill(buf, 0, offset);
+	check_fill(buf, offset + (size_t)r, cap);
 	free(buf);
 	ref_advance(&rn->ref, &f);
 	check_exact(rn, 0);
@@ -335,7 +358,7 @@ step_recv_batch(struct run *rn, size_t n, const size_t *caps, int timeout_ms)
 	struct cqw_msg msgs[BATCH_MAX];
 	uint8_t *bufs[BATCH_MAX];
 	struct ref_frame f;
-	size_t i, j;
+	size_t i;
 	int r, want;
 
 	for (i = 0; i < n; i++) {
@@ -352,9 +375,7 @@ step_recv_batch(struct run *rn, size_t n, const size_t *caps, int timeout_ms)
 	if (f.kind != REF_END && f.kind != REF_TRUNC_HDR && f.len > caps[0]) {
 		/* The first does not fit: it is kept, its size reported. */
 		FUZZ_CHECK(r == CQW_ETOOSHORT);
-		for (j = 0; j < caps[0]; j++) {
-			FUZZ_CHECK(bufs[0][j] == FILL);
-		}
+		check_fill(bufs[0], 0, caps[0]);
 		take_kept(rn, msgs[0].len);
 		goto out_free;
 	}
@@ -370,20 +391,109 @@ step_recv_batch(struct run *rn, size_t n, const size_t *caps, int timeout_ms)
 		FUZZ_CHECK(f.kind == REF_FRAME);
 		FUZZ_CHECK(msgs[i].len == f.len && f.len <= caps[i]);
 		FUZZ_CHECK(memcmp(bufs[i], f.payload, msgs[i].len) == 0);
-		for (j = msgs[i].len; j < caps[i]; j++) {
-			FUZZ_CHECK(bufs[i][j] == FILL);
-		}
+		check_fill(bufs[i], msgs[i].len, caps[i]);
 		ref_advance(&rn->ref, &f);
 	}
 	for (; i < n; i++) {
-		for (j = 0; j < caps[i]; j++) {
-			FUZZ_CHECK(bufs[i][j] == FILL);
-		}
+		check_fill(bufs[i], 0, caps[i]);
 	}
 	check_exact(rn, 0);
 out_free:
 	for (i = 0; i < n; i++) {
 		free(bufs[i]);
+	}
+}
+
+/* One loop per backend for the whole process: rings are costly to make. */
+static cqw_loop *
+get_loop(int uring)
+{
+	static cqw_loop *loops[2];
+	struct cqw_loop_opts o = { uring ? CQW_BACKEND_URING : CQW_BACKEND_POLL,
+				   0 };
+
+	if (loops[uring] == NULL && cqw_loop_new(&loops[uring], &o) < 0) {
+		/* No io_uring here (seccomp, old kernel): use poll. */
+		FUZZ_CHECK(uring);
+		loops[uring] = NULL;
+		return get_loop(0);
+	}
+	return loops[uring];
+}
+
+/*
+ * n receive ops queued at once, each of capacity cap: they complete as n
+ * receives in a row would, a message that does not fit an op getting
+ * CQW_ETOOSHORT and staying for the next.
+ */
+static void
+step_loop(struct run *rn, size_t n, size_t cap, int uring)
+{
+	cqw_loop *loop = get_loop(uring);
+	struct cqw_op ops[4], *done[4];
+	uint8_t *bufs[4];
+	struct ref_frame f;
+	size_t i, got = 0, kept = 0;
+	int r, ended = 0;
+
+	for (i = 0; i < n; i++) {
+		bufs[i] = malloc(cap > 0 ? cap : 1);
+		FUZZ_CHECK(bufs[i] != NULL);
+		memset(bufs[i], FILL, cap);
+		memset(&ops[i], 0, sizeof(ops[i]));
+		ops[i].kind = CQW_OP_RECV;
+		ops[i].conn = rn->c;
+		ops[i].buf = bufs[i];
+		ops[i].len = cap;
+		ops[i].user_data = &ops[i];
+		FUZZ_CHECK(cqw_submit(loop, &ops[i]) == 0);
+	}
+	while (got < n) {
+		r = cqw_reap(loop, done, 4, 5000);
+		FUZZ_CHECK_MSG(r > 0, "a receive op never completed");
+		for (i = 0; i < (size_t)r; i++) {
+			FUZZ_CHECK(done[i]->user_data == done[i]);
+		}
+		got += (size_t)r;
+	}
+	for (i = 0; i < n; i++) {
+		int64_t res = ops[i].result;
+
+		ref_peek(&rn->ref, &f);
+		if (ended) {
+			FUZZ_CHECK(res == CQW_EOF);
+			continue;
+		}
+		if ((f.kind == REF_FRAME || f.kind == REF_TRUNC_PAY) &&
+		    f.len > cap) {
+			FUZZ_CHECK(res == CQW_ETOOSHORT &&
+				   ops[i].needed == f.len);
+			check_fill(bufs[i], 0, cap);
+			kept = f.hdr_len;
+			continue;
+		}
+		kept = 0;
+		if (ref_error(&f) < 0) {
+			FUZZ_CHECK(res == ref_error(&f));
+			ended = 1;
+			continue;
+		}
+		FUZZ_CHECK(res >= 0 && (uint64_t)res == f.len);
+		FUZZ_CHECK(memcmp(bufs[i], f.payload, (size_t)res) == 0);
+		check_fill(bufs[i], (size_t)res, cap);
+		ref_advance(&rn->ref, &f);
+	}
+	for (i = 0; i < n; i++) {
+		free(bufs[i]);
+	}
+	if (ended) {
+		check_end(rn, CQW_EOF);
+		return;
+	}
+	check_exact(rn, kept);
+	if (kept > 0) {
+		/* The kept frame: taken as the sync calls take it. */
+		take_kept(rn, ops[n - 1].needed);
 	}
 }
 
@@ -432,11 +542,19 @@ step(struct run *rn)
 	if (api == 3) {
 		uint32_t x = fuzz_rand(&rn->seed);
 
-		api = x % 3;
+		api = x % ((rn->cfg & 0x10) ? 4 : 3);
+		if (rn->cfg & 0x40) {
+			api = 3;
+		}
 		size = sizes[(x >> 2) & 3];
 		extra = (x >> 4) & 3;
 	}
 	switch (api) {
+	case 3:
+		/* Several ops only while the peer is closed: none may wait. */
+		n = rn->peer != NULL ? 1 : 1 + extra;
+		step_loop(rn, n, size, (rn->cfg & 0x20) != 0);
+		break;
 	case 0:
 		step_recv_bytes(rn, (int64_t)size);
 		break;
