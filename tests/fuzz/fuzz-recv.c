@@ -29,8 +29,9 @@
  * the connection then poisoned, CQW_ETOOSHORT keeping the frame);
  * nothing is written outside the caller's buffer; a frame-exact
  * connection never consumes bytes of a frame it has not started (seen
- * with FIONREAD); and a batch never times out, since everything was
- * sent before the first call. Leaks are ASan's to see.
+ * with FIONREAD); and a batch never times out while a whole frame is
+ * there (everything was sent before the first call). Leaks are ASan's to
+ * see.
  */
 #define _GNU_SOURCE
 #include <errno.h>
