@@ -272,7 +272,10 @@ put_port(struct outbuf *o, int port)
 	put(o, digits + n, sizeof(digits) - n);
 }
 
-/* Only an abstract name may be empty; a pipe path starts with "\\". */
+/*
+ * Only an abstract name may be empty; a pipe path starts with "\\". Only
+ * bytes below path_len count: path[] need not be terminated there.
+ */
 static int
 path_valid(const struct cqw__addr *a)
 {
@@ -284,7 +287,14 @@ path_valid(const struct cqw__addr *a)
 		return a->kind == CQW__ADDR_UNIX_ABSTRACT;
 	}
 	if (a->kind == CQW__ADDR_PIPE) {
-		return is_pipe_path(a->path);
+		return a->path_len >= 2 && is_pipe_path(a->path);
+	}
+	/*
+	 * A file path "@x" is written "unix:./@x" (see format), and the two
+	 * bytes it gains must still fit when the string is parsed back.
+	 */
+	if (a->kind == CQW__ADDR_UNIX && a->path[0] == '@') {
+		return a->path_len + 2 < sizeof(a->path);
 	}
 	return 1;
 }

@@ -45,9 +45,10 @@ int cqw__addr_parse(struct cqw__addr *a, const char *s);
  * Format a into out ("unix:/p", "unix:@n", "tcp:h:p", "tcp:[h]:p" for a
  * host containing ':', "pipe:..."). Returns the length, or
  * CQW_ENAMETOOLONG if cap is too small (out is then ""), or CQW_EINVAL
- * for a NULL argument or a struct that parse could not have produced. A
- * filesystem path that starts with '@' is written "unix:./@..." so that
- * it does not read back as an abstract name.
+ * for a NULL argument or a struct whose string would not parse back to
+ * it. A filesystem path that starts with '@' is written "unix:./@..." so
+ * that it does not read back as an abstract name (it must then leave
+ * room for the "./" in CQW__ADDR_PATH_MAX).
  */
 int cqw__addr_format(const struct cqw__addr *a, char *out, size_t cap);
 
