@@ -27,6 +27,9 @@
 # inside the two namespaces only; everything made is removed on the way
 # out, however the run ends.
 #
+# The run is bounded (100 s with --short, 1500 s without; each step has
+# its own timeout) and says which step it was in if stopped.
+#
 # --short (CI, under a minute) sends fewer messages. Binaries come from
 # --build DIR (default build/dev: tools/cqwire-echo, tests/netem-tun) or
 # --echo/--netem. Python: the first 3.9-3.11 on PATH or under pyenv for
@@ -104,8 +107,8 @@ for t in timeout awk nstat; do
 done
 
 build=${build:-$here/build/dev}
-echo_bin=${echo_bin:-$build/tools/cqwire-echo}
-netem_bin=${netem_bin:-$build/tests/netem-tun}
+echo_bin=$(realpath -- "${echo_bin:-$build/tools/cqwire-echo}")
+netem_bin=$(realpath -- "${netem_bin:-$build/tests/netem-tun}")
 peer=$here/tests/netns/peer.py
 for b in "$echo_bin" "$netem_bin"; do
 	if [[ ! -x $b ]]; then
@@ -167,15 +170,16 @@ else
 fi
 [[ ${#pys[@]} -gt 0 ]] || skip "no Python 3.9+ found"
 
+# cqwire-echo call runs, one connection each: "SIZE COUNT" (the count
+# scaled by c_scale); then a timed run of c_ping_count x 64 B.
 if [[ $short == 1 ]]; then
 	py_msgs=40 py_pings=200 c_scale=1 step_t=45
+	c_plan=("0 5" "64 20" "1461 5" "16385 3" "100000 2" "1048576 1")
 else
 	py_msgs=400 py_pings=2000 c_scale=10 step_t=300
+	c_plan=("0 5" "1 5" "64 50" "1000 5" "1460 5" "1461 5" "16384 3"
+		"16385 3" "65536 2" "100000 2" "262144 1" "1048576 1")
 fi
-# cqwire-echo call runs: "SIZE COUNT" (count scaled by c_scale), 64 B is
-# the timed one.
-c_plan=("0 5" "1 5" "64 50" "1000 5" "1460 5" "1461 5" "16384 3"
-	"16385 3" "65536 2" "100000 2" "262144 1" "1048576 1")
 c_ping=64
 c_ping_count=$((100 * c_scale))
 
@@ -210,9 +214,20 @@ cleanup() {
 	stop_all
 	rm -rf "$work"
 }
+# What is running now and its log, said when the run is stopped.
+step=starting
+step_log=/dev/null
+step_t0=0
+# shellcheck disable=SC2317 # called by the INT and TERM traps
+stopped() {
+	echo "FAIL netns-test: stopped during $step (for" \
+		"$((SECONDS - step_t0)) s of ${SECONDS} s); its log ends:" >&2
+	tail -5 "$step_log" >&2
+	exit "$1"
+}
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'stopped 130' INT
+trap 'stopped 143' TERM
 
 failures=0
 fail() {
@@ -297,6 +312,9 @@ stop_link() {
 			"/sys/class/net/$dev/statistics/tx_dropped" 2>/dev/null)
 		other=$((other + ${v:-0}))
 	done
+	step="$name: stopping netem-tun"
+	step_t0=$SECONDS
+	step_log=$work/$name.link
 	kill -TERM "$link_pid" 2>/dev/null
 	wait "$link_pid"
 	v=$?
@@ -334,6 +352,9 @@ declare -A p50_of min_of mean_of
 # Python client against cqwire-echo serve. Appends a row.
 py_to_cqwire() {
 	local name=$1 form=$2 py=$3 res rc
+	step="$name: Python client ($form)"
+	step_t0=$SECONDS
+	step_log=$work/$name.$form.client
 	timeout --foreground "$step_t" ip netns exec "$ns_b" "$py" "$peer" \
 		client "$addr_serve" --key-env CQW_NETNS_KEY --messages "$py_msgs" \
 		--pings "$py_pings" --seed "$seed" --timeout "$step_t" \
@@ -386,6 +407,9 @@ cqwire_to_py() {
 	for entry in "${c_plan[@]}" "$c_ping $c_ping_count"; do
 		read -r size count <<<"$entry"
 		[[ $entry == "$c_ping $c_ping_count" ]] || count=$((count * c_scale))
+		step="$name: cqwire-echo call --size $size --count $count ($form)"
+		step_t0=$SECONDS
+		step_log=$work/$name.$form.call
 		t0=$(date +%s%N)
 		timeout --foreground "$step_t" ip netns exec "$ns_a" \
 			"$echo_bin" call "$addr" --authkey-env CQW_NETNS_KEY \
@@ -406,6 +430,9 @@ cqwire_to_py() {
 				'BEGIN { printf "%.3f", n / c / 1e6 }')
 		fi
 	done
+	step="$name: waiting for the Python server ($form)"
+	step_t0=$SECONDS
+	step_log=$work/$name.$form.server
 	wait "$spid"
 	rc=$?
 	served=$(grep '^SERVED' "$work/$name.$form.server")
@@ -423,7 +450,7 @@ cqwire_to_py() {
 
 # One condition: name, one-way delay (us), loss %, reorder %.
 run_condition() {
-	local name=$1 delay=$2 loss=$3 reorder=$4 i tc
+	local name=$1 delay=$2 loss=$3 reorder=$4 i tc t0=$SECONDS
 	echo "== $name: delay ${delay} us one way, loss ${loss}%, reorder ${reorder}%"
 	make_link "$name" "$delay" "$loss" "$reorder"
 	timeout --foreground $((3 * step_t)) ip netns exec "$ns_a" \
@@ -442,6 +469,9 @@ run_condition() {
 			rows+=("$name py->cqwire ${forms[$i]} 0 0 NO - - - -")
 		fi
 	done
+	step="$name: stopping cqwire-echo serve"
+	step_t0=$SECONDS
+	step_log=$work/$name.serve.err
 	kill -TERM "$serve_pid" 2>/dev/null
 	wait "$serve_pid" 2>/dev/null
 	if grep -q . "$work/$name.serve.err"; then
@@ -469,6 +499,7 @@ run_condition() {
 		fail "$name: $held packets held back, $ofo queued out of order:" \
 			"no reordering happened"
 	fi
+	echo "   $name: $((SECONDS - t0)) s"
 }
 
 start=$SECONDS
