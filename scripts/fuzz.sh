@@ -24,7 +24,7 @@ root=$PWD
 secs=${1:-30}
 targets=${CQW_FUZZ_TARGETS:-frame auth-server auth-client address recv}
 jobs=${CQW_FUZZ_JOBS:-1}
-export CQW_FUZZ_ALLOW=${CQW_FUZZ_ALLOW-readahead,deferred}
+export CQW_FUZZ_ALLOW=${CQW_FUZZ_ALLOW-}
 build=$root/build/fuzz
 
 case $secs in

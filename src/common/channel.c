@@ -536,7 +536,8 @@ cqw__chan_frame_ready(cqw_conn *c, size_t cap, int first, int commit,
 		/* Frame-exact: decide by looking; consume nothing. */
 		r = peek_header(c, &p, 0, &part);
 		if (r == CQW_EOF) {
-			return 1; /* the read says so */
+			/* The read says so; after messages, the next call. */
+			return first;
 		}
 		if (r == CQW_EOPNOTSUPP) {
 			goto out_consuming; /* cannot be peeked */
@@ -573,9 +574,12 @@ cqw__chan_frame_ready(cqw_conn *c, size_t cap, int first, int commit,
 		} else {
 			*partial = 1; /* part of a header */
 		}
-		/* Cut short, and the peer gone: the read says so. */
+		/*
+		 * Cut short, and the peer gone: the read says so, or after
+		 * messages the next call (nothing of it is taken now).
+		 */
 		r = cqw__io_hup(c->fd);
-		return r != 0 ? (r < 0 ? r : 1) : 0;
+		return r != 0 ? (r < 0 ? r : first) : 0;
 	}
 out_consuming:
 	if (cqw__dec_want(&c->dec) > 0) {
@@ -1042,6 +1046,12 @@ recv_kick(cqw_loop *loop, cqw_conn *c)
 	size_t want;
 
 	while (!c->recv_busy && (op = c->recvq.head) != NULL) {
+		if (c->deferred_err < 0 && !c->closing) {
+			/* What a batch owes: the next receive, on any path. */
+			cqw__opq_pop(&c->recvq);
+			cqw__loop_op_done(loop, op, take_deferred(c));
+			continue;
+		}
 		if (c->recv_error < 0 || c->closing) {
 			cqw__opq_pop(&c->recvq);
 			cqw__loop_op_done(loop, op,

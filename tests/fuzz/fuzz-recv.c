@@ -170,12 +170,11 @@ consumed(const struct run *rn)
 
 /*
  * Known bugs (tests/fuzz/known/recv) that CQW_FUZZ_ALLOW lets pass, so
- * that a long run looks past them:
- * - "readahead": a frame-exact batch holds the header (or more) of the
+ * that a long run looks past them. The words once used, both fixed:
+ * - "readahead": a frame-exact batch held the header (or more) of the
  *   frame after those it handed up;
  * - "deferred": an error such a batch deferred (CQW_ETRUNC for that
- *   frame) is not seen by loop receive ops, which report CQW_EOF, and
- *   comes back from a later synchronous receive instead.
+ *   frame) was not seen by loop receive ops, which reported CQW_EOF.
  */
 static int
 allowed(const char *word)
