@@ -16,10 +16,14 @@
 #include "posix/signals.h"
 
 struct poll_state {
-	struct cqw__io **waiting; /* ios that met EAGAIN */
+	/*
+	 * ios that met EAGAIN, linked through io->next: starting one needs
+	 * no memory, so start() cannot fail after a partial write.
+	 */
+	struct cqw__io *waiting;
 	size_t nwaiting;
-	size_t cap;
-	struct pollfd *pfds; /* [0] is the wake pipe */
+	struct pollfd *pfds; /* [0] is the wake pipe; grown by wait() */
+	size_t cap;	     /* entries in pfds */
 	int wake[2];
 };
 
@@ -77,7 +81,6 @@ poll_fini(cqw_loop *loop)
 
 	close(s->wake[0]);
 	close(s->wake[1]);
-	free(s->waiting);
 	free(s->pfds);
 	free(s);
 	loop->backend = NULL;
@@ -104,41 +107,17 @@ attempt(cqw_loop *loop, struct cqw__io *io)
 	return 1;
 }
 
-static int
-add_waiting(struct poll_state *s, struct cqw__io *io)
-{
-	if (s->nwaiting == s->cap) {
-		size_t cap = s->cap ? s->cap * 2 : 16;
-		struct cqw__io **w = realloc(s->waiting, cap * sizeof(*w));
-		struct pollfd *p;
-
-		if (w == NULL) {
-			return CQW_ENOMEM;
-		}
-		s->waiting = w;
-		p = realloc(s->pfds, (cap + 1) * sizeof(*p));
-		if (p == NULL) {
-			return CQW_ENOMEM;
-		}
-		s->pfds = p;
-		s->cap = cap;
-	}
-	s->waiting[s->nwaiting++] = io;
-	return 0;
-}
-
 static void
 poll_start(cqw_loop *loop, struct cqw__io *io)
 {
-	int r;
+	struct poll_state *s = state(loop);
 
 	if (attempt(loop, io)) {
 		return;
 	}
-	r = add_waiting(state(loop), io);
-	if (r < 0) {
-		cqw__loop_io_complete(loop, io, r);
-	}
+	io->next = s->waiting;
+	s->waiting = io;
+	s->nwaiting++;
 }
 
 static int
@@ -157,26 +136,54 @@ drain_wake(struct poll_state *s)
 	}
 }
 
+/* Room for the wake pipe and every waiting io; CQW_ENOMEM leaves all be. */
+static int
+ensure_pfds(struct poll_state *s)
+{
+	struct pollfd *p;
+	size_t cap;
+
+	if (s->nwaiting + 1 <= s->cap) {
+		return 0;
+	}
+	cap = s->cap ? s->cap : 16;
+	while (cap < s->nwaiting + 1) {
+		cap *= 2;
+	}
+	p = realloc(s->pfds, cap * sizeof(*p));
+	if (p == NULL) {
+		return CQW_ENOMEM; /* the ios stay waiting: a later wait retries */
+	}
+	s->pfds = p;
+	s->cap = cap;
+	return 0;
+}
+
 static int
 poll_wait(cqw_loop *loop, int timeout_ms)
 {
 	struct poll_state *s = state(loop);
-	struct pollfd wake = { .fd = s->wake[0], .events = POLLIN };
-	struct pollfd *p = s->pfds != NULL ? s->pfds : &wake;
-	size_t i, kept = 0;
+	struct cqw__io *io, *next, *kept = NULL, **tail = &kept;
+	struct pollfd *p;
+	size_t k;
 	int r, woken = 0;
 
+	r = ensure_pfds(s);
+	if (r < 0) {
+		return r;
+	}
+	p = s->pfds;
 	/* Completions are already waiting to be processed: do not block. */
 	if (loop->iodone != NULL) {
 		timeout_ms = 0;
 	}
-	p[0] = wake;
-	for (i = 0; i < s->nwaiting; i++) {
-		struct cqw__io *io = s->waiting[i];
-
-		p[i + 1].fd = io->conn->fd;
-		p[i + 1].events = io->kind == CQW__IO_WRITEV ? POLLOUT : POLLIN;
-		p[i + 1].revents = 0;
+	p[0].fd = s->wake[0];
+	p[0].events = POLLIN;
+	p[0].revents = 0;
+	for (io = s->waiting, k = 1; io != NULL; io = io->next, k++) {
+		p[k].fd = io->conn->fd;
+		p[k].events = io->kind == CQW__IO_WRITEV ? POLLOUT : POLLIN;
+		p[k].revents = 0;
 	}
 	r = poll(p, (nfds_t)(s->nwaiting + 1), timeout_ms);
 	if (r < 0) {
@@ -190,14 +197,18 @@ poll_wait(cqw_loop *loop, int timeout_ms)
 		drain_wake(s);
 		woken = 1;
 	}
-	for (i = 0; i < s->nwaiting; i++) {
-		struct cqw__io *io = s->waiting[i];
-
-		if (p[i + 1].revents == 0 || !attempt(loop, io)) {
-			s->waiting[kept++] = io;
+	/* Retry the ready ones; keep the rest in order. */
+	for (io = s->waiting, k = 1; io != NULL; io = next, k++) {
+		next = io->next; /* a completion relinks io */
+		if (p[k].revents != 0 && attempt(loop, io)) {
+			s->nwaiting--;
+			continue;
 		}
+		io->next = NULL;
+		*tail = io;
+		tail = &io->next;
 	}
-	s->nwaiting = kept;
+	s->waiting = kept;
 	return woken;
 }
 
@@ -205,11 +216,12 @@ static void
 poll_cancel(cqw_loop *loop, struct cqw__io *io)
 {
 	struct poll_state *s = state(loop);
-	size_t i;
+	struct cqw__io **pp;
 
-	for (i = 0; i < s->nwaiting; i++) {
-		if (s->waiting[i] == io) {
-			s->waiting[i] = s->waiting[--s->nwaiting];
+	for (pp = &s->waiting; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == io) {
+			*pp = io->next;
+			s->nwaiting--;
 			cqw__loop_io_complete(loop, io, CQW_ECANCELED);
 			return;
 		}
@@ -233,8 +245,8 @@ static int
 poll_after_fork(cqw_loop *loop)
 {
 	struct poll_state *s = state(loop);
+	struct cqw__io *io, *next;
 	int fds[2], r;
-	size_t i;
 
 	/* A parent's wake-up must not wake the child: a pipe of its own. */
 	r = make_wake_pipe(fds);
@@ -249,9 +261,11 @@ poll_after_fork(cqw_loop *loop)
 	 * The waiting ios are the parent's too, which goes on with them:
 	 * end the child's copies rather than race it for the same bytes.
 	 */
-	for (i = 0; i < s->nwaiting; i++) {
-		cqw__loop_io_complete(loop, s->waiting[i], CQW_EFORK);
+	for (io = s->waiting; io != NULL; io = next) {
+		next = io->next; /* completing relinks io */
+		cqw__loop_io_complete(loop, io, CQW_EFORK);
 	}
+	s->waiting = NULL;
 	s->nwaiting = 0;
 	return 0;
 }
