@@ -43,6 +43,7 @@
 
 #include "common/backend.h"
 #include "common/loop.h"
+#include "posix/signals.h"
 
 /*
  * liburing 2.3 has every constant used here; none is defined locally. One
@@ -191,9 +192,23 @@ setup_ring(struct uring_state *s)
 	if (r < 0) {
 		return r;
 	}
+	/*
+	 * A filter may let io_uring_setup through and refuse the calls that
+	 * use the ring (seccomp): ask io_uring_enter once. The ring is still
+	 * disabled, so a kernel that allows it answers EBADFD and does
+	 * nothing; a refusal ends the search here, as for setup.
+	 */
+	if (syscall(__NR_io_uring_enter, s->ring.ring_fd, 0, 0, 0, NULL, 0) <
+		0 &&
+	    (errno == EPERM || errno == ENOSYS || errno == EACCES)) {
+		r = -errno;
+		goto out_exit;
+	}
+	errno = 0;
 	probe = io_uring_get_probe_ring(&s->ring);
 	if (probe == NULL) {
-		r = -ENOSYS;
+		/* Out of memory is not "io_uring is missing". */
+		r = errno == ENOMEM ? -ENOMEM : -ENOSYS;
 		goto out_exit;
 	}
 	for (i = 0; i < sizeof(needed_ops) / sizeof(needed_ops[0]); i++) {
@@ -804,6 +819,11 @@ wait_one(cqw_loop *loop, int timeout_ms)
 			io_uring_sqe_set_data64(sqe, TAG_TIMEOUT);
 			r = io_uring_submit_and_wait(&s->ring, 1);
 		}
+	}
+	if (r == -EINTR && timeout_ms != 0 && cqw__eintr_stop()) {
+		/* The thread's signal check says stop: the ios stay. */
+		r = reap_all(loop);
+		return r < 0 ? r : CQW_EINTR;
 	}
 	r = enter_result(r);
 	if (r < 0) {
