@@ -1425,9 +1425,9 @@ test_loop_fork_child_uses_loop(void **state)
 	struct cqw_op inherited, *done[4];
 	cqw_conn *a0, *a1, *b0, *b1;
 	cqw_loop *loop;
-	char buf[64];
+	char buf[64], go;
+	int n, got, sync[2];
 	pid_t pid;
-	int n, got;
 
 	(void)state;
 	loop = t_loop_new();
@@ -1440,6 +1440,12 @@ test_loop_fork_child_uses_loop(void **state)
 	t_op(&inherited, CQW_OP_RECV, b0, buf, sizeof(buf), NULL);
 	T_RESULT(cqw_submit(loop, &inherited), 0);
 	T_RESULT(cqw_reap(loop, done, 4, 10), 0);
+	/*
+	 * The child sends only once the parent's receive is cancelled: on
+	 * rings without DEFER_TASKRUN the kernel may complete that read as
+	 * task work at any system call, and so hand it the child's message.
+	 */
+	assert_int_equal(pipe(sync), 0);
 
 	pid = t_fork();
 	if (pid == 0) {
@@ -1459,6 +1465,7 @@ test_loop_fork_child_uses_loop(void **state)
 		T_CHILD_CHECK(cqw_recv_bytes_into(b0, buf, sizeof(buf), 0,
 						  NULL) == CQW_EFORK);
 		/* Sending on the other end still works, through the loop. */
+		T_CHILD_CHECK(read(sync[0], &go, 1) == 1);
 		t_op(&s, CQW_OP_SEND, b1, "from child", 10, NULL);
 		T_CHILD_CHECK(cqw_submit(loop, &s) == 0);
 		for (got = 0; got < 1; got += n) {
@@ -1480,6 +1487,10 @@ test_loop_fork_child_uses_loop(void **state)
 	T_RESULT(cqw_cancel(loop, &inherited), 0);
 	t_reap_one(loop, &inherited);
 	T_RESULT(inherited.result, CQW_ECANCELED);
+	go = 1;
+	assert_int_equal(write(sync[1], &go, 1), 1);
+	close(sync[0]);
+	close(sync[1]);
 	/* The parent goes on with its loop while the child runs. */
 	T_RESULT(t_exchange(loop, a0, a1, 5000, 2000), 0);
 	t_wait_child(pid);

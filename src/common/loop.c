@@ -227,6 +227,13 @@ cqw_loop_new(cqw_loop **out, const struct cqw_loop_opts *opts)
 			*out = loop;
 			return 0;
 		}
+		/*
+		 * A bad setting (CQW_URING_SETUP=bogus) is the caller's to
+		 * hear, not a reason to run silently on another backend.
+		 */
+		if (r == CQW_EINVAL) {
+			break;
+		}
 	}
 	free(loop);
 	return r;
