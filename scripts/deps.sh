@@ -7,7 +7,7 @@ set -euo pipefail
 build_pkgs=(gcc make cmake pkg-config libssl-dev liburing-dev)
 perf_pkgs=(g++ libbenchmark-dev libzmq3-dev libnng-dev gnuplot-nox python3
 	python3-billiard)
-test_pkgs=(libcmocka-dev clang-format valgrind iproute2)
+test_pkgs=(libcmocka-dev clang-format valgrind iproute2 clang libclang-rt-14-dev)
 
 case "${1:-build}" in
 build) want=("${build_pkgs[@]}") ;;

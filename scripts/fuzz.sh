@@ -13,9 +13,8 @@
 #                     inputs in (default: a temporary one, removed)
 #   CQW_FUZZ_JOBS     libFuzzer worker processes per target (default 1)
 #   CQW_FUZZ_ALLOW    known bugs the targets let pass, so that a run looks
-#                     past them (default "readahead,deferred", the bugs of
-#                     tests/fuzz/known/recv, until they are fixed; ""
-#                     checks all)
+#                     past them (words of tests/fuzz/known; default "":
+#                     none is open, everything is checked)
 # A long manual run: CQW_FUZZ_KEEP=build/fuzz-out scripts/fuzz.sh 3600;
 # then add new crash inputs to tests/fuzz/regress/<target>/ with their fix.
 set -euo pipefail

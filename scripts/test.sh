@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone: installs what it needs, then
-# builds and tests (warnings as errors), again under ASan+UBSan and under
-# TSan, checks the formatting, and builds a consumer against the installed library through
-# CMake and through pkg-config. Exits non-zero on any failure, or when a
+# builds and tests (warnings as errors: unit, behavioural suites per
+# backend and ring flag set, interop, faults, soak short, the netns path,
+# valgrind), again under ASan+UBSan and under TSan, runs every fuzz target
+# for 30 s, checks the formatting, and builds a consumer against the
+# installed library through CMake and through pkg-config. Exits non-zero on any failure, or when a
 # test that must run here was skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -102,6 +104,9 @@ run_suite asan -DCMAKE_BUILD_TYPE=Debug -DCQW_SANITIZE=address,undefined \
 run_suite tsan -DCMAKE_BUILD_TYPE=Debug -DCQW_SANITIZE=thread \
 	-DCQW_BUILD_BENCH=OFF
 suite_may_skip=
+
+step "fuzz: every libFuzzer target for 30 s (scripts/fuzz.sh)"
+scripts/fuzz.sh 30
 
 step "format: clang-format --dry-run --Werror"
 git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
