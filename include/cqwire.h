@@ -337,6 +337,12 @@ CQW_EXTERN int cqw_accept(cqw_listener *l, cqw_conn **out, int timeout_ms);
 
 /* The bound address in the syntax above (port resolved), or NULL. */
 CQW_EXTERN const char *cqw_listener_address(const cqw_listener *l);
+/*
+ * The listening socket. It is non-blocking (O_NONBLOCK), so that an
+ * accept that loses a race with another process sharing it (prefork)
+ * goes back to waiting instead of sleeping past its timeout; a Python
+ * socket made from it has timeout 0. Accepted connections are blocking.
+ */
 CQW_EXTERN cqw_fd cqw_listener_fileno(const cqw_listener *l);
 /*
  * Close the socket. A unix path it created is unlinked, but only in the

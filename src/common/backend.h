@@ -10,9 +10,11 @@
  * at, until the backend completes it.
  *
  * Rules every backend keeps:
- * - start() never fails and never blocks. It may complete the io at once
- *   (the poll backend tries the system call first) by calling
- *   cqw__loop_io_complete(); it never calls back into the channel.
+ * - start() never fails and never blocks, and needs no memory: an io that
+ *   is part of a send already half on the wire must not end early. It may
+ *   complete the io at once (the poll backend tries the system call first)
+ *   by calling cqw__loop_io_complete(); it never calls back into the
+ *   channel.
  * - Every started io completes exactly once through
  *   cqw__loop_io_complete(loop, io, result) with result >= 0 (bytes; 0 is
  *   end of file for reads) or a CQW_E* code. CQW_EAGAIN is never a result:
@@ -21,7 +23,11 @@
  * - All calls come from the loop's thread. wake() may come from any.
  * - after_fork() runs in a child on the loop's first use there. It must
  *   not touch kernel state shared with the parent (an io_uring ring);
- *   ios started before the fork must still complete once in the child.
+ *   every io started before the fork, in the kernel or queued in the
+ *   backend, completes once in the child with CQW_EFORK (loop.c ends the
+ *   ops that never reached the backend).
+ * - wait() returns CQW_EINTR only when the thread's signal check asked
+ *   to stop (cqw__eintr_stop()); the ios stay in flight.
  */
 #ifndef CQW_BACKEND_H
 #define CQW_BACKEND_H
@@ -33,7 +39,10 @@ struct cqw__backend_ops {
 	int (*init)(cqw_loop *loop, unsigned entries);
 	void (*fini)(cqw_loop *loop);
 	void (*start)(cqw_loop *loop, struct cqw__io *io);
-	/* Push started ios to the kernel (no-op for poll). */
+	/*
+	 * Push started ios to the kernel (no-op for poll); may also take
+	 * completions already there into loop->iodone (queue only).
+	 */
 	int (*flush)(cqw_loop *loop);
 	/*
 	 * Wait up to timeout_ms for at least one completion or a wake();
