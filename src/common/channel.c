@@ -30,25 +30,13 @@ cqw__conn_init(cqw_conn *c, cqw_fd fd, int kind, unsigned flags)
 	c->fd = fd;
 	c->kind = kind;
 	c->flags = flags & CQW__CONN_FLAGS;
-	c->scratch[0] = c->scratch[1] = -1;
 	cqw__dec_reset(&c->dec);
 	return 0;
-}
-
-static void
-drop_scratch(cqw_conn *c)
-{
-	if (c->scratch[0] >= 0) {
-		cqw__io_close(c->scratch[0]);
-		cqw__io_close(c->scratch[1]);
-	}
-	c->scratch[0] = c->scratch[1] = -1;
 }
 
 void
 cqw__chan_release(cqw_conn *c)
 {
-	drop_scratch(c);
 	free(c->part);
 	c->part = NULL;
 	free(c->stage);
@@ -352,27 +340,6 @@ cqw__chan_exact_boundary(const cqw_conn *c)
 	       c->pay_got == 0 && c->stage_len == c->stage_off;
 }
 
-/* A private pipe for pipe peeks; a forked child makes its own. */
-static int
-ensure_scratch(cqw_conn *c)
-{
-	unsigned gen = cqw__fork_gen();
-	int r;
-
-	if (c->scratch[0] >= 0 && c->scratch_gen == gen) {
-		return 0;
-	}
-	/* Inherited: the parent's copy, which it may be using right now. */
-	drop_scratch(c);
-	r = cqw__io_pipe(c->scratch);
-	if (r < 0) {
-		c->scratch[0] = c->scratch[1] = -1;
-		return r;
-	}
-	c->scratch_gen = gen;
-	return 0;
-}
-
 /*
  * See the next header without consuming it: 1 (in *p), 0 if no whole
  * header is queued (*partial if part of one is), CQW_EOF, CQW_EOPNOTSUPP
@@ -390,15 +357,7 @@ peek_header(cqw_conn *c, struct cqw__peek *p, int wait, int *partial)
 		r = wait ? cqw__io_peek_wait(c->fd, b, sizeof(b))
 			 : cqw__io_peek(c->fd, b, sizeof(b));
 	} else {
-		r = ensure_scratch(c);
-		if (r == 0) {
-			r = cqw__io_pipe_peek(c->fd, c->scratch, b, sizeof(b),
-					      wait);
-		}
-		if (r < 0 && r != CQW_EAGAIN && r != CQW_EINTR &&
-		    r != CQW_EOPNOTSUPP) {
-			drop_scratch(c); /* it may hold a stray copy */
-		}
+		r = cqw__io_pipe_peek(c->fd, b, sizeof(b), wait);
 	}
 	if (r == CQW_EAGAIN) {
 		return 0;

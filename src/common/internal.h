@@ -63,8 +63,6 @@ struct cqw_conn {
 	 * wait here for the next receive.
 	 */
 	uint8_t *part;
-	cqw_fd scratch[2];    /* pipes: where a peeked header is copied */
-	unsigned scratch_gen; /* cqw__fork_gen() when scratch was made */
 
 	/* Asynchronous state; see channel.c. */
 	struct cqw_loop *loop;

@@ -164,14 +164,12 @@ int cqw__unlink(const char *path);
 /* As cqw__io_peek(), but sleeps until something is queued (or EOF). */
 int64_t cqw__io_peek_wait(cqw_fd sock, void *buf, size_t len);
 /*
- * Copy up to len bytes queued in pipe fd without consuming them, through
- * scratch (a private pipe, empty before and after). wait: sleep until
- * something is queued. 0 at EOF, CQW_EAGAIN, CQW_EOPNOTSUPP where fd
- * cannot be peeked (not a pipe), or an error (scratch must then be
- * remade).
+ * Copy up to len bytes queued in pipe fd without consuming them (tee(2)
+ * into a private pipe, one per thread, empty before and after). wait:
+ * sleep until something is queued. 0 at EOF, CQW_EAGAIN, CQW_EOPNOTSUPP
+ * where fd cannot be peeked (not a pipe), or an error.
  */
-int64_t cqw__io_pipe_peek(cqw_fd fd, cqw_fd scratch[2], void *buf, size_t len,
-			  int wait);
+int64_t cqw__io_pipe_peek(cqw_fd fd, void *buf, size_t len, int wait);
 /* 1 if the peer closed its end (reads would end), 0 if not, or an error. */
 int cqw__io_hup(cqw_fd fd);
 /*

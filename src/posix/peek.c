@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -47,12 +48,77 @@ cqw__io_peek_wait(cqw_fd sock, void *buf, size_t len)
 	}
 }
 
+#ifdef __linux__
+/*
+ * The private pipe a thread tees headers into. Per thread, not per
+ * connection (a parent with hundreds of worker pipes would pay two
+ * descriptors each): every use leaves it empty, and no two calls of one
+ * thread overlap. A forked child makes its own rather than share the
+ * parent's, which the parent may be using at that very moment.
+ */
+static _Thread_local cqw_fd scratch[2] = { -1, -1 };
+static _Thread_local unsigned scratch_gen;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void
+drop_scratch(void)
+{
+	if (scratch[0] >= 0) {
+		close(scratch[0]);
+		close(scratch[1]);
+	}
+	scratch[0] = scratch[1] = -1;
+}
+
+/* At thread exit (the key's value only marks that there is one). */
+static void
+scratch_exit(void *unused)
+{
+	(void)unused;
+	drop_scratch();
+}
+
+static void
+make_scratch_key(void)
+{
+	if (pthread_key_create(&scratch_key, scratch_exit) != 0) {
+		scratch_key = (pthread_key_t)-1;
+	}
+}
+
+static int
+ensure_scratch(void)
+{
+	unsigned gen = cqw__fork_gen();
+
+	if (scratch[0] >= 0 && scratch_gen == gen) {
+		return 0;
+	}
+	drop_scratch(); /* inherited from the parent: its copy */
+	if (pipe2(scratch, O_CLOEXEC) != 0) {
+		scratch[0] = scratch[1] = -1;
+		return -errno;
+	}
+	scratch_gen = gen;
+	pthread_once(&scratch_once, make_scratch_key);
+	if (scratch_key != (pthread_key_t)-1) {
+		pthread_setspecific(scratch_key, scratch);
+	}
+	return 0;
+}
+#endif
+
 int64_t
-cqw__io_pipe_peek(cqw_fd fd, cqw_fd scratch[2], void *buf, size_t len, int wait)
+cqw__io_pipe_peek(cqw_fd fd, void *buf, size_t len, int wait)
 {
 #ifdef __linux__
 	ssize_t n, r;
+	int err = ensure_scratch();
 
+	if (err < 0) {
+		return err;
+	}
 	for (;;) {
 		n = tee(fd, scratch[1], len, wait ? 0 : SPLICE_F_NONBLOCK);
 		if (n >= 0) {
@@ -76,12 +142,13 @@ cqw__io_pipe_peek(cqw_fd fd, cqw_fd scratch[2], void *buf, size_t len, int wait)
 		r = read(scratch[0], buf, (size_t)n);
 	} while (r < 0 && errno == EINTR);
 	if (r != n) {
-		return r < 0 ? -errno : CQW_EIO; /* the caller drops scratch */
+		err = r < 0 ? -errno : CQW_EIO;
+		drop_scratch(); /* it may hold a stray copy */
+		return err;
 	}
 	return n;
 #else
 	(void)fd;
-	(void)scratch;
 	(void)buf;
 	(void)len;
 	(void)wait;
