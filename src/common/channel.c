@@ -1027,6 +1027,10 @@ recv_kick(cqw_loop *loop, cqw_conn *c)
 			cqw__loop_op_done(loop, op, CQW_ETOOSHORT);
 			continue;
 		}
+		if (want == 0) {
+			/* A part a failed receive kept goes first. */
+			restore_part(c, op->buf);
+		}
 		if (take_staged(c, op)) {
 			continue;
 		}
@@ -1122,6 +1126,9 @@ recv_done(cqw_loop *loop, cqw_conn *c, int64_t r)
 						       : CQW_ETRUNC;
 			cqw__dec_reset(&c->dec);
 			c->pay_got = 0;
+		} else if (!c->closing) {
+			/* The part read so far is in this op's buffer only. */
+			keep_part(c, op->buf);
 		}
 		cqw__opq_pop(&c->recvq);
 		cqw__loop_op_done(loop, op, r);
