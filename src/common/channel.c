@@ -1,15 +1,21 @@
 /*
  * The channel: a connection's receive and send state, and the synchronous
- * frame primitives built on it.
+ * frame primitives built on it (the loop's side is channel-loop.c).
  *
  * Receive state is one frame in progress: the header decoder (c->dec) and
  * how much of the payload was consumed (c->pay_got). It survives between
- * calls, which is what lets recv_bytes_into() refuse a too-small buffer
- * and keep the message: the header was read, the payload was not.
+ * calls, so a receive cut short (a signal, a timeout) resumes where it
+ * stopped; the payload bytes it had taken wait in c->part when the
+ * caller's buffer may not come back.
  *
- * Frame-exact (default): every read asks for at most the rest of the
- * current header or payload, so no byte past the frame is consumed and
+ * Frame-exact (default): no byte is consumed that is not handed up, so
  * another process may read the next frame (Python's rule, WIRE.md §2.3).
+ * At a frame boundary the next header is peeked, not read (MSG_PEEK;
+ * tee(2) on pipes): a frame too big for the caller's buffer, or not yet
+ * wholly queued when a batch times out, stays in the kernel for any
+ * reader. A frame is then taken header and payload in one read. (A frame
+ * over 1 KiB that the kernel cannot hold whole, or that stalls, is
+ * committed to: its writer may be blocked until it is read.)
  * CQW_EXCLUSIVE: reads smaller than the staging buffer fill it instead,
  * so many small frames cost one system call; large payloads still go
  * straight into the caller's buffer.
@@ -20,8 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "loop.h"
+#include "internal.h"
 
 int
 cqw__conn_init(cqw_conn *c, cqw_fd fd, int kind, unsigned flags)
@@ -163,8 +168,8 @@ wait_first(cqw_conn *c, uint8_t *tmp, int64_t deadline)
 }
 
 /* An error a batch owes this receive (it handed up frames first). */
-static int
-take_deferred(cqw_conn *c)
+int
+cqw__chan_take_deferred(cqw_conn *c)
 {
 	int r = c->deferred_err;
 
@@ -185,7 +190,7 @@ cqw__chan_recv_header(cqw_conn *c, int64_t deadline)
 	 * only say EAGAIN. Streams, where frames are already there, keep
 	 * reading straight away.
 	 */
-	r = take_deferred(c);
+	r = cqw__chan_take_deferred(c);
 	if (r < 0) {
 		return r;
 	}
@@ -255,8 +260,8 @@ wait_payload(cqw_conn *c, uint8_t *p, uint64_t len, int64_t deadline)
  * (At most what the caller's buffer held, so never more than it allowed.)
  * Without memory the stream position is lost for good.
  */
-static void
-keep_part(cqw_conn *c, const void *dst)
+void
+cqw__chan_keep_part(cqw_conn *c, const void *dst)
 {
 	if (c->pay_got == 0 || c->part != NULL) {
 		return;
@@ -270,8 +275,8 @@ keep_part(cqw_conn *c, const void *dst)
 }
 
 /* A kept part goes to the front of the new destination. */
-static void
-restore_part(cqw_conn *c, void *dst)
+void
+cqw__chan_restore_part(cqw_conn *c, void *dst)
 {
 	if (c->part != NULL) {
 		memcpy(dst, c->part, (size_t)c->pay_got);
@@ -286,7 +291,7 @@ cqw__chan_recv_payload(cqw_conn *c, void *dst, uint64_t len, int64_t deadline)
 	uint8_t *p = dst;
 	int r;
 
-	restore_part(c, dst);
+	cqw__chan_restore_part(c, dst);
 	while (c->pay_got < len) {
 		r = cqw__chan_read(c, p + c->pay_got,
 				   (size_t)(len - c->pay_got));
@@ -304,7 +309,7 @@ cqw__chan_recv_payload(cqw_conn *c, void *dst, uint64_t len, int64_t deadline)
 			r = wait_payload(c, p, len, deadline);
 		}
 		if (r < 0) {
-			keep_part(c, dst);
+			cqw__chan_keep_part(c, dst);
 			return r;
 		}
 	}
@@ -394,7 +399,7 @@ int
 cqw__chan_wait_header(cqw_conn *c, struct cqw__peek *p, int64_t deadline)
 {
 	unsigned us = 50, still = 0;
-	int partial, r = take_deferred(c);
+	int partial, r = cqw__chan_take_deferred(c);
 
 	if (r < 0) {
 		return r;
@@ -597,9 +602,6 @@ cqw__chan_stage_payload(cqw_conn *c)
 	return r == 0 ? 0 : (int)r;
 }
 
-/* Frames taken per peek; the peek is bounded by the stage size. */
-#define PEEK_FRAMES 64
-
 static uint32_t
 be32(const uint8_t *p)
 {
@@ -654,16 +656,16 @@ read_exact(cqw_conn *c, cqw__iov *iov, int cnt)
  * path deals with those). Consumes exactly the frames taken, with one
  * gather read. Returns how many (lengths in msgs[i].len), or an error.
  */
-static int
-take_peeked(cqw_conn *c, size_t avail, struct cqw_msg *msgs, size_t n)
+int
+cqw__chan_take_peeked(cqw_conn *c, size_t avail, struct cqw_msg *msgs, size_t n)
 {
-	uint8_t hdr[PEEK_FRAMES][CQW__HDR_SMALL];
-	cqw__iov iov[2 * PEEK_FRAMES];
+	uint8_t hdr[CQW__PEEK_FRAMES][CQW__HDR_SMALL];
+	cqw__iov iov[2 * CQW__PEEK_FRAMES];
 	size_t off = 0, k, cnt = 0;
 	int r;
 
-	if (n > PEEK_FRAMES) {
-		n = PEEK_FRAMES;
+	if (n > CQW__PEEK_FRAMES) {
+		n = CQW__PEEK_FRAMES;
 	}
 	for (k = 0; k < n && off + CQW__HDR_SMALL <= avail; k++) {
 		uint32_t len = be32(c->stage + off);
@@ -703,7 +705,8 @@ cqw__chan_recv_peeked(cqw_conn *c, struct cqw_msg *msgs, size_t n)
 	    c->deferred_err < 0) {
 		return 0; /* one frame: the plain path costs the same */
 	}
-	for (k = 0; k < n && k < PEEK_FRAMES && want < CQW__STAGE_SIZE; k++) {
+	for (k = 0; k < n && k < CQW__PEEK_FRAMES && want < CQW__STAGE_SIZE;
+	     k++) {
 		want += CQW__HDR_SMALL + msgs[k].cap;
 	}
 	want = want < CQW__STAGE_SIZE ? want : CQW__STAGE_SIZE;
@@ -714,7 +717,7 @@ cqw__chan_recv_peeked(cqw_conn *c, struct cqw_msg *msgs, size_t n)
 	if (r <= 0) {
 		return r == CQW_EAGAIN || r == 0 ? 0 : (int)r;
 	}
-	return take_peeked(c, (size_t)r, msgs, n);
+	return cqw__chan_take_peeked(c, (size_t)r, msgs, n);
 }
 
 /*
@@ -806,430 +809,4 @@ cqw__chan_send(cqw_conn *c, const struct cqw_msg *msgs, size_t n)
 		done += i;
 	}
 	return 0;
-}
-
-/* ------------------------------------------------------------------
- * The asynchronous side. Ops wait in c->sendq / c->recvq; kick() starts
- * at most one write (a gather of everything queued) and one read; when a
- * backend completes one, io_done() advances the state and kicks again.
- */
-
-enum { RT_HDR = 1, RT_STAGE, RT_PAYLOAD, RT_PEEK };
-
-static void
-start_read(cqw_loop *loop, cqw_conn *c, int target, void *buf, size_t len)
-{
-	c->rio.kind = target == RT_PEEK ? CQW__IO_PEEK : CQW__IO_READ;
-	c->rio.conn = c;
-	c->rio.buf = buf;
-	c->rio.len = len > 0x40000000 ? 0x40000000 : len;
-	c->rtarget = target;
-	c->recv_busy = 1;
-	loop->ops->start(loop, &c->rio);
-}
-
-static void
-start_write(cqw_loop *loop, cqw_conn *c)
-{
-	unsigned cnt = c->siov_cnt - c->siov_first;
-
-	c->wio.kind = CQW__IO_WRITEV;
-	c->wio.conn = c;
-	c->wio.iov = c->siov + c->siov_first;
-	c->wio.iovcnt = (int)(cnt > CQW__IOV_MAX ? CQW__IOV_MAX : cnt);
-	c->send_busy = 1;
-	loop->ops->start(loop, &c->wio);
-}
-
-static void
-fail_queue(cqw_loop *loop, struct cqw__opq *q, int err)
-{
-	struct cqw_op *op;
-
-	while ((op = cqw__opq_pop(q)) != NULL) {
-		cqw__loop_op_done(loop, op, err);
-	}
-}
-
-static int
-ensure_gather(cqw_conn *c)
-{
-	if (c->siov != NULL) {
-		return 0;
-	}
-	c->siov = malloc(sizeof(*c->siov) * 2 * CQW__GATHER_MSGS);
-	c->shdr = malloc(sizeof(*c->shdr) * CQW__GATHER_MSGS);
-	if (c->siov == NULL || c->shdr == NULL) {
-		free(c->siov);
-		free(c->shdr);
-		c->siov = NULL;
-		c->shdr = NULL;
-		return CQW_ENOMEM;
-	}
-	return 0;
-}
-
-static void
-send_kick(cqw_loop *loop, cqw_conn *c)
-{
-	struct cqw_op *op;
-	unsigned n = 0, cnt = 0;
-	int r;
-
-	if (c->send_busy || c->sendq.head == NULL || c->closing) {
-		return;
-	}
-	r = c->send_error ? c->send_error : ensure_gather(c);
-	if (r < 0) {
-		fail_queue(loop, &c->sendq, r);
-		return;
-	}
-	while (n < CQW__GATHER_MSGS && (op = cqw__opq_pop(&c->sendq)) != NULL) {
-		if ((c->flags & CQW_NO_LARGE_FRAMES) &&
-		    op->len > CQW__SMALL_MAX) {
-			cqw__loop_op_done(loop, op, CQW_EMSGSIZE);
-			continue;
-		}
-		CQW__IOV_BASE(&c->siov[cnt]) = (char *)c->shdr[n];
-		CQW__IOV_LEN(&c->siov[cnt]) =
-		    cqw__frame_header(c->shdr[n], op->len);
-		cnt++;
-		if (op->len > 0) {
-			CQW__IOV_BASE(&c->siov[cnt]) = op->buf;
-			CQW__IOV_LEN(&c->siov[cnt]) = op->len;
-			cnt++;
-		}
-		CQW__OP_SET_STATE(op, CQW__OPS_SENDING);
-		c->gather[n++] = op;
-	}
-	if (n == 0) {
-		return;
-	}
-	c->ngather = n;
-	c->siov_first = 0;
-	c->siov_cnt = cnt;
-	start_write(loop, c);
-}
-
-static void
-send_fail(cqw_loop *loop, cqw_conn *c, int err)
-{
-	unsigned i;
-
-	/* The stream may be torn: nothing more may follow. */
-	c->send_error = err;
-	for (i = 0; i < c->ngather; i++) {
-		cqw__loop_op_done(loop, c->gather[i], err);
-	}
-	c->ngather = 0;
-	fail_queue(loop, &c->sendq, err);
-}
-
-static void
-send_done(cqw_loop *loop, cqw_conn *c, int64_t r)
-{
-	unsigned i;
-
-	c->send_busy = 0;
-	if (r < 0) {
-		send_fail(loop, c, (int)r);
-		return;
-	}
-	while (c->siov_first < c->siov_cnt &&
-	       (size_t)r >= CQW__IOV_LEN(&c->siov[c->siov_first])) {
-		r -= (int64_t)CQW__IOV_LEN(&c->siov[c->siov_first]);
-		c->siov_first++;
-	}
-	if (c->siov_first < c->siov_cnt) {
-		/* A partial write: resume from (iov index, offset)... */
-		cqw__iov *v = &c->siov[c->siov_first];
-
-		if (c->closing) {
-			/* ...unless closing: the peer sees a cut frame. */
-			send_fail(loop, c, CQW_ECANCELED);
-			return;
-		}
-		CQW__IOV_BASE(v) = (char *)CQW__IOV_BASE(v) + r;
-		CQW__IOV_LEN(v) -= (size_t)r;
-		start_write(loop, c);
-		return;
-	}
-	for (i = 0; i < c->ngather; i++) {
-		cqw__loop_op_done(loop, c->gather[i], 0);
-	}
-	c->ngather = 0;
-	send_kick(loop, c);
-}
-
-/* Move staged bytes into the header or payload; 1 if any moved. */
-static int
-take_staged(cqw_conn *c, struct cqw_op *op)
-{
-	size_t avail = c->stage_len - c->stage_off, n;
-
-	if (avail == 0) {
-		return 0;
-	}
-	if (cqw__dec_want(&c->dec) > 0) {
-		n = cqw__dec_feed(&c->dec, c->stage + c->stage_off, avail);
-	} else {
-		n = (size_t)(c->dec.len - c->pay_got);
-		if (n > avail) {
-			n = avail;
-		}
-		if (n > 0) {
-			memcpy((char *)op->buf + c->pay_got,
-			       c->stage + c->stage_off, n);
-		}
-		c->pay_got += n;
-	}
-	c->stage_off += n;
-	return n > 0;
-}
-
-static int
-ensure_stage(cqw_conn *c)
-{
-	if (c->stage == NULL) {
-		c->stage = malloc(CQW__STAGE_SIZE);
-	}
-	return c->stage != NULL ? 0 : CQW_ENOMEM;
-}
-
-static void
-recv_kick(cqw_loop *loop, cqw_conn *c)
-{
-	struct cqw_op *op;
-	int exclusive = (c->flags & CQW_EXCLUSIVE) != 0;
-	uint64_t len;
-	size_t want;
-
-	while (!c->recv_busy && (op = c->recvq.head) != NULL) {
-		if (c->deferred_err < 0 && !c->closing) {
-			/* What a batch owes: the next receive, on any path. */
-			cqw__opq_pop(&c->recvq);
-			cqw__loop_op_done(loop, op, take_deferred(c));
-			continue;
-		}
-		if (c->recv_error < 0 || c->closing) {
-			cqw__opq_pop(&c->recvq);
-			cqw__loop_op_done(loop, op,
-					  c->closing ? CQW_ECANCELED
-						     : c->recv_error);
-			continue;
-		}
-		want = cqw__dec_want(&c->dec);
-		if (want == 0 && c->dec.len > op->len) {
-			/* Too small: keep the frame for the next receive. */
-			op->needed = c->dec.len > SIZE_MAX ? SIZE_MAX
-							   : (size_t)c->dec.len;
-			cqw__opq_pop(&c->recvq);
-			cqw__loop_op_done(loop, op, CQW_ETOOSHORT);
-			continue;
-		}
-		if (want == 0) {
-			/* A part a failed receive kept goes first. */
-			restore_part(c, op->buf);
-		}
-		if (take_staged(c, op)) {
-			continue;
-		}
-		len = c->dec.len;
-		if (want == 0 && c->pay_got == len) {
-			cqw__dec_reset(&c->dec);
-			c->pay_got = 0;
-			c->no_peek = 0;
-			cqw__opq_pop(&c->recvq);
-			cqw__loop_op_done(loop, op, (int64_t)len);
-			continue;
-		}
-		if (exclusive &&
-		    (want > 0 || len - c->pay_got < CQW__STAGE_SIZE)) {
-			if (ensure_stage(c) < 0) {
-				cqw__opq_pop(&c->recvq);
-				cqw__loop_op_done(loop, op, CQW_ENOMEM);
-				continue;
-			}
-			start_read(loop, c, RT_STAGE, c->stage,
-				   CQW__STAGE_SIZE);
-		} else if (want > 0 && !cqw__dec_started(&c->dec) &&
-			   c->kind == CQW__FD_SOCK && !c->no_peek) {
-			/*
-			 * Frame-exact socket at a frame boundary: peek, then
-			 * take every whole frame that the queued receives
-			 * can hold with one exact gather read.
-			 */
-			if (ensure_stage(c) < 0) {
-				cqw__opq_pop(&c->recvq);
-				cqw__loop_op_done(loop, op, CQW_ENOMEM);
-				continue;
-			}
-			start_read(loop, c, RT_PEEK, c->stage, CQW__STAGE_SIZE);
-		} else if (want > 0) {
-			start_read(loop, c, RT_HDR, c->rhdr, want);
-		} else {
-			start_read(loop, c, RT_PAYLOAD,
-				   (char *)op->buf + c->pay_got,
-				   (size_t)(len - c->pay_got));
-		}
-	}
-}
-
-/* A peek of avail bytes completed: hand whole frames to queued ops. */
-static void
-recv_peeked(cqw_loop *loop, cqw_conn *c, size_t avail)
-{
-	struct cqw_msg msgs[PEEK_FRAMES];
-	struct cqw_op *ops[PEEK_FRAMES], *op = c->recvq.head;
-	size_t n = 0, i;
-	int k;
-
-	for (; op != NULL && n < PEEK_FRAMES; op = CQW__OP_NEXT(op), n++) {
-		ops[n] = op;
-		msgs[n].buf = op->buf;
-		msgs[n].cap = op->len;
-	}
-	k = take_peeked(c, avail, msgs, n);
-	if (k == 0) {
-		/* The first frame needs the one-frame path (see take_peeked). */
-		c->no_peek = 1;
-		return;
-	}
-	if (k < 0) {
-		/* Nothing was consumed, or the stream is lost: say so once. */
-		cqw__opq_pop(&c->recvq);
-		cqw__loop_op_done(loop, ops[0], k);
-		return;
-	}
-	for (i = 0; i < (size_t)k; i++) {
-		cqw__opq_pop(&c->recvq);
-		cqw__loop_op_done(loop, ops[i], (int64_t)msgs[i].len);
-	}
-}
-
-static void
-recv_done(cqw_loop *loop, cqw_conn *c, int64_t r)
-{
-	struct cqw_op *op = c->recvq.head;
-
-	c->recv_busy = 0;
-	if (r == CQW_EFORK) {
-		/* The parent may have read for it: the position is lost. */
-		c->recv_error = CQW_EFORK;
-	}
-	if (r > 0 && c->closing) {
-		r = CQW_ECANCELED; /* what was read is dropped with the conn */
-	}
-	if (r <= 0) {
-		if (r == 0) {
-			r = cqw__dec_want(&c->dec) > 0 ? cqw__dec_eof(&c->dec)
-						       : CQW_ETRUNC;
-			cqw__dec_reset(&c->dec);
-			c->pay_got = 0;
-		} else if (!c->closing) {
-			/* The part read so far is in this op's buffer only. */
-			keep_part(c, op->buf);
-		}
-		cqw__opq_pop(&c->recvq);
-		cqw__loop_op_done(loop, op, r);
-		recv_kick(loop, c);
-		return;
-	}
-	switch (c->rtarget) {
-	case RT_PEEK:
-		recv_peeked(loop, c, (size_t)r);
-		break;
-	case RT_HDR:
-		cqw__dec_feed(&c->dec, c->rhdr, (size_t)r);
-		break;
-	case RT_STAGE:
-		c->stage_off = 0;
-		c->stage_len = (size_t)r;
-		break;
-	default:
-		c->pay_got += (uint64_t)r;
-		break;
-	}
-	recv_kick(loop, c);
-}
-
-void
-cqw__chan_kick(cqw_loop *loop, cqw_conn *c)
-{
-	send_kick(loop, c);
-	recv_kick(loop, c);
-}
-
-void
-cqw__chan_io_done(cqw_loop *loop, struct cqw__io *io)
-{
-	cqw_conn *c = io->conn;
-
-	if (io == &c->wio) {
-		send_done(loop, c, io->result);
-	} else {
-		recv_done(loop, c, io->result);
-	}
-}
-
-int
-cqw__chan_cancel(cqw_loop *loop, struct cqw_op *op)
-{
-	cqw_conn *c = op->conn;
-
-	switch (CQW__OP_STATE(op)) {
-	case CQW__OPS_QUEUED:
-		break;
-	case CQW__OPS_SENDING:
-		/* Part of it may be on the wire; cutting it would tear. */
-		return CQW_EBUSY;
-	default:
-		return 0; /* already done: nothing to cancel */
-	}
-	if (op == c->recvq.head && c->recv_busy) {
-		if (c->pay_got > 0 || c->rtarget == RT_PAYLOAD) {
-			return CQW_EBUSY;
-		}
-		/* The read completes (maybe ECANCELED) and ends the op. */
-		loop->ops->cancel(loop, &c->rio);
-		return 0;
-	}
-	if (cqw__opq_remove(&c->sendq, op) || cqw__opq_remove(&c->recvq, op)) {
-		cqw__loop_op_done(loop, op, CQW_ECANCELED);
-	}
-	return 0;
-}
-
-void
-cqw__chan_fork_fail(cqw_loop *loop, cqw_conn *c)
-{
-	struct cqw_op *head = c->recv_busy ? cqw__opq_pop(&c->recvq) : NULL;
-
-	/*
-	 * In a child after fork(): queued ops end with CQW_EFORK, except the
-	 * ones an io in flight belongs to (the gather being written, the
-	 * receive at the head), which end when the backend ends that io.
-	 */
-	fail_queue(loop, &c->sendq, CQW_EFORK);
-	fail_queue(loop, &c->recvq, CQW_EFORK);
-	if (head != NULL) {
-		cqw__opq_push(&c->recvq, head);
-	}
-}
-
-void
-cqw__chan_cancel_all(cqw_loop *loop, cqw_conn *c)
-{
-	struct cqw_op *head = c->recv_busy ? cqw__opq_pop(&c->recvq) : NULL;
-
-	fail_queue(loop, &c->sendq, CQW_ECANCELED);
-	fail_queue(loop, &c->recvq, CQW_ECANCELED);
-	if (head != NULL) {
-		/* Put back the op that the read in flight belongs to. */
-		cqw__opq_push(&c->recvq, head);
-		loop->ops->cancel(loop, &c->rio);
-	}
-	if (c->send_busy) {
-		loop->ops->cancel(loop, &c->wio);
-	}
 }

@@ -174,6 +174,25 @@ int cqw__chan_stage_payload(cqw_conn *c);
 int cqw__chan_recv_peeked(cqw_conn *c, struct cqw_msg *msgs, size_t n);
 void cqw__chan_release(cqw_conn *c);
 
+/* Shared by the synchronous side and the loop's (channel-loop.c). */
+/* Frames taken per peek; the peek is bounded by the stage size. */
+#define CQW__PEEK_FRAMES 64
+/* An error a batch owes the next receive (0 if none), taken once. */
+int cqw__chan_take_deferred(cqw_conn *c);
+/*
+ * A receive failed after consuming pay_got payload bytes into dst: keep
+ * them for the next receive (restore puts them at the front of its
+ * destination). Without memory the position is lost: recv_error.
+ */
+void cqw__chan_keep_part(cqw_conn *c, const void *dst);
+void cqw__chan_restore_part(cqw_conn *c, void *dst);
+/*
+ * Consume the whole frames a peek showed in c->stage[0..avail) that fit
+ * msgs[i].cap, with one exact gather read: how many, or an error.
+ */
+int cqw__chan_take_peeked(cqw_conn *c, size_t avail, struct cqw_msg *msgs,
+			  size_t n);
+
 /*
  * Receive one whole frame into buf (cap bytes), refusing larger ones with
  * CQW_EMSGSIZE (the connection is then poisoned as for maxlength).

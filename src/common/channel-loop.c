@@ -1,0 +1,433 @@
+/*
+ * The channel's asynchronous side: a connection's ops on a loop. Ops wait
+ * in c->sendq / c->recvq; kick() starts at most one write (a gather of
+ * everything queued) and one read; when a backend completes one,
+ * io_done() advances the state and kicks again. The frame state is the
+ * one the synchronous side (channel.c) uses, so the two agree on framing
+ * and a connection may go from one to the other between frames.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "loop.h"
+
+enum { RT_HDR = 1, RT_STAGE, RT_PAYLOAD, RT_PEEK };
+
+static void
+start_read(cqw_loop *loop, cqw_conn *c, int target, void *buf, size_t len)
+{
+	c->rio.kind = target == RT_PEEK ? CQW__IO_PEEK : CQW__IO_READ;
+	c->rio.conn = c;
+	c->rio.buf = buf;
+	c->rio.len = len > 0x40000000 ? 0x40000000 : len;
+	c->rtarget = target;
+	c->recv_busy = 1;
+	loop->ops->start(loop, &c->rio);
+}
+
+static void
+start_write(cqw_loop *loop, cqw_conn *c)
+{
+	unsigned cnt = c->siov_cnt - c->siov_first;
+
+	c->wio.kind = CQW__IO_WRITEV;
+	c->wio.conn = c;
+	c->wio.iov = c->siov + c->siov_first;
+	c->wio.iovcnt = (int)(cnt > CQW__IOV_MAX ? CQW__IOV_MAX : cnt);
+	c->send_busy = 1;
+	loop->ops->start(loop, &c->wio);
+}
+
+static void
+fail_queue(cqw_loop *loop, struct cqw__opq *q, int err)
+{
+	struct cqw_op *op;
+
+	while ((op = cqw__opq_pop(q)) != NULL) {
+		cqw__loop_op_done(loop, op, err);
+	}
+}
+
+static int
+ensure_gather(cqw_conn *c)
+{
+	if (c->siov != NULL) {
+		return 0;
+	}
+	c->siov = malloc(sizeof(*c->siov) * 2 * CQW__GATHER_MSGS);
+	c->shdr = malloc(sizeof(*c->shdr) * CQW__GATHER_MSGS);
+	if (c->siov == NULL || c->shdr == NULL) {
+		free(c->siov);
+		free(c->shdr);
+		c->siov = NULL;
+		c->shdr = NULL;
+		return CQW_ENOMEM;
+	}
+	return 0;
+}
+
+static void
+send_kick(cqw_loop *loop, cqw_conn *c)
+{
+	struct cqw_op *op;
+	unsigned n = 0, cnt = 0;
+	int r;
+
+	if (c->send_busy || c->sendq.head == NULL || c->closing) {
+		return;
+	}
+	r = c->send_error ? c->send_error : ensure_gather(c);
+	if (r < 0) {
+		fail_queue(loop, &c->sendq, r);
+		return;
+	}
+	while (n < CQW__GATHER_MSGS && (op = cqw__opq_pop(&c->sendq)) != NULL) {
+		if ((c->flags & CQW_NO_LARGE_FRAMES) &&
+		    op->len > CQW__SMALL_MAX) {
+			cqw__loop_op_done(loop, op, CQW_EMSGSIZE);
+			continue;
+		}
+		CQW__IOV_BASE(&c->siov[cnt]) = (char *)c->shdr[n];
+		CQW__IOV_LEN(&c->siov[cnt]) =
+		    cqw__frame_header(c->shdr[n], op->len);
+		cnt++;
+		if (op->len > 0) {
+			CQW__IOV_BASE(&c->siov[cnt]) = op->buf;
+			CQW__IOV_LEN(&c->siov[cnt]) = op->len;
+			cnt++;
+		}
+		CQW__OP_SET_STATE(op, CQW__OPS_SENDING);
+		c->gather[n++] = op;
+	}
+	if (n == 0) {
+		return;
+	}
+	c->ngather = n;
+	c->siov_first = 0;
+	c->siov_cnt = cnt;
+	start_write(loop, c);
+}
+
+static void
+send_fail(cqw_loop *loop, cqw_conn *c, int err)
+{
+	unsigned i;
+
+	/* The stream may be torn: nothing more may follow. */
+	c->send_error = err;
+	for (i = 0; i < c->ngather; i++) {
+		cqw__loop_op_done(loop, c->gather[i], err);
+	}
+	c->ngather = 0;
+	fail_queue(loop, &c->sendq, err);
+}
+
+static void
+send_done(cqw_loop *loop, cqw_conn *c, int64_t r)
+{
+	unsigned i;
+
+	c->send_busy = 0;
+	if (r < 0) {
+		send_fail(loop, c, (int)r);
+		return;
+	}
+	while (c->siov_first < c->siov_cnt &&
+	       (size_t)r >= CQW__IOV_LEN(&c->siov[c->siov_first])) {
+		r -= (int64_t)CQW__IOV_LEN(&c->siov[c->siov_first]);
+		c->siov_first++;
+	}
+	if (c->siov_first < c->siov_cnt) {
+		/* A partial write: resume from (iov index, offset)... */
+		cqw__iov *v = &c->siov[c->siov_first];
+
+		if (c->closing) {
+			/* ...unless closing: the peer sees a cut frame. */
+			send_fail(loop, c, CQW_ECANCELED);
+			return;
+		}
+		CQW__IOV_BASE(v) = (char *)CQW__IOV_BASE(v) + r;
+		CQW__IOV_LEN(v) -= (size_t)r;
+		start_write(loop, c);
+		return;
+	}
+	for (i = 0; i < c->ngather; i++) {
+		cqw__loop_op_done(loop, c->gather[i], 0);
+	}
+	c->ngather = 0;
+	send_kick(loop, c);
+}
+
+/* Move staged bytes into the header or payload; 1 if any moved. */
+static int
+take_staged(cqw_conn *c, struct cqw_op *op)
+{
+	size_t avail = c->stage_len - c->stage_off, n;
+
+	if (avail == 0) {
+		return 0;
+	}
+	if (cqw__dec_want(&c->dec) > 0) {
+		n = cqw__dec_feed(&c->dec, c->stage + c->stage_off, avail);
+	} else {
+		n = (size_t)(c->dec.len - c->pay_got);
+		if (n > avail) {
+			n = avail;
+		}
+		if (n > 0) {
+			memcpy((char *)op->buf + c->pay_got,
+			       c->stage + c->stage_off, n);
+		}
+		c->pay_got += n;
+	}
+	c->stage_off += n;
+	return n > 0;
+}
+
+static int
+ensure_stage(cqw_conn *c)
+{
+	if (c->stage == NULL) {
+		c->stage = malloc(CQW__STAGE_SIZE);
+	}
+	return c->stage != NULL ? 0 : CQW_ENOMEM;
+}
+
+static void
+recv_kick(cqw_loop *loop, cqw_conn *c)
+{
+	struct cqw_op *op;
+	int exclusive = (c->flags & CQW_EXCLUSIVE) != 0;
+	uint64_t len;
+	size_t want;
+
+	while (!c->recv_busy && (op = c->recvq.head) != NULL) {
+		if (c->deferred_err < 0 && !c->closing) {
+			/* What a batch owes: the next receive, on any path. */
+			cqw__opq_pop(&c->recvq);
+			cqw__loop_op_done(loop, op, cqw__chan_take_deferred(c));
+			continue;
+		}
+		if (c->recv_error < 0 || c->closing) {
+			cqw__opq_pop(&c->recvq);
+			cqw__loop_op_done(loop, op,
+					  c->closing ? CQW_ECANCELED
+						     : c->recv_error);
+			continue;
+		}
+		want = cqw__dec_want(&c->dec);
+		if (want == 0 && c->dec.len > op->len) {
+			/* Too small: keep the frame for the next receive. */
+			op->needed = c->dec.len > SIZE_MAX ? SIZE_MAX
+							   : (size_t)c->dec.len;
+			cqw__opq_pop(&c->recvq);
+			cqw__loop_op_done(loop, op, CQW_ETOOSHORT);
+			continue;
+		}
+		if (want == 0) {
+			/* A part a failed receive kept goes first. */
+			cqw__chan_restore_part(c, op->buf);
+		}
+		if (take_staged(c, op)) {
+			continue;
+		}
+		len = c->dec.len;
+		if (want == 0 && c->pay_got == len) {
+			cqw__dec_reset(&c->dec);
+			c->pay_got = 0;
+			c->no_peek = 0;
+			cqw__opq_pop(&c->recvq);
+			cqw__loop_op_done(loop, op, (int64_t)len);
+			continue;
+		}
+		if (exclusive &&
+		    (want > 0 || len - c->pay_got < CQW__STAGE_SIZE)) {
+			if (ensure_stage(c) < 0) {
+				cqw__opq_pop(&c->recvq);
+				cqw__loop_op_done(loop, op, CQW_ENOMEM);
+				continue;
+			}
+			start_read(loop, c, RT_STAGE, c->stage,
+				   CQW__STAGE_SIZE);
+		} else if (want > 0 && !cqw__dec_started(&c->dec) &&
+			   c->kind == CQW__FD_SOCK && !c->no_peek) {
+			/*
+			 * Frame-exact socket at a frame boundary: peek, then
+			 * take every whole frame that the queued receives
+			 * can hold with one exact gather read.
+			 */
+			if (ensure_stage(c) < 0) {
+				cqw__opq_pop(&c->recvq);
+				cqw__loop_op_done(loop, op, CQW_ENOMEM);
+				continue;
+			}
+			start_read(loop, c, RT_PEEK, c->stage, CQW__STAGE_SIZE);
+		} else if (want > 0) {
+			start_read(loop, c, RT_HDR, c->rhdr, want);
+		} else {
+			start_read(loop, c, RT_PAYLOAD,
+				   (char *)op->buf + c->pay_got,
+				   (size_t)(len - c->pay_got));
+		}
+	}
+}
+
+/* A peek of avail bytes completed: hand whole frames to queued ops. */
+static void
+recv_peeked(cqw_loop *loop, cqw_conn *c, size_t avail)
+{
+	struct cqw_msg msgs[CQW__PEEK_FRAMES];
+	struct cqw_op *ops[CQW__PEEK_FRAMES], *op = c->recvq.head;
+	size_t n = 0, i;
+	int k;
+
+	for (; op != NULL && n < CQW__PEEK_FRAMES; op = CQW__OP_NEXT(op), n++) {
+		ops[n] = op;
+		msgs[n].buf = op->buf;
+		msgs[n].cap = op->len;
+	}
+	k = cqw__chan_take_peeked(c, avail, msgs, n);
+	if (k == 0) {
+		/* The first frame needs the one-frame path (see cqw__chan_take_peeked). */
+		c->no_peek = 1;
+		return;
+	}
+	if (k < 0) {
+		/* Nothing was consumed, or the stream is lost: say so once. */
+		cqw__opq_pop(&c->recvq);
+		cqw__loop_op_done(loop, ops[0], k);
+		return;
+	}
+	for (i = 0; i < (size_t)k; i++) {
+		cqw__opq_pop(&c->recvq);
+		cqw__loop_op_done(loop, ops[i], (int64_t)msgs[i].len);
+	}
+}
+
+static void
+recv_done(cqw_loop *loop, cqw_conn *c, int64_t r)
+{
+	struct cqw_op *op = c->recvq.head;
+
+	c->recv_busy = 0;
+	if (r == CQW_EFORK) {
+		/* The parent may have read for it: the position is lost. */
+		c->recv_error = CQW_EFORK;
+	}
+	if (r > 0 && c->closing) {
+		r = CQW_ECANCELED; /* what was read is dropped with the conn */
+	}
+	if (r <= 0) {
+		if (r == 0) {
+			r = cqw__dec_want(&c->dec) > 0 ? cqw__dec_eof(&c->dec)
+						       : CQW_ETRUNC;
+			cqw__dec_reset(&c->dec);
+			c->pay_got = 0;
+		} else if (!c->closing) {
+			/* The part read so far is in this op's buffer only. */
+			cqw__chan_keep_part(c, op->buf);
+		}
+		cqw__opq_pop(&c->recvq);
+		cqw__loop_op_done(loop, op, r);
+		recv_kick(loop, c);
+		return;
+	}
+	switch (c->rtarget) {
+	case RT_PEEK:
+		recv_peeked(loop, c, (size_t)r);
+		break;
+	case RT_HDR:
+		cqw__dec_feed(&c->dec, c->rhdr, (size_t)r);
+		break;
+	case RT_STAGE:
+		c->stage_off = 0;
+		c->stage_len = (size_t)r;
+		break;
+	default:
+		c->pay_got += (uint64_t)r;
+		break;
+	}
+	recv_kick(loop, c);
+}
+
+void
+cqw__chan_kick(cqw_loop *loop, cqw_conn *c)
+{
+	send_kick(loop, c);
+	recv_kick(loop, c);
+}
+
+void
+cqw__chan_io_done(cqw_loop *loop, struct cqw__io *io)
+{
+	cqw_conn *c = io->conn;
+
+	if (io == &c->wio) {
+		send_done(loop, c, io->result);
+	} else {
+		recv_done(loop, c, io->result);
+	}
+}
+
+int
+cqw__chan_cancel(cqw_loop *loop, struct cqw_op *op)
+{
+	cqw_conn *c = op->conn;
+
+	switch (CQW__OP_STATE(op)) {
+	case CQW__OPS_QUEUED:
+		break;
+	case CQW__OPS_SENDING:
+		/* Part of it may be on the wire; cutting it would tear. */
+		return CQW_EBUSY;
+	default:
+		return 0; /* already done: nothing to cancel */
+	}
+	if (op == c->recvq.head && c->recv_busy) {
+		if (c->pay_got > 0 || c->rtarget == RT_PAYLOAD) {
+			return CQW_EBUSY;
+		}
+		/* The read completes (maybe ECANCELED) and ends the op. */
+		loop->ops->cancel(loop, &c->rio);
+		return 0;
+	}
+	if (cqw__opq_remove(&c->sendq, op) || cqw__opq_remove(&c->recvq, op)) {
+		cqw__loop_op_done(loop, op, CQW_ECANCELED);
+	}
+	return 0;
+}
+
+void
+cqw__chan_fork_fail(cqw_loop *loop, cqw_conn *c)
+{
+	struct cqw_op *head = c->recv_busy ? cqw__opq_pop(&c->recvq) : NULL;
+
+	/*
+	 * In a child after fork(): queued ops end with CQW_EFORK, except the
+	 * ones an io in flight belongs to (the gather being written, the
+	 * receive at the head), which end when the backend ends that io.
+	 */
+	fail_queue(loop, &c->sendq, CQW_EFORK);
+	fail_queue(loop, &c->recvq, CQW_EFORK);
+	if (head != NULL) {
+		cqw__opq_push(&c->recvq, head);
+	}
+}
+
+void
+cqw__chan_cancel_all(cqw_loop *loop, cqw_conn *c)
+{
+	struct cqw_op *head = c->recv_busy ? cqw__opq_pop(&c->recvq) : NULL;
+
+	fail_queue(loop, &c->sendq, CQW_ECANCELED);
+	fail_queue(loop, &c->recvq, CQW_ECANCELED);
+	if (head != NULL) {
+		/* Put back the op that the read in flight belongs to. */
+		cqw__opq_push(&c->recvq, head);
+		loop->ops->cancel(loop, &c->rio);
+	}
+	if (c->send_busy) {
+		loop->ops->cancel(loop, &c->wio);
+	}
+}
