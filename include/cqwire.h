@@ -455,14 +455,18 @@ CQW_EXTERN int cqw_submit(cqw_loop *loop, struct cqw_op *op);
 CQW_EXTERN int cqw_flush(cqw_loop *loop);
 /*
  * Flush, then wait up to timeout_ms for completions; store up to max
- * completed ops in ops[] and return how many (0 on timeout).
+ * completed ops in ops[] and return how many (0 on timeout). With no op
+ * submitted and not yet reaped there is nothing to wait for: 0 at once.
+ * CQW_EINTR if a signal came and the thread's signal check said to stop
+ * (the ops stay in flight); CQW_EBUSY from a thread not the loop's.
  */
 CQW_EXTERN int cqw_reap(cqw_loop *loop, struct cqw_op **ops, int max,
 			int timeout_ms);
 /*
  * Ask to cancel op. It still completes exactly once, with CQW_ECANCELED
- * unless it finished first. A send already partly written is not cancelled
- * (that would tear the stream).
+ * unless it finished first. A send already partly written, or a receive
+ * whose frame is partly read, is not cancelled: CQW_EBUSY (that would
+ * tear the stream); it completes when its frame does.
  */
 CQW_EXTERN int cqw_cancel(cqw_loop *loop, struct cqw_op *op);
 
