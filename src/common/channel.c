@@ -367,6 +367,10 @@ peek_header(cqw_conn *c, struct cqw__peek *p, int wait, int *partial)
 	if (r == CQW_EAGAIN) {
 		return 0;
 	}
+	if (r == 0 && c->kind != CQW__FD_SOCK && cqw__io_hup(c->fd) == 0) {
+		/* tee() says 0 when a racing reader emptied the pipe. */
+		return 0;
+	}
 	if (r <= 0) {
 		return r == 0 ? CQW_EOF : (int)r;
 	}
@@ -385,14 +389,16 @@ peek_header(cqw_conn *c, struct cqw__peek *p, int wait, int *partial)
 static int
 nap(unsigned *us, int64_t deadline)
 {
+	int r;
+
 	if (deadline >= 0 && cqw__remaining_ms(deadline) == 0) {
 		return CQW_ETIMEDOUT;
 	}
-	cqw__sleep_us(*us);
+	r = cqw__sleep_us(*us);
 	if (*us < 2000) {
 		*us *= 2;
 	}
-	return 0;
+	return r;
 }
 
 int
@@ -435,13 +441,15 @@ cqw__chan_wait_header(cqw_conn *c, struct cqw__peek *p, int64_t deadline)
 	}
 }
 
-int
-cqw__chan_take_frame(cqw_conn *c, const struct cqw__peek *p, void *dst)
+int64_t
+cqw__chan_take_frame(cqw_conn *c, const struct cqw__peek *p, void *dst,
+		     size_t cap)
 {
 	uint8_t hdr[CQW__HDR_LARGE];
 	cqw__iov iov[2];
+	uint64_t len;
 	int64_t n;
-	int cnt = 1;
+	int cnt = 1, r;
 
 	CQW__IOV_BASE(&iov[0]) = (char *)hdr;
 	CQW__IOV_LEN(&iov[0]) = p->hdrlen;
@@ -456,7 +464,7 @@ cqw__chan_take_frame(cqw_conn *c, const struct cqw__peek *p, void *dst)
 	if (n == CQW_EAGAIN) {
 		n = 0; /* made non-blocking by its owner: wait below */
 	} else if (n < 0) {
-		return (int)n; /* nothing consumed */
+		return n; /* nothing consumed */
 	} else if (n == 0) {
 		return CQW_EOF; /* another reader took it, and the peer left */
 	}
@@ -467,13 +475,25 @@ cqw__chan_take_frame(cqw_conn *c, const struct cqw__peek *p, void *dst)
 		c->pay_got = (uint64_t)n - p->hdrlen;
 	}
 	if (cqw__dec_want(&c->dec) > 0) {
-		int r = cqw__chan_recv_header(c, -1);
-
+		r = cqw__chan_recv_header(c, -1);
 		if (r < 0) {
 			return r;
 		}
 	}
-	return cqw__chan_recv_payload(c, dst, c->dec.len, -1);
+	if (c->dec.len != p->len &&
+	    (c->dec.len > cap || c->dec.len < c->pay_got)) {
+		/*
+		 * Another reader took the peeked frame between the peek and
+		 * this read (readers of one descriptor must take turns, as
+		 * Python's take a lock): what was read is not one frame, and
+		 * nothing may go past cap. The position is lost for good.
+		 */
+		c->recv_error = CQW_EPROTO;
+		return CQW_EPROTO;
+	}
+	len = c->dec.len; /* the payload's end resets the decoder */
+	r = cqw__chan_recv_payload(c, dst, len, -1);
+	return r < 0 ? r : (int64_t)len;
 }
 
 /*
@@ -527,9 +547,10 @@ cqw__chan_frame_ready(cqw_conn *c, size_t cap, int first, int commit,
 			 * comes, by this connection: commit to it.
 			 */
 			qcap = cqw__io_queue_cap(c->fd, c->kind);
-			if (p.hdrlen + p.len > EXACT_WHOLE_MIN &&
-			    ((qcap > 0 && p.hdrlen + p.len > (uint64_t)qcap) ||
-			     commit)) {
+			if ((p.hdrlen + p.len > EXACT_WHOLE_MIN &&
+			     ((qcap > 0 && p.hdrlen + p.len > (uint64_t)qcap) ||
+			      commit)) ||
+			    commit > 1) {
 				goto out_consuming;
 			}
 			*partial = (uint64_t)queued;
@@ -725,9 +746,9 @@ cqw__chan_recv_peeked(cqw_conn *c, struct cqw_msg *msgs, size_t n)
  * its owner made non-blocking, wait in poll().
  */
 static int
-write_all(cqw_conn *c, cqw__iov *iov, int cnt)
+write_all(cqw_conn *c, cqw__iov *iov, int cnt, int wrote)
 {
-	int first = 0, n, wrote = 0;
+	int first = 0, n;
 	int64_t r;
 
 	while (first < cnt) {
@@ -802,7 +823,8 @@ cqw__chan_send(cqw_conn *c, const struct cqw_msg *msgs, size_t n)
 				cnt++;
 			}
 		}
-		r = write_all(c, iov, cnt);
+		/* After a first chunk, a signal must not stop the call. */
+		r = write_all(c, iov, cnt, done > 0);
 		if (r < 0) {
 			return r;
 		}

@@ -303,8 +303,8 @@ cqw_recv_bytes_into(cqw_conn *c, void *buf, size_t cap, size_t offset,
 			if (p.len > cap - offset || p.len > INT64_MAX) {
 				goto out_too_short;
 			}
-			r = cqw__chan_take_frame(c, &p, (char *)buf + offset);
-			return r < 0 ? r : (int64_t)p.len;
+			return cqw__chan_take_frame(c, &p, (char *)buf + offset,
+						    cap - offset);
 		}
 		/* Not peekable: read the header the consuming way. */
 	}
@@ -403,8 +403,8 @@ cqw_poll(cqw_conn *c, int timeout_ms)
 	if (r < 0) {
 		return r;
 	}
-	if (cqw__chan_has_buffered(c)) {
-		return 1;
+	if (cqw__chan_has_buffered(c) || c->deferred_err < 0) {
+		return 1; /* the next receive returns at once */
 	}
 	return cqw__io_wait(c->fd, 0, timeout_ms);
 }
@@ -475,8 +475,16 @@ wait_frame(cqw_conn *c, size_t cap, int64_t deadline)
 			}
 			still = partial == last ? still + us : 0;
 			last = partial;
-			commit = still >= 20000;
-			cqw__sleep_us(us);
+			/*
+			 * Without a deadline nothing is gained by waiting
+			 * for the whole frame: commit to any stalled one, and
+			 * let the read sleep (no more naps).
+			 */
+			commit = still < 20000 ? 0 : deadline < 0 ? 2 : 1;
+			r = cqw__sleep_us(us);
+			if (r < 0) {
+				return r;
+			}
 			us = us < 2000 ? us * 2 : us;
 			continue;
 		}

@@ -142,11 +142,14 @@ int cqw__chan_exact_boundary(const cqw_conn *c);
  */
 int cqw__chan_wait_header(cqw_conn *c, struct cqw__peek *p, int64_t deadline);
 /*
- * Consume the peeked frame p into dst (p->len bytes), sleeping for the
- * rest of it as needed. 0, or an error (the connection then holds what
- * was consumed, for the next receive).
+ * Consume the peeked frame p into dst (cap bytes), sleeping for the rest
+ * of it as needed. Its length, or an error (the connection then holds
+ * what was consumed, for the next receive). CQW_EPROTO, sticky, if the
+ * frame read is not the one peeked (another reader raced this one) and
+ * does not fit: nothing is ever written past cap.
  */
-int cqw__chan_take_frame(cqw_conn *c, const struct cqw__peek *p, void *dst);
+int64_t cqw__chan_take_frame(cqw_conn *c, const struct cqw__peek *p, void *dst,
+			     size_t cap);
 /*
  * 1 if the next frame can be read now: its header is in and it is wholly
  * queued, or it does not fit cap (CQW_ETOOSHORT needs no payload), or,
@@ -155,8 +158,9 @@ int cqw__chan_take_frame(cqw_conn *c, const struct cqw__peek *p, void *dst);
  * the rest comes): at a frame-exact boundary, how many bytes. Frame-exact
  * connections consume nothing here, except for a frame over 1 KiB that
  * the kernel's buffer cannot hold whole, or, with commit, one whose
- * queue stopped growing: its header is then read, and the frame is this
- * connection's to finish. Or an error such as CQW_EOF.
+ * queue stopped growing (commit > 1: of any size): its header is then
+ * read, and the frame is this connection's to finish. Or an error such
+ * as CQW_EOF.
  */
 int cqw__chan_frame_ready(cqw_conn *c, size_t cap, int first, int commit,
 			  uint64_t *partial);

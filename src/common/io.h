@@ -177,7 +177,8 @@ int cqw__io_hup(cqw_fd fd);
  * (MSG_WAITALL), a pipe returns what is there. Bytes read, or an error.
  */
 int64_t cqw__io_readv_wait(cqw_fd fd, int kind, cqw__iov *iov, int cnt);
-void cqw__sleep_us(unsigned us);
+/* Sleep; CQW_EINTR if a signal came and the thread's check said stop. */
+int cqw__sleep_us(unsigned us);
 /*
  * About how many bytes fd's kernel buffer can hold for a reader (pipes:
  * F_GETPIPE_SZ; sockets: a share of SO_RCVBUF), or an error.

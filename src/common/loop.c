@@ -326,9 +326,6 @@ check_fork(cqw_loop *loop)
 	}
 	loop->fork_gen = gen;
 	loop->owned = 0; /* the child's first flusher owns the new backend */
-	for (op = loop->done.head; op != NULL; op = CQW__OP_NEXT(op)) {
-		op->result = CQW_EFORK;
-	}
 	for (c = loop->pending; c != NULL; c = c->next_pending) {
 		c->pending = 0;
 	}
@@ -339,6 +336,17 @@ check_fork(cqw_loop *loop)
 	}
 	/* The backend's CQW_EFORK completions end the ios in flight. */
 	process_ios(loop);
+	/* Every op done, whatever it ended with before (a cancel too). */
+	for (op = loop->done.head; op != NULL; op = CQW__OP_NEXT(op)) {
+		op->result = CQW_EFORK;
+	}
+	/* A connection left with nothing (its ops all ended) is let go. */
+	for (c = loop->conns; c != NULL; c = next) {
+		next = c->loop_next;
+		if (c->inflight == 0) {
+			cqw__loop_detach(c);
+		}
+	}
 	return 0;
 }
 
@@ -375,12 +383,14 @@ cqw_submit(cqw_loop *loop, struct cqw_op *op)
 	if (CQW__OP_STATE(op) != CQW__OPS_IDLE) {
 		return CQW_EBUSY; /* still the loop's, maybe not yet reaped */
 	}
-	r = check_thread(loop, 0);
-	if (r < 0) {
-		return r;
-	}
-	/* A child's first op must not be taken for one of the parent's. */
+	/*
+	 * A child's first op must not be taken for one of the parent's; and
+	 * in a child the loop has no owner yet, whichever thread forked.
+	 */
 	r = check_fork(loop);
+	if (r == 0) {
+		r = check_thread(loop, 0);
+	}
 	if (r < 0) {
 		return r;
 	}
@@ -446,13 +456,11 @@ cqw_reap(cqw_loop *loop, struct cqw_op **ops, int max, int timeout_ms)
 	deadline = timeout_ms < 0 ? -1 : cqw__now_ms() + timeout_ms;
 	while (loop->done.head == NULL && loop->inflight > 0) {
 		r = loop->ops->wait(loop, cqw__remaining_ms(deadline));
-		if (r == CQW_EINTR) {
-			/* Ops stay in flight: nothing is lost by returning. */
-			if (cqw__eintr_stop()) {
-				return CQW_EINTR;
-			}
-			r = 0;
-		}
+		/*
+		 * CQW_EINTR: the backend asked the thread's signal check,
+		 * which said stop (asked once: a second ask may say no). Ops
+		 * stay in flight: nothing is lost by returning.
+		 */
 		if (r < 0) {
 			return r;
 		}
@@ -546,6 +554,8 @@ cqw__loop_conn_close(cqw_loop *loop, cqw_conn *c)
 			r = 0; /* the cancels are on their way: wait them out */
 		}
 		if (r < 0) {
+			/* Still open and usable; its queued ops were failed. */
+			c->closing = 0;
 			return r;
 		}
 	}

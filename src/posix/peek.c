@@ -79,12 +79,44 @@ scratch_exit(void *unused)
 	drop_scratch();
 }
 
+/*
+ * In a child, at once, while the numbers still name the parent's pipe
+ * (the child may later close and reuse them): give the child a pipe of
+ * its own under the same numbers, so that it neither shares the parent's
+ * nor seems to gain descriptors. Other threads' pipes do not exist in
+ * the child; their descriptors are close-on-exec.
+ */
+static void
+scratch_child(void)
+{
+	int fresh[2];
+
+	if (scratch[0] < 0) {
+		return;
+	}
+	if (pipe2(fresh, O_CLOEXEC) != 0) {
+		drop_scratch();
+		return;
+	}
+	if (dup3(fresh[0], scratch[0], O_CLOEXEC) < 0 ||
+	    dup3(fresh[1], scratch[1], O_CLOEXEC) < 0) {
+		close(fresh[0]);
+		close(fresh[1]);
+		drop_scratch();
+		return;
+	}
+	close(fresh[0]);
+	close(fresh[1]);
+	scratch_gen = cqw__fork_gen();
+}
+
 static void
 make_scratch_key(void)
 {
 	if (pthread_key_create(&scratch_key, scratch_exit) != 0) {
 		scratch_key = (pthread_key_t)-1;
 	}
+	pthread_atfork(NULL, NULL, scratch_child);
 }
 
 static int
@@ -95,7 +127,11 @@ ensure_scratch(void)
 	if (scratch[0] >= 0 && scratch_gen == gen) {
 		return 0;
 	}
-	drop_scratch(); /* inherited from the parent: its copy */
+	/*
+	 * Made before a fork whose handlers did not run (a raw clone): the
+	 * numbers may mean something else by now; forget, do not close.
+	 */
+	scratch[0] = scratch[1] = -1;
 	if (pipe2(scratch, O_CLOEXEC) != 0) {
 		scratch[0] = scratch[1] = -1;
 		return -errno;
@@ -209,14 +245,18 @@ cqw__io_readv_wait(cqw_fd fd, int kind, cqw__iov *iov, int cnt)
 	}
 }
 
-void
+int
 cqw__sleep_us(unsigned us)
 {
 	struct timespec ts = { (time_t)(us / 1000000),
 			       (long)(us % 1000000) * 1000 };
 
 	while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+		if (interrupted()) {
+			return CQW_EINTR;
+		}
 	}
+	return 0;
 }
 
 int64_t
