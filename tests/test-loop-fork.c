@@ -248,6 +248,99 @@ test_loop_close_from_other_thread_busy(void **state)
 	cqw_loop_free(o.loop);
 }
 
+/*
+ * An op submitted and cancelled before any flush leaves its connection
+ * with nothing on the loop: after a fork the child may free the loop and
+ * then the connection (review: the connection stayed attached, and its
+ * free read the freed loop).
+ */
+static int
+t_cancelled_child(void *arg)
+{
+	struct cqw_op **pair = arg, *done[4];
+	cqw_conn *c = pair[0]->conn;
+	cqw_loop *loop = pair[1]->user_data;
+
+	T_CHILD_CHECK(cqw_reap(loop, done, 4, 0) == 1);
+	T_CHILD_CHECK(done[0] == pair[0] && pair[0]->result == CQW_EFORK);
+	cqw_loop_free(loop);
+	T_CHILD_CHECK(cqw_conn_close(c) == 0);
+	cqw_conn_free(c);
+	return 0;
+}
+
+static void
+test_loop_fork_cancelled_before_flush_lets_conn_go(void **state)
+{
+	struct cqw_op op, holder, *pair[2] = { &op, &holder };
+	cqw_conn *a, *b;
+	cqw_loop *loop;
+	char buf[8];
+
+	(void)state;
+	loop = t_loop_new();
+	T_RESULT(cqw_pipe(&a, &b, CQW_DUPLEX), 0);
+	t_op(&op, CQW_OP_RECV, b, buf, sizeof(buf), NULL);
+	T_RESULT(cqw_submit(loop, &op), 0);
+	T_RESULT(cqw_cancel(loop, &op), 0);
+	memset(&holder, 0, sizeof(holder));
+	holder.user_data = loop;
+	t_wait_child(t_fork_child(t_cancelled_child, pair));
+	t_reap_one(loop, &op);
+	T_RESULT(op.result, CQW_ECANCELED);
+	cqw_conn_free(a);
+	cqw_conn_free(b);
+	cqw_loop_free(loop);
+}
+
+struct t_owner {
+	cqw_loop *loop;
+	int r;
+};
+
+static void *
+t_owner_thread(void *arg)
+{
+	struct t_owner *o = arg;
+
+	o->r = cqw_flush(o->loop); /* this thread owns the loop now */
+	return NULL;
+}
+
+static int
+t_child_submits(void *arg)
+{
+	struct t_owner *o = arg;
+	struct cqw_op send, *done[4];
+	cqw_conn *a, *b;
+	char buf[8];
+
+	T_CHILD_CHECK(cqw_pipe(&a, &b, CQW_DUPLEX) == 0);
+	t_op(&send, CQW_OP_SEND, a, "hi", 2, NULL);
+	/* In the child the loop has no owner yet: its first submit works. */
+	T_CHILD_CHECK(cqw_submit(o->loop, &send) == 0);
+	T_CHILD_CHECK(cqw_reap(o->loop, done, 4, T_PROGRESS_MS) == 1);
+	T_CHILD_CHECK(send.result == 0);
+	T_CHILD_CHECK(cqw_recv_bytes_into(b, buf, sizeof(buf), 0, NULL) == 2);
+	return 0;
+}
+
+/* The loop's owner is another thread of the parent than the forking one. */
+static void
+test_loop_fork_child_submit_loop_owned_elsewhere(void **state)
+{
+	struct t_owner o = { 0 };
+	pthread_t th;
+
+	(void)state;
+	o.loop = t_loop_new();
+	assert_int_equal(pthread_create(&th, NULL, t_owner_thread, &o), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	T_RESULT(o.r, 0);
+	t_wait_child(t_fork_child(t_child_submits, &o));
+	cqw_loop_free(o.loop);
+}
+
 int
 main(void)
 {
@@ -258,6 +351,10 @@ main(void)
 		cmocka_unit_test(test_loop_fork_receives_end_in_child),
 		cmocka_unit_test(test_loop_fork_child_ops_run),
 		cmocka_unit_test(test_loop_close_from_other_thread_busy),
+		cmocka_unit_test(
+		    test_loop_fork_cancelled_before_flush_lets_conn_go),
+		cmocka_unit_test(
+		    test_loop_fork_child_submit_loop_owned_elsewhere),
 	};
 
 	t_backend_or_skip();
