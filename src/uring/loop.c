@@ -873,12 +873,15 @@ uring_wait(cqw_loop *loop, int timeout_ms)
 	}
 	/*
 	 * Pipe writes go in first, on their own, with SIGPIPE held off for
-	 * just that submit: never while sleeping. The caller comes back for
-	 * the sleep.
+	 * just that submit: never while sleeping.
 	 */
 	if (s->nowait_sqes > 0 || timeout_ms == 0) {
 		r = submit_guarded(loop);
-		return r < 0 ? r : take_woken(s);
+		if (r < 0 || timeout_ms == 0 || s->nowait_sqes > 0 ||
+		    loop->iodone != NULL || s->woken ||
+		    io_uring_cq_ready(&s->ring) > 0) {
+			return r < 0 ? r : take_woken(s);
+		}
 	}
 	r = wait_one(loop, timeout_ms);
 	if (r < 0) {
