@@ -385,9 +385,8 @@ peek_header(cqw_conn *c, struct cqw__peek *p, int wait, int *partial)
 	return 1;
 }
 
-/* Sleep a little while part of a frame is queued: poll() cannot tell. */
-static int
-nap(unsigned *us, int64_t deadline)
+int
+cqw__chan_nap(unsigned *us, int64_t deadline)
 {
 	int r;
 
@@ -433,7 +432,7 @@ cqw__chan_wait_header(cqw_conn *c, struct cqw__peek *p, int64_t deadline)
 				return r < 0 ? r : 0; /* read: CQW_ETRUNC */
 			}
 			still += us;
-			r = nap(&us, deadline);
+			r = cqw__chan_nap(&us, deadline);
 		}
 		if (r < 0) {
 			return r;
@@ -640,34 +639,13 @@ be32(const uint8_t *p)
 static int
 read_exact(cqw_conn *c, cqw__iov *iov, int cnt)
 {
-	uint64_t taken = 0;
-	int64_t r;
+	int consumed = 0;
+	int r = cqw__io_readv_all(c->fd, iov, cnt, &consumed);
 
-	while (cnt > 0) {
-		r = cqw__io_readv_wait(c->fd, CQW__FD_SOCK, iov,
-				       cnt > CQW__IOV_MAX ? CQW__IOV_MAX : cnt);
-		if (r == CQW_EINTR && taken > 0) {
-			continue;
-		}
-		if (r <= 0) {
-			r = r == 0 ? CQW_ETRUNC : r;
-			if (taken > 0) {
-				c->recv_error = (int)r;
-			}
-			return (int)r;
-		}
-		taken += (uint64_t)r;
-		while (cnt > 0 && (size_t)r >= CQW__IOV_LEN(iov)) {
-			r -= (int64_t)CQW__IOV_LEN(iov);
-			iov++;
-			cnt--;
-		}
-		if (cnt > 0) {
-			CQW__IOV_BASE(iov) = (char *)CQW__IOV_BASE(iov) + r;
-			CQW__IOV_LEN(iov) -= (size_t)r;
-		}
+	if (r < 0 && consumed) {
+		c->recv_error = r;
 	}
-	return 0;
+	return r;
 }
 
 /*

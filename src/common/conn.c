@@ -470,9 +470,6 @@ wait_frame(cqw_conn *c, size_t cap, int64_t deadline)
 			 * growing for 20 ms holds a frame the kernel may
 			 * never hold whole (a sender's small buffer): commit.
 			 */
-			if (deadline >= 0 && cqw__remaining_ms(deadline) == 0) {
-				return 0;
-			}
 			still = partial == last ? still + us : 0;
 			last = partial;
 			/*
@@ -481,11 +478,10 @@ wait_frame(cqw_conn *c, size_t cap, int64_t deadline)
 			 * let the read sleep (no more naps).
 			 */
 			commit = still < 20000 ? 0 : deadline < 0 ? 2 : 1;
-			r = cqw__sleep_us(us);
+			r = cqw__chan_nap(&us, deadline);
 			if (r < 0) {
-				return r;
+				return r == CQW_ETIMEDOUT ? 0 : r;
 			}
-			us = us < 2000 ? us * 2 : us;
 			continue;
 		}
 		r = cqw__io_wait(c->fd, 0, cqw__remaining_ms(deadline));

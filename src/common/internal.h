@@ -142,6 +142,12 @@ int cqw__chan_exact_boundary(const cqw_conn *c);
  */
 int cqw__chan_wait_header(cqw_conn *c, struct cqw__peek *p, int64_t deadline);
 /*
+ * Sleep *us microseconds while part of a frame is queued (poll() cannot
+ * tell when the rest comes), doubling *us up to 2 ms for the next nap.
+ * 0, CQW_ETIMEDOUT once deadline (ms or -1) has passed, or CQW_EINTR.
+ */
+int cqw__chan_nap(unsigned *us, int64_t deadline);
+/*
  * Consume the peeked frame p into dst (cap bytes), sleeping for the rest
  * of it as needed. Its length, or an error (the connection then holds
  * what was consumed, for the next receive). CQW_EPROTO, sticky, if the

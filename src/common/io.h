@@ -90,9 +90,10 @@ int64_t cqw__io_peek(cqw_fd sock, void *buf, size_t len);
  * BLOCKING. Fill iov[0..cnt) whole from a socket, sleeping if it must (the
  * caller knows the bytes are there). 0 or an error; CQW_EINTR only before
  * the first byte is consumed (after it, signals are retried: the rest is
- * queued already, and stopping would lose the position).
+ * queued already, and stopping would lose the position). *consumed says
+ * whether any byte was taken, also on error.
  */
-int cqw__io_readv_all(cqw_fd sock, cqw__iov *iov, int cnt);
+int cqw__io_readv_all(cqw_fd sock, cqw__iov *iov, int cnt, int *consumed);
 
 /*
  * Bytes written (maybe fewer than asked: at most PIPE_BUF on a

@@ -350,6 +350,19 @@ check_fork(cqw_loop *loop)
 	return 0;
 }
 
+/*
+ * May the caller use loop now? In a child the fork is dealt with first,
+ * so that the loop has no owner yet there, whichever thread forked; then
+ * the thread (claim: the first flusher becomes the owner).
+ */
+static int
+check_use(cqw_loop *loop, int claim)
+{
+	int r = check_fork(loop);
+
+	return r < 0 ? r : check_thread(loop, claim);
+}
+
 int
 cqw_submit(cqw_loop *loop, struct cqw_op *op)
 {
@@ -383,14 +396,8 @@ cqw_submit(cqw_loop *loop, struct cqw_op *op)
 	if (CQW__OP_STATE(op) != CQW__OPS_IDLE) {
 		return CQW_EBUSY; /* still the loop's, maybe not yet reaped */
 	}
-	/*
-	 * A child's first op must not be taken for one of the parent's; and
-	 * in a child the loop has no owner yet, whichever thread forked.
-	 */
-	r = check_fork(loop);
-	if (r == 0) {
-		r = check_thread(loop, 0);
-	}
+	/* A child's first op must not be taken for one of the parent's. */
+	r = check_use(loop, 0);
 	if (r < 0) {
 		return r;
 	}
@@ -420,10 +427,7 @@ cqw_flush(cqw_loop *loop)
 	if (loop == NULL) {
 		return CQW_EINVAL;
 	}
-	r = check_fork(loop);
-	if (r == 0) {
-		r = check_thread(loop, 1);
-	}
+	r = check_use(loop, 1);
 	if (r < 0) {
 		return r;
 	}
@@ -500,10 +504,7 @@ cqw_cancel(cqw_loop *loop, struct cqw_op *op)
 	if (op->conn->loop != loop) {
 		return CQW_EINVAL;
 	}
-	r = check_fork(loop);
-	if (r == 0) {
-		r = check_thread(loop, 0);
-	}
+	r = check_use(loop, 0);
 	return r < 0 ? r : cqw__chan_cancel(loop, op);
 }
 
@@ -518,10 +519,7 @@ cqw__loop_conn_close(cqw_loop *loop, cqw_conn *c)
 	 * completes them here with CQW_EFORK, and nothing reaches the
 	 * parent's ring.
 	 */
-	r = check_fork(loop);
-	if (r == 0) {
-		r = check_thread(loop, 0);
-	}
+	r = check_use(loop, 0);
 	if (r < 0) {
 		return r; /* nothing touched: the kernel may own c's buffers */
 	}

@@ -258,11 +258,12 @@ cqw__io_peek(cqw_fd sock, void *buf, size_t len)
 }
 
 int
-cqw__io_readv_all(cqw_fd sock, cqw__iov *iov, int cnt)
+cqw__io_readv_all(cqw_fd sock, cqw__iov *iov, int cnt, int *consumed)
 {
 	struct msghdr m;
-	int consumed = 0;
 	ssize_t r;
+
+	*consumed = 0;
 
 	while (cnt > 0) {
 		memset(&m, 0, sizeof(m));
@@ -275,7 +276,7 @@ cqw__io_readv_all(cqw_fd sock, cqw__iov *iov, int cnt)
 				return -errno;
 			}
 			/* Once bytes are taken, stopping would lose them. */
-			if (!consumed && cqw__eintr_stop()) {
+			if (!*consumed && cqw__eintr_stop()) {
 				return CQW_EINTR;
 			}
 			continue;
@@ -283,7 +284,7 @@ cqw__io_readv_all(cqw_fd sock, cqw__iov *iov, int cnt)
 		if (r == 0) {
 			return CQW_ETRUNC;
 		}
-		consumed = 1;
+		*consumed = 1;
 		while (cnt > 0 && (size_t)r >= iov->iov_len) {
 			r -= (ssize_t)iov->iov_len;
 			iov++;
