@@ -294,10 +294,18 @@ struct cqw_wait_item {
 CQW_EXTERN int cqw_wait(struct cqw_wait_item *items, size_t n, int timeout_ms);
 
 /* ----------------------------------------------------------------------
- * Handles (multiprocessing.reduction.send_handle / recv_handle), on
- * AF_UNIX stream sockets: one byte 0x01 with the descriptor attached.
+ * Handles (multiprocessing.reduction.send_handle / recv_handle). POSIX: on
+ * AF_UNIX stream sockets, one byte 0x01 with the descriptor attached, as
+ * Python sends it. Windows: the handle is duplicated into the receiving
+ * process (DuplicateHandle) and its value sent as a message.
  */
 CQW_EXTERN int cqw_send_handle(cqw_conn *c, cqw_fd fd);
+/*
+ * Python's send_handle(conn, handle, destination_pid): on Windows pid is
+ * the process that will receive it (0: the other end of a named pipe);
+ * POSIX ignores it.
+ */
+CQW_EXTERN int cqw_send_handle_to(cqw_conn *c, cqw_fd fd, uint64_t pid);
 /* The new descriptor is the caller's. No descriptor attached: ENOHANDLE. */
 CQW_EXTERN int cqw_recv_handle(cqw_conn *c, cqw_fd *fd);
 

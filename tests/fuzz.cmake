@@ -34,7 +34,8 @@ function(cqw_fuzz_binary tgt name)
   add_executable(${tgt} ${srcs})
   cqw_target_defaults(${tgt})
   target_include_directories(${tgt} PRIVATE
-    ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src)
+    ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src
+    ${PROJECT_SOURCE_DIR}/src/posix)
   target_link_libraries(${tgt} PRIVATE PkgConfig::LIBCRYPTO Threads::Threads)
   if(name STREQUAL "recv")
     foreach(b IN LISTS CQW_BACKENDS)

@@ -1,24 +1,34 @@
 /*
- * The backend seam: what a completion-queue backend (src/poll, and later
- * src/uring and src/iocp) implements for src/common/loop.c. A loop holds a
- * pointer to one const ops table; two can coexist in one process (uring,
- * with poll as its fallback).
+ * The backend seam: what a completion-queue backend (src/poll, src/uring,
+ * src/iocp) implements for src/common/loop.c. A loop holds a pointer to
+ * one const ops table; two can coexist in one process (uring, with poll
+ * as its fallback).
  *
- * The unit of work is a struct cqw__io: one read or one gather write on a
- * connection's descriptor. The channel owns every io (two per connection:
- * one receive and one send, never more in flight) and the memory it points
- * at, until the backend completes it.
+ * The unit of work is a struct cqw__io. It says what it is for (receive,
+ * send a gather, peek), names the handle it acts on and that handle's
+ * kind, and comes back with a result and completion flags. The backend
+ * picks the system call from the op and the kind; it never looks inside
+ * the connection that owns the io. The transport's framer (stream.c,
+ * message.c) owns every io and the memory it points at until the backend
+ * completes it.
  *
  * Rules every backend keeps:
+ * - attach() binds a handle to the loop before its first io there, and
+ *   detach() lets it go once none is in flight. Both may be NULL. A
+ *   backend that cannot let a handle go (IOCP binds a handle to one port
+ *   for good) says so by returning CQW_EBUSY from detach: the connection
+ *   then stays the loop's until it is closed.
  * - start() never fails and never blocks, and needs no memory: an io that
  *   is part of a send already half on the wire must not end early. It may
- *   complete the io at once (the poll backend tries the system call first)
- *   by calling cqw__loop_io_complete(); it never calls back into the
- *   channel.
- * - Every started io completes exactly once through
- *   cqw__loop_io_complete(loop, io, result) with result >= 0 (bytes; 0 is
- *   end of file for reads) or a CQW_E* code. CQW_EAGAIN is never a result:
- *   waiting for readiness is the backend's job.
+ *   complete the io at once (the poll backend tries the system call first;
+ *   IOCP's skip-on-success completions) by calling cqw__loop_io_complete();
+ *   it never calls back into the channel.
+ * - Every started io completes exactly once through cqw__loop_io_complete()
+ *   with result >= 0 (bytes; 0 is end of file for stream receives) or a
+ *   CQW_E* code, and flags (CQW__CF_*). CQW_EAGAIN is never a result:
+ *   waiting for readiness is the backend's job. An io that completes more
+ *   than once (multishot) sets CQW__CF_MORE on every completion but the
+ *   last.
  * - cancel() asks; the io still completes once (maybe CQW_ECANCELED).
  * - All calls come from the loop's thread. wake() may come from any.
  * - after_fork() runs in a child on the loop's first use there. It must
@@ -38,6 +48,10 @@ struct cqw__backend_ops {
 	const char *name;
 	int (*init)(cqw_loop *loop, unsigned entries);
 	void (*fini)(cqw_loop *loop);
+	/* Optional. handle (of kind) will carry ios on this loop. */
+	int (*attach)(cqw_loop *loop, cqw_fd handle, int kind);
+	/* Optional. No io of handle is in flight: 0, or CQW_EBUSY to keep it. */
+	int (*detach)(cqw_loop *loop, cqw_fd handle);
 	void (*start)(cqw_loop *loop, struct cqw__io *io);
 	/*
 	 * Push started ios to the kernel (no-op for poll); may also take
@@ -67,7 +81,11 @@ extern const struct cqw__backend_ops cqw__uring_backend;
 extern const struct cqw__backend_ops cqw__iocp_backend;
 #endif
 
-/* For backends: an io is done. Only queues it; never calls back. */
-void cqw__loop_io_complete(cqw_loop *loop, struct cqw__io *io, int64_t result);
+/*
+ * For backends: an io is done with result and flags (CQW__CF_*). Only
+ * queues it; never calls back.
+ */
+void cqw__loop_io_complete(cqw_loop *loop, struct cqw__io *io, int64_t result,
+			   unsigned flags);
 
 #endif

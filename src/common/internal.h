@@ -22,27 +22,51 @@ struct cqw__opq {
 	struct cqw_op *tail;
 };
 
-enum cqw__io_kind {
-	CQW__IO_READ = 1,   /* read up to len bytes into buf */
-	CQW__IO_WRITEV = 2, /* write iov[0..iovcnt) (may be partial) */
-	CQW__IO_PEEK = 3,   /* sockets: copy up to len queued bytes into buf
-			       without consuming them (MSG_PEEK) */
+/* What an io is for; the backend picks the system call from it and the kind. */
+enum cqw__io_op {
+	CQW__IO_RECV = 1, /* stream: read up to len bytes into buf (0: end of
+			     file). message: read one message into buf; one
+			     longer than len fills buf and completes with
+			     CQW__CF_MSG_MORE, io->more bytes of it still
+			     queued */
+	CQW__IO_SEND = 2, /* stream: write the gather iov[0..iovcnt) (may be
+			     partial). message: the gather is one message,
+			     written whole */
+	CQW__IO_PEEK = 3, /* stream sockets: copy up to len queued bytes into
+			     buf without consuming them */
+	/* Accept and connect become ios with the servers issue. */
 };
 
+/* Completion flags (io->flags). */
+#define CQW__CF_MORE 0x1u     /* multishot: more completions follow */
+#define CQW__CF_MSG_MORE 0x2u /* a message longer than the buffer */
+#define CQW__CF_BUFFER 0x4u   /* the bytes are in provided buffer buf_id */
+
 struct cqw__io {
-	int kind;
-	cqw_conn *conn;
+	int op;		/* enum cqw__io_op */
+	cqw_fd handle;	/* what it acts on */
+	int kind;	/* handle's kind; a backend may downgrade it
+			     (CQW__FD_PIPE -> CQW__FD_PIPE_POLL) and the framer
+			     keeps the downgrade for the connection */
+	cqw_conn *conn; /* the owner: the framer's; backends never look */
 	void *buf;
 	size_t len;
 	cqw__iov *iov;
 	int iovcnt;
 	int64_t result;
+	unsigned flags;		  /* CQW__CF_* */
+	unsigned buf_id;	  /* CQW__CF_BUFFER */
+	uint64_t more;		  /* CQW__CF_MSG_MORE */
 	struct cqw__io *next;	  /* the loop's and backend's list link */
 	int backend_state;	  /* the backend's */
-	uint64_t backend_priv[8]; /* the backend's (uring: a msghdr) */
+	uint64_t backend_priv[8]; /* the backend's (uring: a msghdr; iocp:
+				     its OVERLAPPED) */
 };
 
+struct cqw__transport;
+
 struct cqw_conn {
+	const struct cqw__transport *tp; /* framing: see transport.h */
 	cqw_fd fd;
 	unsigned flags; /* CQW_READABLE | CQW_WRITABLE | CQW_EXCLUSIVE ... */
 	int kind;	/* enum cqw__fd_kind */
@@ -89,6 +113,13 @@ struct cqw_conn {
 	struct cqw_conn *next_pending;
 	/* On the loop's list of conns it holds (c->loop != NULL). */
 	struct cqw_conn *loop_next, *loop_prev;
+	int bound; /* the backend keeps the handle (see backend.h detach) */
+
+	/* Message transports (Windows pipes): see message.c, src/win. */
+	int empty_pending; /* a readiness probe consumed a zero-length
+			      message: the next receive returns it */
+	uint64_t msg_got;  /* bytes of a longer message already in c->part */
+	uint64_t msg_len;  /* that message's whole length */
 };
 
 /* Which flags a connection keeps from the caller. */
@@ -114,13 +145,8 @@ int cqw__opq_remove(struct cqw__opq *q, struct cqw_op *op);
 /* Bumped in the child after every fork(); see loop.c. */
 unsigned cqw__fork_gen(void);
 
-/* channel.c: the synchronous frame primitives. deadline: ms or -1. */
+/* channel.c: the state a connection's transports share. */
 int cqw__conn_init(cqw_conn *c, cqw_fd fd, int kind, unsigned flags);
-int cqw__chan_read(cqw_conn *c, void *buf, size_t len);
-int cqw__chan_recv_header(cqw_conn *c, int64_t deadline);
-int cqw__chan_recv_payload(cqw_conn *c, void *dst, uint64_t len,
-			   int64_t deadline);
-int cqw__chan_send(cqw_conn *c, const struct cqw_msg *msgs, size_t n);
 int cqw__chan_has_buffered(const cqw_conn *c);
 
 /* The next frame's header as a peek saw it, still in the kernel. */
@@ -134,57 +160,8 @@ struct cqw__peek {
  * consumed, so what happens to it can still be decided by looking.
  */
 int cqw__chan_exact_boundary(const cqw_conn *c);
-/*
- * At an exact boundary, wait until the next header is queued and see it
- * without consuming: 1 (in *p), CQW_EOF, CQW_ETIMEDOUT, 0 if this frame
- * must be read the consuming way (a descriptor that cannot be peeked, or
- * a header cut by end of file), or an error.
- */
-int cqw__chan_wait_header(cqw_conn *c, struct cqw__peek *p, int64_t deadline);
-/*
- * Sleep *us microseconds while part of a frame is queued (poll() cannot
- * tell when the rest comes), doubling *us up to 2 ms for the next nap.
- * 0, CQW_ETIMEDOUT once deadline (ms or -1) has passed, or CQW_EINTR.
- */
-int cqw__chan_nap(unsigned *us, int64_t deadline);
-/*
- * Consume the peeked frame p into dst (cap bytes), sleeping for the rest
- * of it as needed. Its length, or an error (the connection then holds
- * what was consumed, for the next receive). CQW_EPROTO, sticky, if the
- * frame read is not the one peeked (another reader raced this one) and
- * does not fit: nothing is ever written past cap.
- */
-int64_t cqw__chan_take_frame(cqw_conn *c, const struct cqw__peek *p, void *dst,
-			     size_t cap);
-/*
- * 1 if the next frame can be read now: its header is in and it is wholly
- * queued, or it does not fit cap (CQW_ETOOSHORT needs no payload), or,
- * with first, it is too big ever to be wholly queued. 0 if not, with
- * *partial non-zero if part of it is queued (readiness will not say when
- * the rest comes): at a frame-exact boundary, how many bytes. Frame-exact
- * connections consume nothing here, except for a frame over 1 KiB that
- * the kernel's buffer cannot hold whole, or, with commit, one whose
- * queue stopped growing (commit > 1: of any size): its header is then
- * read, and the frame is this connection's to finish. Or an error such
- * as CQW_EOF.
- */
-int cqw__chan_frame_ready(cqw_conn *c, size_t cap, int first, int commit,
-			  uint64_t *partial);
-/*
- * With a whole header in, move what has come of the payload into the
- * staging buffer (never past the frame unless CQW_EXCLUSIVE). 1 if bytes
- * moved, 0 at end of file, CQW_EAGAIN if none were there, or an error.
- */
-int cqw__chan_stage_payload(cqw_conn *c);
-/*
- * Frame-exact batch receive on a socket: up to n whole frames that are
- * already queued and fit msgs[i].cap, in two system calls. Returns how
- * many (0: use the one-frame path) or an error.
- */
-int cqw__chan_recv_peeked(cqw_conn *c, struct cqw_msg *msgs, size_t n);
 void cqw__chan_release(cqw_conn *c);
 
-/* Shared by the synchronous side and the loop's (channel-loop.c). */
 /* Frames taken per peek; the peek is bounded by the stage size. */
 #define CQW__PEEK_FRAMES 64
 /* An error a batch owes the next receive (0 if none), taken once. */
@@ -203,16 +180,16 @@ void cqw__chan_restore_part(cqw_conn *c, void *dst);
 int cqw__chan_take_peeked(cqw_conn *c, size_t avail, struct cqw_msg *msgs,
 			  size_t n);
 
-/*
- * Receive one whole frame into buf (cap bytes), refusing larger ones with
- * CQW_EMSGSIZE (the connection is then poisoned as for maxlength).
- * Used by the handshake, which has a deadline.
- */
-int64_t cqw__chan_recv_small(cqw_conn *c, void *buf, size_t cap,
-			     int64_t deadline);
-
 /* conn.c */
-int cqw__conn_new(cqw_conn **out, cqw_fd fd, unsigned flags);
+/*
+ * Receive one whole message into buf (cap bytes) before deadline,
+ * refusing larger ones with CQW_EMSGSIZE (the connection is then
+ * poisoned as for maxlength). Used by the handshake.
+ */
+int64_t cqw__conn_recv_small(cqw_conn *c, void *buf, size_t cap,
+			     int64_t deadline);
+/* Wrap handle, of kind (enum cqw__fd_kind; < 0: find out). */
+int cqw__conn_new(cqw_conn **out, cqw_fd fd, int kind, unsigned flags);
 void cqw__conn_poison(cqw_conn *c);
 
 #endif

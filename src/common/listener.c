@@ -12,14 +12,13 @@
 #include "auth.h"
 #include "internal.h"
 #include "platform.h"
+#include "transport.h"
 
 #define AUTH_DEFAULT_TIMEOUT_MS 20000
 
 struct cqw_listener {
-	cqw_fd fd;
+	struct cqw__lsock *ls; /* the platform's endpoint */
 	int closed;
-	int unlink_path;      /* a filesystem socket we made... */
-	uint64_t creator_pid; /* ...in this process (not a forked child) */
 	struct cqw__addr addr;
 	char address[CQW__ADDR_PATH_MAX + 16];
 	struct cqw_auth auth; /* key copied into keybuf */
@@ -41,7 +40,7 @@ send_frame(cqw_conn *c, const void *buf, size_t len)
 {
 	struct cqw_msg m = { .buf = (void *)buf, .len = len };
 
-	return cqw__chan_send(c, &m, 1);
+	return c->tp->send(c, &m, 1);
 }
 
 /* Frames 1-3 (server) or 4-6 (client): challenge the peer. */
@@ -66,7 +65,7 @@ deliver_challenge(cqw_conn *c, const struct cqw_auth *auth, int64_t deadline)
 	if (r < 0) {
 		return r;
 	}
-	n = cqw__chan_recv_small(c, resp, sizeof(resp), deadline);
+	n = cqw__conn_recv_small(c, resp, sizeof(resp), deadline);
 	if (n < 0) {
 		return (int)n;
 	}
@@ -87,7 +86,7 @@ answer_challenge(cqw_conn *c, const struct cqw_auth *auth, int64_t deadline)
 	int64_t n;
 	int r, len;
 
-	n = cqw__chan_recv_small(c, chal, sizeof(chal), deadline);
+	n = cqw__conn_recv_small(c, chal, sizeof(chal), deadline);
 	if (n < 0) {
 		return (int)n;
 	}
@@ -100,7 +99,7 @@ answer_challenge(cqw_conn *c, const struct cqw_auth *auth, int64_t deadline)
 	if (r < 0) {
 		return r;
 	}
-	n = cqw__chan_recv_small(c, resp, sizeof(resp), deadline);
+	n = cqw__conn_recv_small(c, resp, sizeof(resp), deadline);
 	if (n < 0) {
 		return (int)n;
 	}
@@ -181,16 +180,12 @@ cqw_listen(cqw_listener **out, const char *address, const struct cqw_auth *auth,
 		memcpy(l->keybuf, auth->key, auth->keylen);
 		l->auth.key = l->keybuf;
 	}
-	r = cqw__sock_listen(&l->addr, backlog > 0 ? backlog : 1, &l->fd);
+	r = cqw__listen_open(&l->ls, &l->addr, backlog > 0 ? backlog : 1,
+			     &bound);
 	if (r < 0) {
 		goto out_free;
 	}
-	l->unlink_path = l->addr.kind == CQW__ADDR_UNIX;
-	l->creator_pid = cqw__process_id();
-	r = cqw__sock_name(l->fd, &bound);
-	if (r == 0) {
-		r = cqw__addr_format(&bound, l->address, sizeof(l->address));
-	}
+	r = cqw__addr_format(&bound, l->address, sizeof(l->address));
 	if (r < 0) {
 		cqw_listener_close(l);
 		goto out_free;
@@ -209,7 +204,7 @@ cqw_accept(cqw_listener *l, cqw_conn **out, int timeout_ms)
 {
 	cqw_conn *c;
 	cqw_fd fd;
-	int r;
+	int r, kind;
 
 	if (l == NULL || out == NULL) {
 		return CQW_EINVAL;
@@ -217,11 +212,11 @@ cqw_accept(cqw_listener *l, cqw_conn **out, int timeout_ms)
 	if (l->closed) {
 		return CQW_ECLOSED;
 	}
-	r = cqw__sock_accept(l->fd, &fd, timeout_ms);
+	r = cqw__listen_accept(l->ls, &fd, &kind, timeout_ms);
 	if (r < 0) {
 		return r;
 	}
-	r = cqw__conn_new(&c, fd, CQW_DUPLEX);
+	r = cqw__conn_new(&c, fd, kind, CQW_DUPLEX);
 	if (r < 0) {
 		cqw__io_close(fd);
 		return r;
@@ -249,7 +244,7 @@ cqw_listener_fileno(const cqw_listener *l)
 	if (l == NULL) {
 		return CQW_EINVAL;
 	}
-	return l->closed ? CQW_ECLOSED : l->fd;
+	return l->closed ? CQW_ECLOSED : cqw__listen_fileno(l->ls);
 }
 
 int
@@ -262,15 +257,7 @@ cqw_listener_close(cqw_listener *l)
 		return 0;
 	}
 	l->closed = 1;
-	/*
-	 * Only the process that bound the path removes it, as CPython's
-	 * Finalize does: in a prefork server a worker that closes its
-	 * inherited copy must not make the service unreachable.
-	 */
-	if (l->unlink_path && l->creator_pid == cqw__process_id()) {
-		cqw__unlink(l->addr.path);
-	}
-	return cqw__io_close(l->fd);
+	return cqw__listen_close(l->ls); /* unlinks only in the creator */
 }
 
 void
@@ -294,7 +281,7 @@ cqw_connect(cqw_conn **out, const char *address, const struct cqw_auth *auth)
 	struct cqw__addr a;
 	cqw_conn *c;
 	cqw_fd fd;
-	int r;
+	int r, kind;
 
 	if (out == NULL) {
 		return CQW_EINVAL;
@@ -307,11 +294,11 @@ cqw_connect(cqw_conn **out, const char *address, const struct cqw_auth *auth)
 	if (r < 0) {
 		return r;
 	}
-	r = cqw__sock_connect(&a, &fd);
+	r = cqw__os_connect(&a, &fd, &kind);
 	if (r < 0) {
 		return r;
 	}
-	r = cqw__conn_new(&c, fd, CQW_DUPLEX);
+	r = cqw__conn_new(&c, fd, kind, CQW_DUPLEX);
 	if (r < 0) {
 		cqw__io_close(fd);
 		return r;

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "transport.h"
 #include "loop.h"
 #include "platform.h"
 
@@ -62,9 +63,18 @@ cqw__opq_remove(struct cqw__opq *q, struct cqw_op *op)
 	return 0;
 }
 
-static void
+/* c's first op on loop: bind its handle to the backend (backend.h). */
+static int
 attach(cqw_loop *loop, cqw_conn *c)
 {
+	int r;
+
+	if (loop->ops->attach != NULL) {
+		r = loop->ops->attach(loop, c->fd, c->kind);
+		if (r < 0) {
+			return r;
+		}
+	}
 	c->loop = loop;
 	c->loop_prev = NULL;
 	c->loop_next = loop->conns;
@@ -72,16 +82,13 @@ attach(cqw_loop *loop, cqw_conn *c)
 		loop->conns->loop_prev = c;
 	}
 	loop->conns = c;
+	return 0;
 }
 
-void
-cqw__loop_detach(cqw_conn *c)
+/* Take c off its loop's list, whatever the backend would rather. */
+static void
+unlink_conn(cqw_loop *loop, cqw_conn *c)
 {
-	cqw_loop *loop = c->loop;
-
-	if (loop == NULL) {
-		return;
-	}
 	if (c->loop_prev != NULL) {
 		c->loop_prev->loop_next = c->loop_next;
 	} else {
@@ -92,6 +99,24 @@ cqw__loop_detach(cqw_conn *c)
 	}
 	c->loop_next = c->loop_prev = NULL;
 	c->loop = NULL;
+	c->bound = 0;
+}
+
+void
+cqw__loop_detach(cqw_conn *c)
+{
+	cqw_loop *loop = c->loop;
+
+	if (loop == NULL) {
+		return;
+	}
+	/* IOCP keeps a handle bound to its port: c stays this loop's. */
+	if (loop->ops->detach != NULL &&
+	    loop->ops->detach(loop, c->fd) == CQW_EBUSY) {
+		c->bound = 1;
+		return;
+	}
+	unlink_conn(loop, c);
 }
 
 void
@@ -112,9 +137,11 @@ cqw__loop_op_done(cqw_loop *loop, struct cqw_op *op, int64_t result)
 }
 
 void
-cqw__loop_io_complete(cqw_loop *loop, struct cqw__io *io, int64_t result)
+cqw__loop_io_complete(cqw_loop *loop, struct cqw__io *io, int64_t result,
+		      unsigned flags)
 {
 	io->result = result;
+	io->flags = flags;
 	io->next = NULL;
 	if (loop->iodone_tail != NULL) {
 		loop->iodone_tail->next = io;
@@ -134,7 +161,7 @@ process_ios(cqw_loop *loop)
 		if (loop->iodone == NULL) {
 			loop->iodone_tail = NULL;
 		}
-		cqw__chan_io_done(loop, io);
+		io->conn->tp->framer->io_done(loop, io);
 	}
 }
 
@@ -245,6 +272,10 @@ cqw_loop_free(cqw_loop *loop)
 	if (loop == NULL) {
 		return;
 	}
+	/* Connections the backend kept (IOCP) outlive it, on no loop. */
+	while (loop->conns != NULL) {
+		unlink_conn(loop, loop->conns);
+	}
 	loop->ops->fini(loop);
 	free(loop);
 }
@@ -332,7 +363,7 @@ check_fork(cqw_loop *loop)
 	loop->pending = NULL;
 	for (c = loop->conns; c != NULL; c = next) {
 		next = c->loop_next; /* c may be detached below */
-		cqw__chan_fork_fail(loop, c);
+		c->tp->framer->fork_fail(loop, c);
 	}
 	/* The backend's CQW_EFORK completions end the ios in flight. */
 	process_ios(loop);
@@ -402,7 +433,10 @@ cqw_submit(cqw_loop *loop, struct cqw_op *op)
 		return r;
 	}
 	if (c->loop == NULL) {
-		attach(loop, c);
+		r = attach(loop, c);
+		if (r < 0) {
+			return r;
+		}
 	}
 	op->result = 0;
 	op->needed = 0;
@@ -434,7 +468,7 @@ cqw_flush(cqw_loop *loop)
 	while ((c = loop->pending) != NULL) {
 		loop->pending = c->next_pending;
 		c->pending = 0;
-		cqw__chan_kick(loop, c);
+		c->tp->framer->kick(loop, c);
 		if (c->inflight == 0) {
 			cqw__loop_detach(c);
 		}
@@ -505,7 +539,7 @@ cqw_cancel(cqw_loop *loop, struct cqw_op *op)
 		return CQW_EINVAL;
 	}
 	r = check_use(loop, 0);
-	return r < 0 ? r : cqw__chan_cancel(loop, op);
+	return r < 0 ? r : op->conn->tp->framer->cancel(loop, op);
 }
 
 int
@@ -532,7 +566,7 @@ cqw__loop_conn_close(cqw_loop *loop, cqw_conn *c)
 	}
 	/* No new io on c from here: kicks stop, resumptions are refused. */
 	c->closing = 1;
-	cqw__chan_cancel_all(loop, c);
+	c->tp->framer->cancel_all(loop, c);
 	/*
 	 * The descriptor may close, and the buffers go, only when no io on
 	 * them is in flight. A wait that fails leaves c attached and
@@ -557,6 +591,6 @@ cqw__loop_conn_close(cqw_loop *loop, cqw_conn *c)
 			return r;
 		}
 	}
-	cqw__loop_detach(c);
+	unlink_conn(loop, c); /* the handle closes next */
 	return 0;
 }

@@ -28,15 +28,12 @@ struct cqw_loop {
  * thread).
  */
 int cqw__loop_conn_close(cqw_loop *loop, cqw_conn *c);
-/* c has nothing left on its loop: let it go (it may move or outlive it). */
+/*
+ * c has nothing left on its loop: let it go (it may move or outlive it),
+ * unless the backend keeps its handle (backend.h: detach).
+ */
 void cqw__loop_detach(cqw_conn *c);
 
-/* channel.c: the asynchronous side of a connection. */
-void cqw__chan_kick(cqw_loop *loop, cqw_conn *c);
-void cqw__chan_io_done(cqw_loop *loop, struct cqw__io *io);
-int cqw__chan_cancel(cqw_loop *loop, struct cqw_op *op);
-void cqw__chan_cancel_all(cqw_loop *loop, cqw_conn *c);
-void cqw__chan_fork_fail(cqw_loop *loop, cqw_conn *c);
 void cqw__loop_op_done(cqw_loop *loop, struct cqw_op *op, int64_t result);
 
 #endif

@@ -1,7 +1,10 @@
 /*
- * What src/common needs from the operating system, besides I/O: crypto,
- * randomness, and who is calling. Implemented once per platform (src/posix on Unix with
- * OpenSSL's libcrypto and getrandom(); src/iocp with BCrypt on Windows).
+ * What src/common needs from the operating system, implemented once per
+ * platform with the same file names: src/posix (sockets, pipes, OpenSSL's
+ * libcrypto, getrandom) and src/win (Winsock, named pipes, BCrypt). The
+ * transports' synchronous halves are the platform's too (transport.h).
+ * Blocking calls return CQW_EINTR only when the thread's signal check
+ * says stop (cqw__eintr_stop()).
  */
 #ifndef CQW_PLATFORM_H
 #define CQW_PLATFORM_H
@@ -9,18 +12,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "address.h"
 #include "auth.h"
+#include "io.h"
 
 #define CQW__HMAC_MAX 64 /* longest digest we compute (SHA-384: 48) */
 
+/* --- crypto.c ---------------------------------------------------------- */
+
 /*
  * HMAC-<digest>(key, msg) into out (CQW__HMAC_MAX bytes). Returns the
- * digest length, or CQW_ENOSYS if the digest is not available (FIPS).
+ * digest length, or CQW_ENOSYS if the digest is not available (FIPS, or
+ * SHA-3 on a Windows without it).
  */
 int cqw__hmac(enum cqw__digest digest, const void *key, size_t keylen,
 	      const void *msg, size_t msglen, uint8_t *out);
 
-/* len bytes from the kernel's CSPRNG. 0 or an error. */
+/* len bytes from the system's CSPRNG. 0 or an error. */
 int cqw__random(void *buf, size_t len);
 
 /* Constant-time comparison of a[0..n) and b[0..n): 0 when equal. */
@@ -29,14 +37,75 @@ int cqw__memeq_ct(const void *a, const void *b, size_t n);
 /* Zero a secret in a way the compiler may not optimise away. */
 void cqw__wipe(void *p, size_t n);
 
+/* --- proc.c, signals.c ------------------------------------------------- */
+
 /*
- * A blocking wait returned CQW_EINTR: 1 if the thread's signal check
- * (cqw_set_signal_check) says to stop and return it, 0 to retry.
+ * A blocking wait was interrupted: 1 if the thread's signal check
+ * (cqw_set_signal_check) says to stop and return CQW_EINTR, 0 to retry.
  */
 int cqw__eintr_stop(void);
 
 /* The calling process, and thread, as numbers to compare for equality. */
 uint64_t cqw__process_id(void);
 uint64_t cqw__thread_id(void);
+
+/* --- conn: handles for connections -------------------------------------- */
+
+/* What handle is (enum cqw__fd_kind), or CQW_EBADF. */
+int cqw__io_fd_kind(cqw_fd handle);
+
+/*
+ * Python's Pipe(duplex): h[0] and h[1] connected, with their kinds. Not
+ * duplex: h[0] only reads and h[1] only writes.
+ */
+int cqw__os_pipe(cqw_fd h[2], int kind[2], int duplex);
+
+/*
+ * cqw_wait() (conn.c checked items and n): sets items[i].ready, returns
+ * how many are ready (0 at the timeout) or an error. No limit on n.
+ */
+int cqw__os_wait(struct cqw_wait_item *items, size_t n, int timeout_ms);
+
+/*
+ * Handle passing (multiprocessing.reduction). c is open and writable /
+ * readable, with no op on a loop. target_pid: the process that will
+ * receive it (Windows duplicates the handle into it; 0: the peer of a
+ * named pipe; POSIX ignores it).
+ */
+int cqw__os_send_handle(cqw_conn *c, cqw_fd handle, uint64_t target_pid);
+int cqw__os_recv_handle(cqw_conn *c, cqw_fd *handle);
+
+/* --- sock.c, pipe.c: Listener and Client endpoints ---------------------- */
+
+/* A listening endpoint: a socket, or a set of named pipe instances. */
+struct cqw__lsock;
+
+/*
+ * Listen on a. The address really bound (port resolved) goes to bound.
+ * A unix path that exists: CQW_EADDRINUSE.
+ */
+int cqw__listen_open(struct cqw__lsock **out, const struct cqw__addr *a,
+		     int backlog, struct cqw__addr *bound);
+/*
+ * BLOCKING. Wait up to timeout_ms (-1: forever) for a peer: its handle
+ * and kind. CQW_ETIMEDOUT if none came (also when another process
+ * sharing the endpoint took it).
+ */
+int cqw__listen_accept(struct cqw__lsock *l, cqw_fd *h, int *kind,
+		       int timeout_ms);
+/* What cqw_listener_fileno() returns. */
+cqw_fd cqw__listen_fileno(const struct cqw__lsock *l);
+/*
+ * Close and free. A unix path is unlinked only in the process that
+ * opened it (a forked child's close leaves it to the parent).
+ */
+int cqw__listen_close(struct cqw__lsock *l);
+
+/*
+ * BLOCKING. Connect to a: the handle and its kind. Named pipes retry a
+ * busy pipe for up to 20 s, as Python's Client does. CQW_EINTR leaves
+ * nothing half-connected.
+ */
+int cqw__os_connect(const struct cqw__addr *a, cqw_fd *h, int *kind);
 
 #endif

@@ -13,6 +13,7 @@
 
 #include "common/backend.h"
 #include "common/loop.h"
+#include "posix/io.h"
 #include "posix/signals.h"
 
 struct poll_state {
@@ -90,20 +91,19 @@ poll_fini(cqw_loop *loop)
 static int
 attempt(cqw_loop *loop, struct cqw__io *io)
 {
-	cqw_conn *c = io->conn;
 	int64_t r;
 
-	if (io->kind == CQW__IO_READ) {
-		r = cqw__io_read(c->fd, &c->kind, io->buf, io->len);
-	} else if (io->kind == CQW__IO_PEEK) {
-		r = cqw__io_peek(c->fd, io->buf, io->len);
+	if (io->op == CQW__IO_RECV) {
+		r = cqw__io_read(io->handle, &io->kind, io->buf, io->len);
+	} else if (io->op == CQW__IO_PEEK) {
+		r = cqw__io_peek(io->handle, io->buf, io->len);
 	} else {
-		r = cqw__io_writev(c->fd, &c->kind, io->iov, io->iovcnt);
+		r = cqw__io_writev(io->handle, &io->kind, io->iov, io->iovcnt);
 	}
 	if (r == CQW_EAGAIN) {
 		return 0;
 	}
-	cqw__loop_io_complete(loop, io, r);
+	cqw__loop_io_complete(loop, io, r, 0);
 	return 1;
 }
 
@@ -181,8 +181,8 @@ poll_wait(cqw_loop *loop, int timeout_ms)
 	p[0].events = POLLIN;
 	p[0].revents = 0;
 	for (io = s->waiting, k = 1; io != NULL; io = io->next, k++) {
-		p[k].fd = io->conn->fd;
-		p[k].events = io->kind == CQW__IO_WRITEV ? POLLOUT : POLLIN;
+		p[k].fd = io->handle;
+		p[k].events = io->op == CQW__IO_SEND ? POLLOUT : POLLIN;
 		p[k].revents = 0;
 	}
 	r = poll(p, (nfds_t)(s->nwaiting + 1), timeout_ms);
@@ -222,7 +222,7 @@ poll_cancel(cqw_loop *loop, struct cqw__io *io)
 		if (*pp == io) {
 			*pp = io->next;
 			s->nwaiting--;
-			cqw__loop_io_complete(loop, io, CQW_ECANCELED);
+			cqw__loop_io_complete(loop, io, CQW_ECANCELED, 0);
 			return;
 		}
 	}
@@ -263,7 +263,7 @@ poll_after_fork(cqw_loop *loop)
 	 */
 	for (io = s->waiting; io != NULL; io = next) {
 		next = io->next; /* completing relinks io */
-		cqw__loop_io_complete(loop, io, CQW_EFORK);
+		cqw__loop_io_complete(loop, io, CQW_EFORK, 0);
 	}
 	s->waiting = NULL;
 	s->nwaiting = 0;

@@ -41,6 +41,8 @@
 #include <unistd.h>
 
 #include "common/internal.h"
+#include "common/platform.h"
+#include "posix/io.h"
 #include "posix/signals.h"
 #include "posix/sigpipe.h"
 
@@ -535,20 +537,21 @@ cqw__io_close(cqw_fd fd)
 }
 
 int
-cqw__io_socketpair(cqw_fd fds[2])
+cqw__os_pipe(cqw_fd h[2], int kind[2], int duplex)
 {
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+	/* Python's Pipe(): a stream socket pair, or a pipe (reader first). */
+	if (duplex) {
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, h) !=
+		    0) {
+			return -errno;
+		}
+		kind[0] = kind[1] = CQW__FD_SOCK;
+		return 0;
+	}
+	if (pipe2(h, O_CLOEXEC) != 0) {
 		return -errno;
 	}
-	return 0;
-}
-
-int
-cqw__io_pipe(cqw_fd fds[2])
-{
-	if (pipe2(fds, O_CLOEXEC) != 0) {
-		return -errno;
-	}
+	kind[0] = kind[1] = CQW__FD_PIPE;
 	return 0;
 }
 

@@ -3,6 +3,8 @@
  * asks when a system call returns EINTR.
  */
 #include "common/internal.h"
+#include "common/platform.h"
+#include "posix/io.h"
 #include "posix/signals.h"
 
 static _Thread_local int (*check_fn)(void *arg);

@@ -4,6 +4,7 @@
  * for TCP, and an abstract name's length exactly its bytes. Connected and
  * accepted sockets are blocking, as Python's are (they may be handed to a
  * Python peer); the listening socket is O_NONBLOCK, see cqw__sock_accept().
+ * The endpoints Listener and Client use (common/platform.h) are at the end.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -17,8 +18,11 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include <stdlib.h>
+
 #include "common/address.h"
-#include "common/io.h"
+#include "common/platform.h"
+#include "posix/io.h"
 #include "posix/signals.h"
 
 /* Fill a sockaddr_un; returns its length or CQW_ENAMETOOLONG. */
@@ -274,4 +278,85 @@ int
 cqw__unlink(const char *path)
 {
 	return unlink(path) == 0 ? 0 : -errno;
+}
+
+struct cqw__lsock {
+	cqw_fd fd;
+	int unlink_path;      /* a filesystem socket we made... */
+	uint64_t creator_pid; /* ...in this process (not a forked child) */
+	char path[CQW__ADDR_PATH_MAX];
+};
+
+int
+cqw__listen_open(struct cqw__lsock **out, const struct cqw__addr *a,
+		 int backlog, struct cqw__addr *bound)
+{
+	struct cqw__lsock *l;
+	int r;
+
+	if (a->kind == CQW__ADDR_PIPE) {
+		return CQW_EAFNOSUPPORT; /* Windows named pipes */
+	}
+	l = calloc(1, sizeof(*l));
+	if (l == NULL) {
+		return CQW_ENOMEM;
+	}
+	r = cqw__sock_listen(a, backlog, &l->fd);
+	if (r < 0) {
+		free(l);
+		return r;
+	}
+	if (a->kind == CQW__ADDR_UNIX) {
+		l->unlink_path = 1;
+		l->creator_pid = cqw__process_id();
+		memcpy(l->path, a->path, sizeof(l->path));
+	}
+	r = cqw__sock_name(l->fd, bound);
+	if (r < 0) {
+		cqw__listen_close(l);
+		return r;
+	}
+	*out = l;
+	return 0;
+}
+
+int
+cqw__listen_accept(struct cqw__lsock *l, cqw_fd *h, int *kind, int timeout_ms)
+{
+	*kind = CQW__FD_SOCK;
+	return cqw__sock_accept(l->fd, h, timeout_ms);
+}
+
+cqw_fd
+cqw__listen_fileno(const struct cqw__lsock *l)
+{
+	return l->fd;
+}
+
+int
+cqw__listen_close(struct cqw__lsock *l)
+{
+	int r;
+
+	/*
+	 * Only the process that bound the path removes it, as CPython's
+	 * Finalize does: in a prefork server a worker that closes its
+	 * inherited copy must not make the service unreachable.
+	 */
+	if (l->unlink_path && l->creator_pid == cqw__process_id()) {
+		cqw__unlink(l->path);
+	}
+	r = cqw__io_close(l->fd);
+	free(l);
+	return r;
+}
+
+int
+cqw__os_connect(const struct cqw__addr *a, cqw_fd *h, int *kind)
+{
+	if (a->kind == CQW__ADDR_PIPE) {
+		return CQW_EAFNOSUPPORT; /* Windows named pipes */
+	}
+	*kind = CQW__FD_SOCK;
+	return cqw__sock_connect(a, h);
 }

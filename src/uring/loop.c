@@ -43,6 +43,7 @@
 
 #include "common/backend.h"
 #include "common/loop.h"
+#include "posix/io.h"
 #include "posix/signals.h"
 
 /*
@@ -362,7 +363,7 @@ finish(cqw_loop *loop, uint32_t i, int64_t result)
 	struct cqw__io *io = s->slots[i].io;
 
 	slot_put(s, i);
-	cqw__loop_io_complete(loop, io, result);
+	cqw__loop_io_complete(loop, io, result, 0);
 }
 
 static int
@@ -464,31 +465,31 @@ prep_io(struct io_uring_sqe *sqe, struct uring_state *s, uint32_t i)
 {
 	struct slot *sl = &s->slots[i];
 	struct cqw__io *io = sl->io;
-	cqw_conn *c = io->conn;
 
 	sl->where = SLOT_KERNEL;
 	sl->nowait = 0;
 	if (sl->polling) {
-		io_uring_prep_poll_add(sqe, c->fd, POLLOUT);
-	} else if (io->kind == CQW__IO_PEEK) {
-		io_uring_prep_recv(sqe, c->fd, io->buf, io->len, MSG_PEEK);
-	} else if (io->kind == CQW__IO_READ) {
-		if (c->kind == CQW__FD_SOCK) {
-			io_uring_prep_recv(sqe, c->fd, io->buf, io->len, 0);
+		io_uring_prep_poll_add(sqe, io->handle, POLLOUT);
+	} else if (io->op == CQW__IO_PEEK) {
+		io_uring_prep_recv(sqe, io->handle, io->buf, io->len, MSG_PEEK);
+	} else if (io->op == CQW__IO_RECV) {
+		if (io->kind == CQW__FD_SOCK) {
+			io_uring_prep_recv(sqe, io->handle, io->buf, io->len,
+					   0);
 		} else {
-			io_uring_prep_read(sqe, c->fd, io->buf,
+			io_uring_prep_read(sqe, io->handle, io->buf,
 					   (unsigned)io->len, (uint64_t)-1);
 		}
-	} else if (c->kind == CQW__FD_SOCK) {
+	} else if (io->kind == CQW__FD_SOCK) {
 		struct msghdr *m = (struct msghdr *)io->backend_priv;
 
 		memset(m, 0, sizeof(*m));
 		m->msg_iov = io->iov;
 		m->msg_iovlen = (size_t)io->iovcnt;
-		io_uring_prep_sendmsg(sqe, c->fd, m, MSG_NOSIGNAL);
+		io_uring_prep_sendmsg(sqe, io->handle, m, MSG_NOSIGNAL);
 	} else {
-		io_uring_prep_writev(sqe, c->fd, io->iov, (unsigned)io->iovcnt,
-				     (uint64_t)-1);
+		io_uring_prep_writev(sqe, io->handle, io->iov,
+				     (unsigned)io->iovcnt, (uint64_t)-1);
 		if (io->backend_priv[0] != NOWAIT_REFUSED) {
 			sqe->rw_flags = RWF_NOWAIT;
 			sl->nowait = 1;
@@ -521,7 +522,7 @@ uring_start(cqw_loop *loop, struct cqw__io *io)
 	int r = slot_get(s, io);
 
 	if (r < 0) {
-		cqw__loop_io_complete(loop, io, r);
+		cqw__loop_io_complete(loop, io, r, 0);
 		return;
 	}
 	queue_io(s, (uint32_t)io->backend_state);

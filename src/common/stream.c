@@ -1,23 +1,35 @@
 /*
- * The channel's asynchronous side: a connection's ops on a loop. Ops wait
- * in c->sendq / c->recvq; kick() starts at most one write (a gather of
- * everything queued) and one read; when a backend completes one,
- * io_done() advances the state and kicks again. The frame state is the
- * one the synchronous side (channel.c) uses, so the two agree on framing
- * and a connection may go from one to the other between frames.
+ * The stream framer: the stream transport's asynchronous half (see
+ * transport.h), the same for every backend and platform. Ops wait in
+ * c->sendq / c->recvq; kick() starts at most one send (a gather of
+ * everything queued: [hdr0, p0, hdr1, p1, ...]) and one receive; when the
+ * backend completes one, io_done() advances the state and kicks again.
+ * The frame state is the one the synchronous half uses, so the two agree
+ * on framing and a connection may go from one to the other between
+ * frames.
+ *
+ * The receive in flight reads into one of (c->rtarget):
+ *   RT_PEEK     frame-exact socket at a boundary: see what is queued, then
+ *               take the whole frames that fit with one exact read
+ *   RT_HDR      the header, into c->rhdr (the decoder takes it)
+ *   RT_STAGE    CQW_EXCLUSIVE: up to the staging buffer, many frames
+ *   RT_PAYLOAD  the payload, straight into the op's buffer
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
 #include "loop.h"
+#include "transport.h"
 
 enum { RT_HDR = 1, RT_STAGE, RT_PAYLOAD, RT_PEEK };
 
 static void
 start_read(cqw_loop *loop, cqw_conn *c, int target, void *buf, size_t len)
 {
-	c->rio.kind = target == RT_PEEK ? CQW__IO_PEEK : CQW__IO_READ;
+	c->rio.op = target == RT_PEEK ? CQW__IO_PEEK : CQW__IO_RECV;
+	c->rio.handle = c->fd;
+	c->rio.kind = c->kind;
 	c->rio.conn = c;
 	c->rio.buf = buf;
 	c->rio.len = len > 0x40000000 ? 0x40000000 : len;
@@ -31,7 +43,9 @@ start_write(cqw_loop *loop, cqw_conn *c)
 {
 	unsigned cnt = c->siov_cnt - c->siov_first;
 
-	c->wio.kind = CQW__IO_WRITEV;
+	c->wio.op = CQW__IO_SEND;
+	c->wio.handle = c->fd;
+	c->wio.kind = c->kind;
 	c->wio.conn = c;
 	c->wio.iov = c->siov + c->siov_first;
 	c->wio.iovcnt = (int)(cnt > CQW__IOV_MAX ? CQW__IOV_MAX : cnt);
@@ -351,18 +365,20 @@ recv_done(cqw_loop *loop, cqw_conn *c, int64_t r)
 	recv_kick(loop, c);
 }
 
-void
-cqw__chan_kick(cqw_loop *loop, cqw_conn *c)
+static void
+stream_kick(cqw_loop *loop, cqw_conn *c)
 {
 	send_kick(loop, c);
 	recv_kick(loop, c);
 }
 
-void
-cqw__chan_io_done(cqw_loop *loop, struct cqw__io *io)
+static void
+stream_io_done(cqw_loop *loop, struct cqw__io *io)
 {
 	cqw_conn *c = io->conn;
 
+	/* What the backend learnt of the descriptor holds for the next io. */
+	c->kind = io->kind;
 	if (io == &c->wio) {
 		send_done(loop, c, io->result);
 	} else {
@@ -370,8 +386,8 @@ cqw__chan_io_done(cqw_loop *loop, struct cqw__io *io)
 	}
 }
 
-int
-cqw__chan_cancel(cqw_loop *loop, struct cqw_op *op)
+static int
+stream_cancel(cqw_loop *loop, struct cqw_op *op)
 {
 	cqw_conn *c = op->conn;
 
@@ -398,8 +414,8 @@ cqw__chan_cancel(cqw_loop *loop, struct cqw_op *op)
 	return 0;
 }
 
-void
-cqw__chan_fork_fail(cqw_loop *loop, cqw_conn *c)
+static void
+stream_fork_fail(cqw_loop *loop, cqw_conn *c)
 {
 	struct cqw_op *head = c->recv_busy ? cqw__opq_pop(&c->recvq) : NULL;
 
@@ -415,8 +431,8 @@ cqw__chan_fork_fail(cqw_loop *loop, cqw_conn *c)
 	}
 }
 
-void
-cqw__chan_cancel_all(cqw_loop *loop, cqw_conn *c)
+static void
+stream_cancel_all(cqw_loop *loop, cqw_conn *c)
 {
 	struct cqw_op *head = c->recv_busy ? cqw__opq_pop(&c->recvq) : NULL;
 
@@ -431,3 +447,11 @@ cqw__chan_cancel_all(cqw_loop *loop, cqw_conn *c)
 		loop->ops->cancel(loop, &c->wio);
 	}
 }
+
+const struct cqw__framer cqw__stream_framer = {
+	.kick = stream_kick,
+	.io_done = stream_io_done,
+	.cancel = stream_cancel,
+	.cancel_all = stream_cancel_all,
+	.fork_fail = stream_fork_fail,
+};
