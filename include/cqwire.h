@@ -386,7 +386,12 @@ CQW_EXTERN void cqw_set_signal_check(int (*check)(void *arg), void *arg);
  * exactly once each. A connection belongs to the loop it is submitted on
  * while it has ops there (submitting it to another loop meanwhile is
  * CQW_EBUSY, and so are its synchronous calls); once they are all
- * completed it is free again and may outlive the loop.
+ * completed it is free again and may outlive the loop. On the POSIX
+ * backends it may then be submitted to another loop. On iocp its handle
+ * stays bound to the first loop's completion port for good (Windows
+ * cannot move a handle between ports): it may go on with synchronous
+ * calls, but submitting it to another loop returns CQW_EBUSY, also after
+ * that loop is freed.
  *
  * A loop belongs to the thread that first flushes or reaps it (io_uring
  * rings are made for one issuer); from other threads, submit, flush, reap,

@@ -45,23 +45,6 @@ cqw__chan_release(cqw_conn *c)
 	}
 }
 
-int
-cqw__chan_has_buffered(const cqw_conn *c)
-{
-	return c->stage_len > c->stage_off || cqw__dec_want(&c->dec) == 0 ||
-	       cqw__dec_started(&c->dec);
-}
-
-/* An error a batch owes this receive (it handed up frames first). */
-int
-cqw__chan_take_deferred(cqw_conn *c)
-{
-	int r = c->deferred_err;
-
-	c->deferred_err = 0;
-	return r;
-}
-
 /*
  * A receive failed after consuming pay_got bytes of the payload into dst,
  * which the caller may not pass again: keep them for the next receive.
@@ -84,20 +67,11 @@ cqw__chan_keep_part(cqw_conn *c, const void *dst)
 
 /* A kept part goes to the front of the new destination. */
 void
-cqw__chan_restore_part(cqw_conn *c, void *dst)
+cqw__chan_restore_part_slow(cqw_conn *c, void *dst)
 {
-	if (c->part != NULL) {
-		memcpy(dst, c->part, (size_t)c->pay_got);
-		free(c->part);
-		c->part = NULL;
-	}
-}
-
-int
-cqw__chan_exact_boundary(const cqw_conn *c)
-{
-	return !(c->flags & CQW_EXCLUSIVE) && !cqw__dec_started(&c->dec) &&
-	       c->pay_got == 0 && c->stage_len == c->stage_off;
+	memcpy(dst, c->part, (size_t)c->pay_got);
+	free(c->part);
+	c->part = NULL;
 }
 
 static uint32_t

