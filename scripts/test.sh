@@ -96,6 +96,12 @@ run_suite() {
 
 run_suite dev -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_SHARED_LIBS=ON \
 	-DCQW_BUILD_BENCH=ON
+# The main job's build (scripts/demo.sh: Release, -O3), which warns
+# where -O2 does not (a maybe-uninitialized once broke it unseen).
+step "release: the demo's build, warnings as errors"
+cmake -S "$root" -B "$root/build/release" -DCMAKE_BUILD_TYPE=Release \
+	-DCQW_BUILD_TESTS=OFF -DCQW_BUILD_BENCH=ON -DCQW_WERROR=ON >/dev/null
+cmake --build "$root/build/release" -j "$jobs" >/dev/null
 # Under a sanitizer, the allocation-failure test cannot replace malloc (the
 # sanitizer owns it): it skips there, and runs in the dev build.
 suite_may_skip='^test-fault-alloc$'
