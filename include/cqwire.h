@@ -390,8 +390,9 @@ CQW_EXTERN void cqw_set_signal_check(int (*check)(void *arg), void *arg);
  * backends it may then be submitted to another loop. On iocp its handle
  * stays bound to the first loop's completion port for good (Windows
  * cannot move a handle between ports): it may go on with synchronous
- * calls, but submitting it to another loop returns CQW_EBUSY, also after
- * that loop is freed.
+ * calls, be closed from any thread, and come back to that loop, but
+ * submitting it to another loop returns CQW_EBUSY, also after that loop
+ * is freed.
  *
  * A loop belongs to the thread that first flushes or reaps it (io_uring
  * rings are made for one issuer); from other threads, submit, flush, reap,

@@ -119,6 +119,11 @@ struct cqw_conn {
 	struct cqw_conn *next_pending;
 	/* On the loop's list of conns it holds (c->loop != NULL). */
 	struct cqw_conn *loop_next, *loop_prev;
+	/*
+	 * The loop (its id) whose backend keeps c's handle for good (IOCP
+	 * binds a handle to one port), 0 if none: c may go to no other.
+	 */
+	uint64_t bound_to;
 
 	/* Message transports (Windows pipes): see message.c, src/win. */
 	int empty_pending; /* a readiness probe consumed a zero-length

@@ -7,6 +7,7 @@
  * from the backend into loop->iodone and are processed here, outside any
  * backend call, which completes ops into loop->done for reap().
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,9 @@
 #include "transport.h"
 #include "loop.h"
 #include "platform.h"
+
+/* Loop ids, for connections a backend keeps bound (cqw_conn.bound_to). */
+static atomic_uint_least64_t next_loop_id;
 
 void
 cqw__opq_push(struct cqw__opq *q, struct cqw_op *op)
@@ -63,13 +67,19 @@ cqw__opq_remove(struct cqw__opq *q, struct cqw_op *op)
 	return 0;
 }
 
-/* c's first op on loop: bind its handle to the backend (backend.h). */
+/*
+ * c's first op on loop since it was let go: bind its handle to the
+ * backend (backend.h), unless the backend kept it bound from before.
+ */
 static int
 attach(cqw_loop *loop, cqw_conn *c)
 {
 	int r;
 
-	if (loop->ops->attach != NULL) {
+	if (c->bound_to != 0 && c->bound_to != loop->id) {
+		return CQW_EBUSY; /* bound to another loop's port for good */
+	}
+	if (loop->ops->attach != NULL && c->bound_to == 0) {
 		r = loop->ops->attach(loop, c->fd, c->kind);
 		if (r < 0) {
 			return r;
@@ -114,10 +124,14 @@ cqw__loop_detach(cqw_conn *c)
 	if (loop == NULL) {
 		return;
 	}
-	/* IOCP keeps a handle bound to its port: c stays this loop's. */
+	/*
+	 * IOCP keeps a handle bound to its port: c may come back to this
+	 * loop only. It is let go all the same, so that it may be closed
+	 * from any thread and outlive the loop.
+	 */
 	if (loop->ops->detach != NULL &&
 	    loop->ops->detach(loop, c->fd) == CQW_EBUSY) {
-		return;
+		c->bound_to = loop->id;
 	}
 	unlink_conn(loop, c);
 }
@@ -243,6 +257,7 @@ cqw_loop_new(cqw_loop **out, const struct cqw_loop_opts *opts)
 		return CQW_ENOMEM;
 	}
 	loop->fork_gen = cqw__fork_gen();
+	loop->id = atomic_fetch_add(&next_loop_id, 1) + 1;
 	for (i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
 		if (kind != CQW_BACKEND_AUTO && (int)order[i] != kind) {
 			continue;
@@ -275,7 +290,10 @@ cqw_loop_free(cqw_loop *loop)
 	if (loop == NULL) {
 		return;
 	}
-	/* Connections the backend kept (IOCP) outlive it, on no loop. */
+	/*
+	 * With every op reaped no connection is on the list; should one be
+	 * (a caller that broke that rule), it must not point at freed memory.
+	 */
 	while (loop->conns != NULL) {
 		unlink_conn(loop, loop->conns);
 	}

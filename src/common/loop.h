@@ -19,6 +19,7 @@ struct cqw_loop {
 	unsigned inflight;    /* ops submitted and not reaped */
 	uint64_t owner;	      /* the thread that flushes and reaps it... */
 	int owned;	      /* ...once one has */
+	uint64_t id;	      /* unique in the process, never reused */
 };
 
 /*
