@@ -149,13 +149,18 @@ typedef struct cqw_conn cqw_conn;
  * Python's Pipe(duplex). With CQW_DUPLEX in flags, *a and *b are both ends
  * of a stream socket pair. Without it, *a is the read end and *b the write
  * end of a pipe(), as Pipe(duplex=False) returns (reader, writer).
- * CQW_EXCLUSIVE and CQW_NO_LARGE_FRAMES apply to both ends.
+ * CQW_EXCLUSIVE and CQW_NO_LARGE_FRAMES apply to both ends. On Windows, as
+ * Python's: both ends of one message-mode named pipe instance, inbound
+ * only when not duplex (one pipe message per message, no header).
  */
 CQW_EXTERN int cqw_pipe(cqw_conn **a, cqw_conn **b, unsigned flags);
 
 /*
  * Wrap an open descriptor (socket or pipe). The connection owns fd from
- * now on, also on failure. flags must hold CQW_READABLE and/or
+ * now on, also on failure. On Windows fd is a socket or a message-mode
+ * named pipe, opened for overlapped I/O (WSA_FLAG_OVERLAPPED,
+ * FILE_FLAG_OVERLAPPED: timeouts need it); anything else is
+ * CQW_EOPNOTSUPP. flags must hold CQW_READABLE and/or
  * CQW_WRITABLE. fd < 0: CQW_EINVAL. The descriptor's blocking mode is left
  * as it is (other processes may share it).
  */
@@ -313,7 +318,10 @@ CQW_EXTERN int cqw_recv_handle(cqw_conn *c, cqw_fd *fd);
  * Listener / Client with the HMAC handshake
  *
  * Addresses: "unix:/path", "unix:@name" (Linux abstract), a bare path,
- * "tcp:host:port", "tcp:[v6addr]:port" (port 0 picks one).
+ * "tcp:host:port", "tcp:[v6addr]:port" (port 0 picks one), and on Windows
+ * "pipe:\\.\pipe\NAME" or a bare "\\.\pipe\NAME" (Python's AF_PIPE:
+ * message-mode named pipes; a Client retries a busy pipe for 20 s).
+ * unix: on Windows, and pipe: on POSIX, are CQW_EAFNOSUPPORT.
  */
 #define CQW_AUTH_REFUSE_MD5 0x01u	/* never accept or send HMAC-MD5 */
 #define CQW_AUTH_LEGACY_CHALLENGE 0x02u /* send 20 raw bytes, as <= 3.11 */
@@ -350,6 +358,7 @@ CQW_EXTERN const char *cqw_listener_address(const cqw_listener *l);
  * accept that loses a race with another process sharing it (prefork)
  * goes back to waiting instead of sleeping past its timeout; a Python
  * socket made from it has timeout 0. Accepted connections are blocking.
+ * A named pipe listener has no one handle: CQW_EOPNOTSUPP.
  */
 CQW_EXTERN cqw_fd cqw_listener_fileno(const cqw_listener *l);
 /*
@@ -456,7 +465,10 @@ struct cqw_op {
 	/*
 	 * Out: SEND: 0; RECV: message length; or a CQW_E* code. A RECV
 	 * whose message does not fit gets CQW_ETOOSHORT and needed holds
-	 * the size; the message stays for the next RECV.
+	 * the size; the message stays for the next RECV. (On a Windows
+	 * named pipe the buffer then holds the message's first len bytes:
+	 * the kernel hands them over to learn the size. They are kept, and
+	 * the next RECV gets the whole message.)
 	 */
 	int64_t result;
 	size_t needed;

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages that a cqwire job needs, or say exactly which
-# are missing. Usage: scripts/deps.sh build|perf|test
+# are missing. Usage: scripts/deps.sh build|perf|win|test
+# (win: cross-compiling for Windows with mingw-w64 and running the result
+# under wine; dpkg-dev unpacks Debian's cmocka source for it.)
 set -euo pipefail
 
 # The library; what the perf tool and bench/ compare against; the tests.
@@ -8,12 +10,15 @@ build_pkgs=(gcc make cmake pkg-config libssl-dev liburing-dev)
 perf_pkgs=(g++ libbenchmark-dev libzmq3-dev libnng-dev gnuplot-nox python3
 	python3-billiard)
 test_pkgs=(libcmocka-dev clang-format valgrind iproute2 clang libclang-rt-14-dev)
+win_pkgs=(gcc-mingw-w64-x86-64-win32 wine wine64 dpkg-dev)
 
 case "${1:-build}" in
 build) want=("${build_pkgs[@]}") ;;
 perf) want=("${build_pkgs[@]}" "${perf_pkgs[@]}") ;;
-test) want=("${build_pkgs[@]}" "${perf_pkgs[@]}" "${test_pkgs[@]}") ;;
-*) echo "usage: $0 build|perf|test" >&2; exit 2 ;;
+win) want=("${win_pkgs[@]}") ;;
+test) want=("${build_pkgs[@]}" "${perf_pkgs[@]}" "${test_pkgs[@]}"
+	"${win_pkgs[@]}") ;;
+*) echo "usage: $0 build|perf|win|test" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -22,7 +22,9 @@
 
 #include "t-util.h"
 
+#ifndef _WIN32
 #include <sys/ioctl.h>
+#endif
 
 /* Fail with both codes' names unless got == want. */
 static inline void
@@ -241,7 +243,9 @@ t_recv(cqw_conn *c, void **buf, int64_t maxlength)
 static inline void
 t_io_setup(void)
 {
+#ifdef SIGPIPE
 	signal(SIGPIPE, SIG_DFL);
+#endif
 	if (t_io_loop_mode()) {
 		t_backend_or_skip();
 	}
@@ -269,6 +273,29 @@ t_pipe(cqw_conn **a, cqw_conn **b, unsigned flags)
 	if (r != 0) {
 		fail_msg("cqw_pipe(0x%x): %s", flags, cqw_err_name(r));
 	}
+}
+
+/*
+ * A connected pair on a byte-stream transport, the one the stream framer
+ * (headers on the wire) serves: cqw_pipe() on POSIX; on Windows, whose
+ * cqw_pipe() is a message-mode named pipe without headers, a TCP
+ * connection on loopback (a connects, b is accepted: both duplex, so
+ * only the duplex shape exists there: T_NSTREAMS).
+ */
+static inline void
+t_stream_pair(cqw_conn **a, cqw_conn **b, unsigned flags)
+{
+#ifdef _WIN32
+	cqw_listener *l = NULL;
+
+	assert_int_equal(flags & CQW_DUPLEX, CQW_DUPLEX);
+	T_OK(cqw_listen(&l, "tcp:127.0.0.1:0", NULL, 1));
+	T_OK(cqw_connect(a, cqw_listener_address(l), NULL));
+	T_OK(cqw_accept(l, b, 5000));
+	cqw_listener_free(l);
+#else
+	t_pipe(a, b, flags);
+#endif
 }
 
 static inline void
@@ -305,14 +332,30 @@ t_raw(cqw_conn *c, const void *buf, size_t len)
 	T_OK(t_write_all(cqw_conn_fileno(c), buf, len));
 }
 
-/* Unread bytes in the kernel buffer of c's descriptor. */
+/*
+ * Unread bytes in the kernel buffer of c's descriptor (on Windows: of a
+ * socket, or every message waiting in a pipe, PeekNamedPipe's total).
+ */
 static inline int
 t_unread(cqw_conn *c)
 {
+#ifdef _WIN32
+	cqw_fd h = cqw_conn_fileno(c);
+	u_long avail = 0;
+	DWORD total = 0;
+
+	if (t_is_socket(h)) {
+		assert_int_equal(ioctlsocket((SOCKET)h, FIONREAD, &avail), 0);
+		return (int)avail;
+	}
+	assert_true(PeekNamedPipe((HANDLE)h, NULL, 0, NULL, &total, NULL));
+	return (int)total;
+#else
 	int n = -1;
 
 	assert_int_equal(ioctl(cqw_conn_fileno(c), FIONREAD, &n), 0);
 	return n;
+#endif
 }
 
 /*
@@ -334,6 +377,12 @@ t__pair_flags(void)
 }
 #define t_pair_flags (t__pair_flags())
 #define T_NPAIRS ((size_t)4)
+/* The shapes t_stream_pair() makes: the first T_NSTREAMS of the above. */
+#ifdef _WIN32
+#define T_NSTREAMS ((size_t)1)
+#else
+#define T_NSTREAMS T_NPAIRS
+#endif
 
 /* 1 if a TCP listener on IPv4 loopback can be made here. */
 static inline int
@@ -365,8 +414,12 @@ struct t_child_conns {
 static inline void
 t_child_drop(struct t_child_conns *cc)
 {
-	cqw_conn_close(cc->drop[0]);
-	cqw_conn_close(cc->drop[1]);
+	if (cc->drop[0] != NULL) {
+		cqw_conn_close(cc->drop[0]);
+	}
+	if (cc->drop[1] != NULL) {
+		cqw_conn_close(cc->drop[1]);
+	}
 }
 
 /* A child that echoes every message on use[0] until end of file. */

@@ -3,6 +3,12 @@
  * vectors of WIRE.md §4.6 and the edge cases of §4.7. Expected MACs that
  * are not WIRE.md vectors are computed here with OpenSSL directly, never
  * through cqw__hmac(), so that a bug there cannot hide itself.
+ *
+ * On Windows the reference is BCrypt called here directly (t_hmac), and
+ * cqw__hmac() is src/win/crypto.c's. A BCrypt without SHA-3 (before
+ * Windows 11 24H2; wine 8) has no reference for the sha3 cases: there
+ * the library must refuse them too (cqw__hmac says CQW_ENOSYS), and the
+ * case says so and moves on.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,12 +20,84 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef _WIN32
+#include <windows.h>
+#include <bcrypt.h>
+#else
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#endif
 
 #include "cqwire.h"
 #include "common/auth.h"
 #include "common/platform.h"
+
+/*
+ * A digest for t_hmac(): OpenSSL's EVP_MD, or a BCrypt algorithm name;
+ * t_md_<name>() returns it.
+ */
+#ifdef _WIN32
+typedef wchar_t t_md;
+
+static inline const t_md *
+t_md_md5(void)
+{
+	return BCRYPT_MD5_ALGORITHM;
+}
+
+static inline const t_md *
+t_md_sha1(void)
+{
+	return BCRYPT_SHA1_ALGORITHM;
+}
+
+static inline const t_md *
+t_md_sha256(void)
+{
+	return BCRYPT_SHA256_ALGORITHM;
+}
+
+static inline const t_md *
+t_md_sha384(void)
+{
+	return BCRYPT_SHA384_ALGORITHM;
+}
+
+static inline const t_md *
+t_md_sha3_256(void)
+{
+	return L"SHA3-256"; /* BCRYPT_SHA3_256_ALGORITHM */
+}
+
+static inline const t_md *
+t_md_sha3_384(void)
+{
+	return L"SHA3-384"; /* BCRYPT_SHA3_384_ALGORITHM */
+}
+
+/* 1 if BCrypt has the HMAC of md here. */
+static int
+t_md_available(const t_md *md)
+{
+	BCRYPT_ALG_HANDLE alg;
+
+	if (!BCRYPT_SUCCESS(BCryptOpenAlgorithmProvider(
+		&alg, md, NULL, BCRYPT_ALG_HANDLE_HMAC_FLAG))) {
+		return 0;
+	}
+	BCryptCloseAlgorithmProvider(alg, 0);
+	return 1;
+}
+#else
+typedef EVP_MD t_md;
+#define t_md_md5 EVP_md5
+#define t_md_sha1 EVP_sha1
+#define t_md_sha256 EVP_sha256
+#define t_md_sha384 EVP_sha384
+#define t_md_sha3_256 EVP_sha3_256
+#define t_md_sha3_384 EVP_sha3_384
+#define t_md_available(md) ((md) != NULL)
+#endif
 
 #define KEY "secret"
 #define KEYLEN (sizeof(KEY) - 1)
@@ -60,9 +138,34 @@ t_frame(uint8_t *out, const char *tag, size_t n, uint8_t first)
 	return len + n;
 }
 
+#ifdef _WIN32
+/* HMAC straight from BCrypt (one hash object, then its length). */
+static size_t
+t_hmac(const t_md *md, const void *key, size_t keylen, const uint8_t *msg,
+       size_t msglen, uint8_t *out)
+{
+	static uint8_t empty[1];
+	BCRYPT_ALG_HANDLE alg;
+	BCRYPT_HASH_HANDLE h;
+	DWORD len = 0, got = 0;
+
+	assert_true(BCRYPT_SUCCESS(BCryptOpenAlgorithmProvider(
+	    &alg, md, NULL, BCRYPT_ALG_HANDLE_HMAC_FLAG)));
+	assert_true(BCRYPT_SUCCESS(BCryptGetProperty(
+	    alg, BCRYPT_HASH_LENGTH, (PUCHAR)&len, sizeof(len), &got, 0)));
+	assert_true(BCRYPT_SUCCESS(BCryptCreateHash(
+	    alg, &h, NULL, 0, key ? (PUCHAR)key : empty, (ULONG)keylen, 0)));
+	assert_true(
+	    BCRYPT_SUCCESS(BCryptHashData(h, (PUCHAR)msg, (ULONG)msglen, 0)));
+	assert_true(BCRYPT_SUCCESS(BCryptFinishHash(h, out, len, 0)));
+	BCryptDestroyHash(h);
+	BCryptCloseAlgorithmProvider(alg, 0);
+	return len;
+}
+#else
 /* HMAC straight from OpenSSL, with a non-NULL key even when empty. */
 static size_t
-t_hmac(const EVP_MD *md, const void *key, size_t keylen, const uint8_t *msg,
+t_hmac(const t_md *md, const void *key, size_t keylen, const uint8_t *msg,
        size_t msglen, uint8_t *out)
 {
 	static const uint8_t empty[1];
@@ -72,10 +175,30 @@ t_hmac(const EVP_MD *md, const void *key, size_t keylen, const uint8_t *msg,
 	    HMAC(md, key ? key : empty, (int)keylen, msg, msglen, out, &len));
 	return len;
 }
+#endif
+
+/*
+ * The system has no HMAC-name (t_md_available): cqw__hmac() must say
+ * CQW_ENOSYS for it too (the sha3 names are the only ones that can be
+ * missing), and the case is reported.
+ */
+static void
+t_no_digest(const char *name)
+{
+	uint8_t out[CQW__HMAC_MAX];
+	enum cqw__digest d;
+
+	assert_true(strcmp(name, "sha3_256") == 0 ||
+		    strcmp(name, "sha3_384") == 0);
+	d = strcmp(name, "sha3_256") == 0 ? CQW__SHA3_256 : CQW__SHA3_384;
+	assert_int_equal(cqw__hmac(d, KEY, KEYLEN, "x", 1, out), CQW_ENOSYS);
+	print_message("no HMAC-%s on this system: refused (CQW_ENOSYS)\n",
+		      name);
+}
 
 /* "{name}" + HMAC-name(KEY, the frame after "#CHALLENGE#"). */
 static size_t
-t_named(const char *name, const EVP_MD *md, const uint8_t *frame, size_t len,
+t_named(const char *name, const t_md *md, const uint8_t *frame, size_t len,
 	uint8_t *out)
 {
 	size_t n = t_put(out, "{");
@@ -259,7 +382,7 @@ test_auth_verify_accepts_raw_md5(void **state)
 
 	(void)state;
 	t_frame(frame, "{sha256}", 40, 0x00);
-	n = t_hmac(EVP_md5(), KEY, KEYLEN, frame + PREFIX_LEN,
+	n = t_hmac(t_md_md5(), KEY, KEYLEN, frame + PREFIX_LEN,
 		   sizeof(frame) - PREFIX_LEN, resp);
 	assert_int_equal(n, 16);
 	t_verify_accepts(resp, n);
@@ -270,14 +393,14 @@ test_auth_verify_accepts_named_digests(void **state)
 {
 	static const struct {
 		const char *name;
-		const EVP_MD *(*md)(void);
+		const t_md *(*md)(void);
 		size_t len;
 	} cases[] = {
-		{ "md5", EVP_md5, 5 + 16 },
-		{ "sha256", EVP_sha256, 8 + 32 },
-		{ "sha384", EVP_sha384, 8 + 48 },
-		{ "sha3_256", EVP_sha3_256, 10 + 32 },
-		{ "sha3_384", EVP_sha3_384, 10 + 48 },
+		{ "md5", t_md_md5, 5 + 16 },
+		{ "sha256", t_md_sha256, 8 + 32 },
+		{ "sha384", t_md_sha384, 8 + 48 },
+		{ "sha3_256", t_md_sha3_256, 10 + 32 },
+		{ "sha3_384", t_md_sha3_384, 10 + 48 },
 	};
 	uint8_t frame[0x3b];
 	uint8_t resp[CQW__AUTH_MAX_FRAME];
@@ -286,6 +409,10 @@ test_auth_verify_accepts_named_digests(void **state)
 	(void)state;
 	t_frame(frame, "{sha256}", 40, 0x00);
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (!t_md_available(cases[i].md())) {
+			t_no_digest(cases[i].name);
+			continue;
+		}
 		n = t_named(cases[i].name, cases[i].md(), frame, sizeof(frame),
 			    resp);
 		assert_int_equal(n, cases[i].len);
@@ -299,11 +426,11 @@ test_auth_answer_named_digests(void **state)
 {
 	static const struct {
 		const char *name;
-		const EVP_MD *(*md)(void);
+		const t_md *(*md)(void);
 	} cases[] = {
-		{ "md5", EVP_md5 },	      { "sha256", EVP_sha256 },
-		{ "sha384", EVP_sha384 },     { "sha3_256", EVP_sha3_256 },
-		{ "sha3_384", EVP_sha3_384 },
+		{ "md5", t_md_md5 },	       { "sha256", t_md_sha256 },
+		{ "sha384", t_md_sha384 },     { "sha3_256", t_md_sha3_256 },
+		{ "sha3_384", t_md_sha3_384 },
 	};
 	uint8_t frame[CQW__AUTH_MAX_FRAME];
 	uint8_t want[CQW__AUTH_MAX_FRAME];
@@ -316,6 +443,13 @@ test_auth_answer_named_digests(void **state)
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		snprintf(tag, sizeof(tag), "{%s}", cases[i].name);
 		len = t_frame(frame, tag, 40, 0x10);
+		if (!t_md_available(cases[i].md())) {
+			/* No reference: the library must not answer either. */
+			t_no_digest(cases[i].name);
+			assert_true(cqw__auth_answer(KEY, KEYLEN, 0, frame, len,
+						     got, sizeof(got)) < 0);
+			continue;
+		}
 		n = t_named(cases[i].name, cases[i].md(), frame, len, want);
 		m = cqw__auth_answer(KEY, KEYLEN, 0, frame, len, got,
 				     sizeof(got));
@@ -396,6 +530,14 @@ test_auth_answer_accepts_brace_at_index_9(void **state)
 	size_t len = t_frame(frame, "{sha3_384}", 40, 0x41);
 
 	(void)state;
+	if (!t_md_available(t_md_sha3_384())) {
+		/* Parsed, then refused for the digest, not the name. */
+		t_no_digest("sha3_384");
+		assert_int_equal(cqw__auth_answer(KEY, KEYLEN, 0, frame, len,
+						  out, sizeof(out)),
+				 CQW_ENOSYS);
+		return;
+	}
 	assert_int_equal(
 	    cqw__auth_answer(KEY, KEYLEN, 0, frame, len, out, sizeof(out)),
 	    10 + 48);
@@ -462,7 +604,7 @@ test_auth_verify_rejects_256_byte_junk(void **state)
 					  resp, sizeof(resp)),
 			 CQW_EAUTH);
 	/* Junk that starts with a valid MAC: the length must match too. */
-	n = t_named("sha256", EVP_sha256(), frame, sizeof(frame), resp);
+	n = t_named("sha256", t_md_sha256(), frame, sizeof(frame), resp);
 	assert_int_equal(
 	    cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame), resp, n), 0);
 	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame),
@@ -480,14 +622,14 @@ test_auth_verify_rejects_bad_lengths(void **state)
 	(void)state;
 	t_frame(frame, "{sha256}", 40, 0x00);
 	/* A correct MD5 MAC padded to 20 bytes: legacy length, wrong size. */
-	n = t_hmac(EVP_md5(), KEY, KEYLEN, frame + PREFIX_LEN,
+	n = t_hmac(t_md_md5(), KEY, KEYLEN, frame + PREFIX_LEN,
 		   sizeof(frame) - PREFIX_LEN, resp);
 	memset(resp + n, 0, 4);
 	assert_int_equal(
 	    cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame), resp, 20),
 	    CQW_EAUTH);
 	/* A correct SHA-256 MAC cut short. */
-	n = t_named("sha256", EVP_sha256(), frame, sizeof(frame), resp);
+	n = t_named("sha256", t_md_sha256(), frame, sizeof(frame), resp);
 	assert_int_equal(
 	    cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame), resp, n - 1),
 	    CQW_EAUTH);
@@ -495,7 +637,7 @@ test_auth_verify_rejects_bad_lengths(void **state)
 	assert_int_equal(
 	    cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame), NULL, 0),
 	    CQW_EAUTH);
-	n = t_named("sha1", EVP_sha1(), frame, sizeof(frame), resp);
+	n = t_named("sha1", t_md_sha1(), frame, sizeof(frame), resp);
 	assert_int_equal(n, 6 + 20);
 	assert_int_equal(
 	    cqw__auth_verify(KEY, KEYLEN, 0, frame, sizeof(frame), resp, n),
@@ -514,7 +656,7 @@ test_auth_answer_20_byte_named_challenge_gets_md5(void **state)
 	(void)state;
 	len = t_frame(frame, "{sha256}", 12, 0x00);
 	assert_int_equal(len, PREFIX_LEN + 20);
-	n = t_hmac(EVP_md5(), KEY, KEYLEN, frame + PREFIX_LEN, 20, want);
+	n = t_hmac(t_md_md5(), KEY, KEYLEN, frame + PREFIX_LEN, 20, want);
 	assert_int_equal(
 	    cqw__auth_answer(KEY, KEYLEN, 0, frame, len, out, sizeof(out)), 16);
 	assert_memory_equal(out, want, n);
@@ -543,7 +685,7 @@ test_auth_refuse_md5(void **state)
 	/* A correct raw 16-byte response: accepted only without the flag. */
 	len = cqw__auth_make_challenge(0, rnd, frame, sizeof(frame));
 	assert_int_equal(len, 59);
-	n = t_hmac(EVP_md5(), KEY, KEYLEN, frame + PREFIX_LEN,
+	n = t_hmac(t_md_md5(), KEY, KEYLEN, frame + PREFIX_LEN,
 		   (size_t)len - PREFIX_LEN, resp);
 	assert_int_equal(
 	    cqw__auth_verify(KEY, KEYLEN, 0, frame, (size_t)len, resp, n), 0);
@@ -552,7 +694,7 @@ test_auth_refuse_md5(void **state)
 			 CQW_EAUTH);
 
 	/* SHA-256 still passes under the flag. */
-	n = t_named("sha256", EVP_sha256(), frame, (size_t)len, resp);
+	n = t_named("sha256", t_md_sha256(), frame, (size_t)len, resp);
 	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, CQW_AUTH_REFUSE_MD5,
 					  frame, (size_t)len, resp, n),
 			 0);
@@ -576,7 +718,7 @@ test_auth_refuse_md5_named(void **state)
 			 CQW_EAUTH);
 
 	len = t_frame(frame, "{sha256}", 40, 0x00);
-	n = t_named("md5", EVP_md5(), frame, len, resp);
+	n = t_named("md5", t_md_md5(), frame, len, resp);
 	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame, len, resp, n),
 			 0);
 	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, CQW_AUTH_REFUSE_MD5,
@@ -645,7 +787,7 @@ test_auth_empty_key(void **state)
 	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		len = t_frame(frame, "{sha256}", 40, 0x00);
 		n = t_put(want, "{sha256}");
-		n += t_hmac(EVP_sha256(), "", 0, frame + PREFIX_LEN,
+		n += t_hmac(t_md_sha256(), "", 0, frame + PREFIX_LEN,
 			    len - PREFIX_LEN, want + n);
 		m = cqw__auth_answer(keys[i], 0, 0, frame, len, resp,
 				     sizeof(resp));
@@ -660,7 +802,7 @@ test_auth_empty_key(void **state)
 				 CQW_EAUTH);
 
 		len = t_frame(frame, "", 20, 0x00);
-		n = t_hmac(EVP_md5(), "", 0, frame + PREFIX_LEN, 20, want);
+		n = t_hmac(t_md_md5(), "", 0, frame + PREFIX_LEN, 20, want);
 		m = cqw__auth_answer(keys[i], 0, 0, frame, len, resp,
 				     sizeof(resp));
 		assert_int_equal(m, n);
@@ -780,7 +922,7 @@ test_auth_invalid_arguments(void **state)
 	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, frame, len, NULL, 40),
 			 CQW_EINVAL);
 	/* verify judges our own challenge: it must be a challenge. */
-	n = t_named("sha256", EVP_sha256(), frame, len, out);
+	n = t_named("sha256", t_md_sha256(), frame, len, out);
 	assert_int_equal(cqw__auth_verify(KEY, KEYLEN, 0, NULL, len, out, n),
 			 CQW_EINVAL);
 	frame[0] = '!';

@@ -11,11 +11,16 @@
  * t-conn.h, so the batch reads frames written by loop ops in the loop
  * runs (test-batch-poll, test-batch-uring...) and by sync calls in
  * test-batch-sync.
+ *
+ * On Windows the message-level cases run on named pipes and the cases
+ * of raw frame bytes on a byte stream (t_stream_pair: TCP).
  */
 #include "t-conn.h"
 
 #include <pthread.h>
+#ifndef _WIN32
 #include <sys/time.h>
+#endif
 
 /* ------------------------------------------------------------------
  * Batches
@@ -211,8 +216,47 @@ test_batch_later_too_short_kept(void **state)
 /*
  * A SIGALRM that completes a frame later: tests that must not wait for a
  * frame's tail arm it, so that waiting shows up as a wrong count instead
- * of a hang.
+ * of a hang. (On Windows a timer-queue timer writes the tail.)
  */
+#ifdef _WIN32
+static cqw_fd t_alarm_fd = -1;
+static volatile LONG t_alarm_done;
+static const char *t_alarm_tail;
+static size_t t_alarm_len;
+
+static VOID CALLBACK
+t_alarm_complete_frame(PVOID arg, BOOLEAN fired)
+{
+	(void)arg;
+	(void)fired;
+	if (InterlockedCompareExchange(&t_alarm_done, 1, 0) == 0) {
+		(void)t_write_all(t_alarm_fd, t_alarm_tail, t_alarm_len);
+	}
+}
+
+static int
+t_batch_alarm(cqw_conn *a, cqw_conn *b, struct cqw_msg *m, size_t n,
+	      int timeout_ms, int alarm_ms, const char *tail)
+{
+	HANDLE timer;
+	int r;
+
+	t_alarm_fd = cqw_conn_fileno(b);
+	t_alarm_tail = tail;
+	t_alarm_len = strlen(tail);
+	t_alarm_done = 0;
+	assert_true(CreateTimerQueueTimer(&timer, NULL, t_alarm_complete_frame,
+					  NULL, (DWORD)alarm_ms, 0,
+					  WT_EXECUTEONLYONCE));
+	r = cqw_recv_batch(a, m, n, timeout_ms);
+	/* Returns once a callback under way has finished. */
+	assert_true(DeleteTimerQueueTimer(NULL, timer, INVALID_HANDLE_VALUE));
+	if (InterlockedCompareExchange(&t_alarm_done, 1, 0) == 0) {
+		t_raw(b, tail, strlen(tail));
+	}
+	return r;
+}
+#else
 static int t_alarm_fd = -1;
 static volatile sig_atomic_t t_alarm_done;
 static const char *t_alarm_tail;
@@ -260,6 +304,7 @@ t_batch_alarm(cqw_conn *a, cqw_conn *b, struct cqw_msg *m, size_t n,
 	}
 	return r;
 }
+#endif
 
 /*
  * "then take every further message that can be read without blocking":
@@ -280,8 +325,8 @@ test_batch_partial_frame_does_not_block(void **state)
 	size_t i;
 
 	(void)state;
-	for (i = 0; i < T_NPAIRS; i++) {
-		t_pipe(&a, &b, t_pair_flags[i]);
+	for (i = 0; i < T_NSTREAMS; i++) {
+		t_stream_pair(&a, &b, t_pair_flags[i]);
 		for (k = 0; k < 4; k++) {
 			m[k].buf = bufs[k];
 			m[k].cap = sizeof(bufs[k]);
@@ -321,8 +366,8 @@ test_batch_timeout_bounds_partial_first(void **state)
 	size_t i;
 
 	(void)state;
-	for (i = 0; i < T_NPAIRS; i++) {
-		t_pipe(&a, &b, t_pair_flags[i]);
+	for (i = 0; i < T_NSTREAMS; i++) {
+		t_stream_pair(&a, &b, t_pair_flags[i]);
 		for (k = 0; k < 2; k++) {
 			m[k].buf = bufs[k];
 			m[k].cap = sizeof(bufs[k]);
@@ -357,9 +402,10 @@ test_batch_truncated_frame_after_messages(void **state)
 	static const struct {
 		const uint8_t *wire;
 		size_t len;
+		int wine_waits; /* see below */
 	} cases[] = {
-		{ mid_header, sizeof(mid_header) },
-		{ mid_payload, sizeof(mid_payload) },
+		{ mid_header, sizeof(mid_header), 0 },
+		{ mid_payload, sizeof(mid_payload), 1 },
 	};
 	struct cqw_msg m[4];
 	uint8_t bufs[4][8];
@@ -369,8 +415,8 @@ test_batch_truncated_frame_after_messages(void **state)
 
 	(void)state;
 	for (c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
-		for (i = 0; i < T_NPAIRS; i++) {
-			t_pipe(&a, &b, t_pair_flags[i]);
+		for (i = 0; i < T_NSTREAMS; i++) {
+			t_stream_pair(&a, &b, t_pair_flags[i]);
 			for (k = 0; k < 4; k++) {
 				m[k].buf = bufs[k];
 				m[k].cap = sizeof(bufs[k]);
@@ -383,7 +429,19 @@ test_batch_truncated_frame_after_messages(void **state)
 			second = cqw_recv_batch(a, m, 4, 1000);
 			cqw_conn_free(a);
 			T_EXPECT(first, 2);
-			T_EXPECT(second, CQW_ETRUNC);
+			if (cases[c].wine_waits && t_under_wine()) {
+				/*
+				 * wine: WSAPoll reports no POLLHUP after the
+				 * peer's FIN while bytes are queued (checked
+				 * with a probe: POLLRDNORM only), so a small
+				 * frame cut by a peer that left is waited for
+				 * until the deadline (src/win/stream.c).
+				 * Windows reports POLLHUP: CQW_ETRUNC there.
+				 */
+				T_EXPECT(second, 0);
+			} else {
+				T_EXPECT(second, CQW_ETRUNC);
+			}
 		}
 	}
 }
@@ -415,8 +473,8 @@ test_batch_mixed_frames(void **state)
 	int k, n;
 
 	(void)state;
-	for (i = 0; i < T_NPAIRS; i++) {
-		t_pipe(&a, &b, t_pair_flags[i]);
+	for (i = 0; i < T_NSTREAMS; i++) {
+		t_stream_pair(&a, &b, t_pair_flags[i]);
 		t_raw(b, wire, sizeof(wire));
 		got = 0;
 		while (got < 6) {

@@ -16,12 +16,21 @@
  * The second party is a forked child (see t-util.h: children check with
  * T_CHILD_CHECK and the parent asserts their exit status) or a thread.
  * Raw write() on a connection's descriptor puts exact bytes on the wire.
+ *
+ * On Windows (iocp) the pairs are message-mode named pipes: the wire
+ * bytes are one pipe message per send, no header (and the framed bytes
+ * are checked over TCP), the echoing peer is a thread, and the two tests
+ * about POSIX descriptors' modes and a 2 GiB mapping are left out.
  */
 #include "t-conn.h"
 
+#ifdef _WIN32
+#include <pthread.h>
+#else
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#endif
 
 /* ------------------------------------------------------------------
  * Connection (_TestConnection)
@@ -67,17 +76,44 @@ test_conn_wire_bytes(void **state)
 
 	(void)state;
 	for (i = 0; i < 2; i++) {
+#ifdef _WIN32
+		/* A pipe message per send, the zero-length one too. */
 		t_pipe(&a, &b, i ? 0 : CQW_DUPLEX);
 		t_send_str(b, "hello");
 		t_send_str(b, "");
+		assert_int_equal(t_unread(a), 5);
+		assert_int_equal(
+		    t_read_raw(cqw_conn_fileno(a), got, sizeof(got)), 5);
+		assert_memory_equal(got, "hello", 5);
+		assert_int_equal(
+		    t_read_raw(cqw_conn_fileno(a), got, sizeof(got)), 0);
+		assert_int_equal(t_unread(a), 0);
+		cqw_conn_free(a);
+		cqw_conn_free(b);
+		/* The framed bytes, on a byte stream. */
+		t_stream_pair(&a, &b, CQW_DUPLEX);
+#else
+		t_pipe(&a, &b, i ? 0 : CQW_DUPLEX);
+#endif
+		t_send_str(b, "hello");
+		t_send_str(b, "");
 		assert_int_equal(t_unread(a), sizeof(want));
-		assert_int_equal(read(cqw_conn_fileno(a), got, sizeof(got)),
-				 sizeof(want));
+		assert_int_equal(
+		    t_read_raw(cqw_conn_fileno(a), got, sizeof(got)),
+		    sizeof(want));
 		assert_memory_equal(got, want, sizeof(want));
 		cqw_conn_free(a);
 		cqw_conn_free(b);
 	}
 }
+
+#ifdef _WIN32
+static void *
+t_thread_echo(void *arg)
+{
+	return (void *)(intptr_t)t_child_echo(arg);
+}
+#endif
 
 /* 16 MiB each way through a child that echoes (and test_spawn_close). */
 static void
@@ -87,7 +123,12 @@ test_conn_round_trip_16mib(void **state)
 	struct t_child_conns cc = { { NULL }, { NULL } };
 	cqw_conn *a, *b;
 	void *out, *in = NULL;
+#ifdef _WIN32
+	pthread_t th;
+	void *rc;
+#else
 	pid_t pid;
+#endif
 
 	(void)state;
 	out = malloc(big);
@@ -95,10 +136,15 @@ test_conn_round_trip_16mib(void **state)
 	t_pattern_fill(out, big, 16);
 	t_pipe(&a, &b, CQW_DUPLEX);
 	cc.use[0] = b;
+#ifdef _WIN32
+	/* A thread shares our ends: it drops none, and b stays ours. */
+	assert_int_equal(pthread_create(&th, NULL, t_thread_echo, &cc), 0);
+#else
 	cc.drop[0] = a;
 	pid = t_fork_child(t_child_echo, &cc);
 	/* The parent drops the child's end at once; echo still works. */
 	cqw_conn_free(b);
+#endif
 	T_OK(t_send(a, out, len));
 	T_EXPECT(t_recv(a, &in, CQW_NONE), (int64_t)len);
 	assert_true(t_pattern_check(in, len, 16));
@@ -108,8 +154,17 @@ test_conn_round_trip_16mib(void **state)
 	T_EXPECT(t_recv(a, &in, CQW_NONE), (int64_t)big);
 	assert_true(t_pattern_check(in, big, 16));
 	cqw_free(in);
+#ifdef _WIN32
+	/* The thread sees end of file and ends with 0. */
+	T_OK(cqw_conn_close(a));
+	assert_int_equal(pthread_join(th, &rc), 0);
+	assert_int_equal((intptr_t)rc, 0);
+	cqw_conn_free(b);
+	cqw_conn_free(a);
+#else
 	cqw_conn_free(a);
 	t_wait_child(pid);
+#endif
 	free(out);
 }
 
@@ -333,6 +388,18 @@ test_conn_recv_bytes_into_too_short_keeps(void **state)
 		T_EXPECT(t_recv_into(a, buf, sizeof(buf), 0, &needed),
 			 CQW_ETOOSHORT);
 		assert_int_equal(needed, 110);
+#ifdef _WIN32
+		/*
+		 * A loop receive on a message pipe reads into the op's
+		 * buffer and meets ERROR_MORE_DATA (src/common/message.c:
+		 * the part read is kept in the connection): the buffer
+		 * holds the message's first bytes then. cqwire.h promises
+		 * the message kept, not the buffer untouched.
+		 */
+		if (t_io_loop_mode()) {
+			memcpy(before, msg, sizeof(before));
+		}
+#endif
 		assert_memory_equal(buf, before, sizeof(buf));
 		assert_true(cqw_conn_readable(a));
 		T_EXPECT(cqw_poll(a, 0), 1);
@@ -363,7 +430,7 @@ test_conn_close_idempotent(void **state)
 	cqw_conn *a, *b;
 	uint8_t buf[4];
 	void *p = NULL;
-	int fd = -1;
+	cqw_fd fd = -1;
 
 	(void)state;
 	t_pipe(&a, &b, CQW_DUPLEX);
@@ -397,7 +464,7 @@ static void
 test_conn_detach(void **state)
 {
 	cqw_conn *a, *b, *c;
-	int fd;
+	cqw_fd fd;
 
 	(void)state;
 	t_pipe(&a, &b, CQW_DUPLEX);
@@ -405,7 +472,7 @@ test_conn_detach(void **state)
 	assert_true(fd >= 0);
 	assert_true(cqw_conn_closed(a));
 	cqw_conn_free(a); /* must not close fd */
-	assert_true(fcntl(fd, F_GETFD) >= 0);
+	assert_true(t_fd_is_open(fd));
 	T_OK(cqw_conn_from_fd(&c, fd, CQW_DUPLEX));
 	t_send_str(c, "again");
 	t_recv_str(b, "again");
@@ -427,15 +494,18 @@ test_conn_blocking_mode_untouched(void **state)
 		t_recv_str(a, "x");
 		T_EXPECT(cqw_poll(a, 0), 0);
 		T_EXPECT(cqw_recv_batch(a, &(struct cqw_msg){ 0 }, 1, 0), 0);
+#ifndef _WIN32
 		assert_int_equal(
 		    fcntl(cqw_conn_fileno(a), F_GETFL) & O_NONBLOCK, 0);
 		assert_int_equal(
 		    fcntl(cqw_conn_fileno(b), F_GETFL) & O_NONBLOCK, 0);
+#endif
 		cqw_conn_free(a);
 		cqw_conn_free(b);
 	}
 }
 
+#ifndef _WIN32
 struct t_slow_peer {
 	cqw_conn *c;
 	size_t len;
@@ -490,19 +560,20 @@ test_conn_nonblocking_fd_still_blocks(void **state)
 	cqw_conn_free(a);
 	cqw_conn_free(b);
 }
+#endif /* !_WIN32 */
 
 /* TestInvalidHandle. */
 static void
 test_conn_invalid_handle(void **state)
 {
 	cqw_conn *c = NULL;
-	int p[2];
+	cqw_fd p[2];
 
 	(void)state;
 	T_EXPECT(cqw_conn_from_fd(&c, -1, CQW_DUPLEX), CQW_EINVAL);
-	assert_int_equal(pipe(p), 0);
-	close(p[0]);
-	close(p[1]);
+	t_os_pipe(p);
+	t_os_close(p[0]);
+	t_os_close(p[1]);
 	/* A descriptor number that is not open. */
 	assert_true(cqw_conn_from_fd(&c, p[0], CQW_READABLE) < 0);
 	assert_true(cqw_conn_from_fd(&c, 44977608, CQW_DUPLEX) < 0);
@@ -513,29 +584,30 @@ static void
 test_conn_from_fd_owns_fd_on_failure(void **state)
 {
 	cqw_conn *c = NULL;
-	int p[2];
+	cqw_fd p[2];
 	int leaked_flags, leaked_out;
 
 	(void)state;
-	assert_int_equal(pipe(p), 0);
-	close(p[1]);
+	t_os_pipe(p);
+	t_os_close(p[1]);
 	T_EXPECT(cqw_conn_from_fd(&c, p[0], 0), CQW_EINVAL);
-	leaked_flags = fcntl(p[0], F_GETFD) >= 0;
+	leaked_flags = t_fd_is_open(p[0]);
 	if (leaked_flags) {
-		close(p[0]);
+		t_os_close(p[0]);
 	}
 
-	assert_int_equal(pipe(p), 0);
-	close(p[1]);
+	t_os_pipe(p);
+	t_os_close(p[1]);
 	T_EXPECT(cqw_conn_from_fd(NULL, p[0], CQW_READABLE), CQW_EINVAL);
-	leaked_out = fcntl(p[0], F_GETFD) >= 0;
+	leaked_out = t_fd_is_open(p[0]);
 	if (leaked_out) {
-		close(p[0]);
+		t_os_close(p[0]);
 	}
 	assert_false(leaked_flags);
 	assert_false(leaked_out);
 }
 
+#ifndef _WIN32
 /*
  * CQW_NO_LARGE_FRAMES refuses payloads over 0x7fffffff before writing.
  * A 2 GiB + 1 read-only mapping costs no memory; the peer is closed, so
@@ -584,6 +656,7 @@ test_conn_no_large_frames(void **state)
 	cqw_conn_free(a);
 	munmap(p, big + 1);
 }
+#endif /* !_WIN32 */
 
 int
 main(void)
@@ -602,10 +675,15 @@ main(void)
 		cmocka_unit_test(test_conn_close_idempotent),
 		cmocka_unit_test(test_conn_detach),
 		cmocka_unit_test(test_conn_blocking_mode_untouched),
+#ifndef _WIN32
+		/* POSIX descriptors' O_NONBLOCK, and a 2 GiB mmap. */
 		cmocka_unit_test(test_conn_nonblocking_fd_still_blocks),
+#endif
 		cmocka_unit_test(test_conn_invalid_handle),
 		cmocka_unit_test(test_conn_from_fd_owns_fd_on_failure),
+#ifndef _WIN32
 		cmocka_unit_test(test_conn_no_large_frames),
+#endif
 	};
 
 	t_io_setup();

@@ -3,7 +3,8 @@
  * lengths read as empty messages, and end of file at every position of
  * a frame (boundary, inside a header or its 8-byte extension, right after
  * a header, inside a payload), on every shape of pair, by both receive
- * calls. Where cqwire deliberately differs from Python the tests check
+ * calls. The pairs are byte streams (t_stream_pair: POSIX pipes; TCP on
+ * Windows, where pipes carry messages and no headers). Where cqwire deliberately differs from Python the tests check
  * cqwire: EOF right after a complete header is CQW_ETRUNC.
  *
  * The exact bytes go on the wire with raw write(); the receives go
@@ -29,8 +30,8 @@ test_frame_io_large_marker_received(void **state)
 	size_t i;
 
 	(void)state;
-	for (i = 0; i < T_NPAIRS; i++) {
-		t_pipe(&a, &b, t_pair_flags[i]);
+	for (i = 0; i < T_NSTREAMS; i++) {
+		t_stream_pair(&a, &b, t_pair_flags[i]);
 		t_raw(b, wire, sizeof(wire));
 		t_send_str(b, "after");
 		t_recv_str(a, "hello");
@@ -53,8 +54,8 @@ test_frame_io_negative_length_is_empty(void **state)
 	size_t i;
 
 	(void)state;
-	for (i = 0; i < T_NPAIRS; i++) {
-		t_pipe(&a, &b, t_pair_flags[i]);
+	for (i = 0; i < T_NSTREAMS; i++) {
+		t_stream_pair(&a, &b, t_pair_flags[i]);
 		t_raw(b, wire, sizeof(wire));
 		t_recv_expect(a, "", 0);
 		t_recv_str(a, "abc");
@@ -78,9 +79,9 @@ t_eof_case(const uint8_t *wire, size_t len, int frames, int want)
 	size_t i;
 	int k, into;
 
-	for (i = 0; i < T_NPAIRS; i++) {
+	for (i = 0; i < T_NSTREAMS; i++) {
 		for (into = 0; into < 2; into++) {
-			t_pipe(&a, &b, t_pair_flags[i]);
+			t_stream_pair(&a, &b, t_pair_flags[i]);
 			t_raw(b, wire, len);
 			cqw_conn_free(b);
 			for (k = 0; k < frames; k++) {

@@ -1,7 +1,8 @@
 /*
  * The authentication handshake between two cqwire ends over real
  * sockets (Listener/Client with an authkey): the same key (both challenge
- * forms, unix and TCP), a wrong key (and the listener serves the next
+ * forms, unix and TCP; on Windows a named pipe, messages without headers,
+ * and TCP), a wrong key (and the listener serves the next
  * client), MD5 refused against a legacy challenge, the empty key, the
  * handshake deadline, and a client without a key. The state machine
  * alone is unit-tested in test-auth.c. Sync only: runs once.
@@ -86,14 +87,14 @@ test_handshake_same_key(void **state)
 	int srv, cli;
 
 	(void)state;
-	t_auth_pair(t_unique_name(addr, sizeof(addr), "unix:@", "auth"), &auth,
-		    &auth, &srv, &cli);
+	t_auth_pair(t_unique_name(addr, sizeof(addr), T_LOCAL_PREFIX, "auth"),
+		    &auth, &auth, &srv, &cli);
 	T_OK(cli);
 	T_OK(srv);
 	/* Legacy challenges both ways (what <= 3.11 sends). */
 	auth.flags = CQW_AUTH_LEGACY_CHALLENGE;
-	t_auth_pair(t_unique_name(addr, sizeof(addr), "unix:@", "auth"), &auth,
-		    &auth, &srv, &cli);
+	t_auth_pair(t_unique_name(addr, sizeof(addr), T_LOCAL_PREFIX, "auth"),
+		    &auth, &auth, &srv, &cli);
 	T_OK(cli);
 	T_OK(srv);
 	/* And over TCP. */
@@ -121,8 +122,8 @@ test_handshake_wrong_key(void **state)
 	int srv, cli;
 
 	(void)state;
-	t_auth_pair(t_unique_name(addr, sizeof(addr), "unix:@", "auth"), &sa,
-		    &ca, &srv, &cli);
+	t_auth_pair(t_unique_name(addr, sizeof(addr), T_LOCAL_PREFIX, "auth"),
+		    &sa, &ca, &srv, &cli);
 	T_EXPECT(cli, CQW_EAUTH);
 	T_EXPECT(srv, CQW_EAUTH);
 
@@ -163,16 +164,16 @@ test_handshake_refuse_md5_vs_legacy(void **state)
 	int srv, cli;
 
 	(void)state;
-	t_auth_pair(t_unique_name(addr, sizeof(addr), "unix:@", "auth"), &sa,
-		    &ca, &srv, &cli);
+	t_auth_pair(t_unique_name(addr, sizeof(addr), T_LOCAL_PREFIX, "auth"),
+		    &sa, &ca, &srv, &cli);
 	T_EXPECT(srv, CQW_EAUTH);
 	if (cli >= 0) {
 		fail_msg("client: %d, want a failure", cli);
 	}
 	/* The same server accepts a modern client. */
 	ca.flags = 0;
-	t_auth_pair(t_unique_name(addr, sizeof(addr), "unix:@", "auth"), &sa,
-		    &ca, &srv, &cli);
+	t_auth_pair(t_unique_name(addr, sizeof(addr), T_LOCAL_PREFIX, "auth"),
+		    &sa, &ca, &srv, &cli);
 	T_OK(cli);
 	T_OK(srv);
 }
@@ -187,13 +188,13 @@ test_handshake_empty_key(void **state)
 	int srv, cli;
 
 	(void)state;
-	t_auth_pair(t_unique_name(addr, sizeof(addr), "unix:@", "auth"), &auth,
-		    &auth, &srv, &cli);
+	t_auth_pair(t_unique_name(addr, sizeof(addr), T_LOCAL_PREFIX, "auth"),
+		    &auth, &auth, &srv, &cli);
 	T_OK(cli);
 	T_OK(srv);
 	/* Empty is a key, not "no key": a non-empty one does not match. */
-	t_auth_pair(t_unique_name(addr, sizeof(addr), "unix:@", "auth"), &auth,
-		    &other, &srv, &cli);
+	t_auth_pair(t_unique_name(addr, sizeof(addr), T_LOCAL_PREFIX, "auth"),
+		    &auth, &other, &srv, &cli);
 	T_EXPECT(cli, CQW_EAUTH);
 	T_EXPECT(srv, CQW_EAUTH);
 }
@@ -213,7 +214,8 @@ test_handshake_deadline(void **state)
 	int r;
 
 	(void)state;
-	T_OK(cqw_listen(&s.l, t_unique_name(addr, sizeof(addr), "unix:@", "dl"),
+	T_OK(cqw_listen(&s.l,
+			t_unique_name(addr, sizeof(addr), T_LOCAL_PREFIX, "dl"),
 			NULL, 1));
 	assert_int_equal(pthread_create(&th, NULL, t_thread_accept, &s), 0);
 	t0 =
@@ -249,7 +251,8 @@ test_handshake_client_without_key(void **state)
 	int64_t n;
 
 	(void)state;
-	T_OK(cqw_listen(&s.l, t_unique_name(addr, sizeof(addr), "unix:@", "nk"),
+	T_OK(cqw_listen(&s.l,
+			t_unique_name(addr, sizeof(addr), T_LOCAL_PREFIX, "nk"),
 			&sa, 1));
 	assert_int_equal(pthread_create(&th, NULL, t_thread_accept, &s), 0);
 	T_OK(cqw_connect(&c, addr, NULL));
@@ -278,8 +281,10 @@ main(void)
 
 	/*
 	 * SIGPIPE keeps its default action: the library must not let a
-	 * write to a closed peer kill the process.
+	 * write to a closed peer kill the process. (Windows has no SIGPIPE.)
 	 */
+#ifdef SIGPIPE
 	signal(SIGPIPE, SIG_DFL);
+#endif
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

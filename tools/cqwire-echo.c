@@ -11,6 +11,11 @@
  *
  * The server runs one thread per connection, so a slow or hostile peer
  * holds up nobody else; a bad peer costs one line on stderr.
+ *
+ * On Windows (mingw-w64, winpthreads) the same code runs, except that the
+ * main thread waits on a condition variable instead of for signals: there
+ * is no SIGUSR1 or sigwait(), and Ctrl+C or TerminateProcess end the
+ * process as they do any console program.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* nanosleep */
@@ -56,6 +61,10 @@ struct server {
 	pthread_mutex_t lock;
 	unsigned long long accepted; /* connections handed to a thread */
 	int status;		     /* exit status once SIGUSR1 is sent */
+#ifdef _WIN32
+	pthread_cond_t done; /* finished is set: the main thread ends */
+	int finished;
+#endif
 };
 
 /* One accepted connection, handed to its thread. */
@@ -238,8 +247,14 @@ finish(struct server *srv, int status)
 {
 	pthread_mutex_lock(&srv->lock);
 	srv->status = status;
+#ifdef _WIN32
+	srv->finished = 1;
+	pthread_cond_signal(&srv->done);
+	pthread_mutex_unlock(&srv->lock);
+#else
 	pthread_mutex_unlock(&srv->lock);
 	kill(getpid(), SIGUSR1);
+#endif
 }
 
 static void *
@@ -389,8 +404,11 @@ serve(const struct options *opt, const struct cqw_auth *auth)
 {
 	struct server srv = { .opt = opt, .accepted = 0, .status = 1 };
 	pthread_t tid;
+#ifndef _WIN32
 	sigset_t set;
-	int i, r, sig = 0;
+	int sig = 0;
+#endif
+	int i, r;
 
 	r = cqw_listen(&srv.l, opt->address, auth->key != NULL ? auth : NULL,
 		       64);
@@ -402,12 +420,16 @@ serve(const struct options *opt, const struct cqw_auth *auth)
 	printf("%s\n", cqw_listener_address(srv.l));
 	fflush(stdout);
 	pthread_mutex_init(&srv.lock, NULL);
+#ifdef _WIN32
+	pthread_cond_init(&srv.done, NULL);
+#else
 	/* Only the main thread takes these, in sigwait() below. */
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
+#endif
 	for (i = 0; i < ACCEPTORS; i++) {
 		r = pthread_create(&tid, NULL, acceptor, &srv);
 		if (r != 0) {
@@ -416,6 +438,15 @@ serve(const struct options *opt, const struct cqw_auth *auth)
 		}
 		pthread_detach(tid);
 	}
+#ifdef _WIN32
+	pthread_mutex_lock(&srv.lock);
+	while (i > 0 && !srv.finished) {
+		pthread_cond_wait(&srv.done, &srv.lock);
+	}
+	pthread_mutex_unlock(&srv.lock);
+	unlink_socket(srv.l);
+	fflush(stdout);
+#else
 	if (i > 0) {
 		sigwait(&set, &sig);
 	}
@@ -427,6 +458,7 @@ serve(const struct options *opt, const struct cqw_auth *auth)
 		pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 		raise(sig);
 	}
+#endif
 	pthread_mutex_lock(&srv.lock);
 	r = srv.status;
 	pthread_mutex_unlock(&srv.lock);
@@ -505,7 +537,9 @@ main(int argc, char **argv)
 	if (r != 0) {
 		return r;
 	}
+#ifdef SIGPIPE
 	/* A peer that goes away must cost an error, not the process. */
 	signal(SIGPIPE, SIG_IGN);
+#endif
 	return opt.serve ? serve(&opt, &auth) : call(&opt, &auth);
 }

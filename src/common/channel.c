@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "internal.h"
+#include "loop.h"
 #include "transport.h"
 
 int
@@ -139,4 +141,50 @@ cqw__chan_take_peeked(cqw_conn *c, size_t avail, struct cqw_msg *msgs, size_t n)
 	}
 	r = read_exact(c, iov, (int)cnt);
 	return r < 0 ? r : (int)k;
+}
+
+void
+cqw__chan_fail_queue(cqw_loop *loop, struct cqw__opq *q, int err)
+{
+	struct cqw_op *op;
+
+	while ((op = cqw__opq_pop(q)) != NULL) {
+		cqw__loop_op_done(loop, op, err);
+	}
+}
+
+/*
+ * Queued ops end with err, except the ones an io in flight belongs to
+ * (the send's are off the queue already; the receive's is the head),
+ * which end when the backend ends that io; with cancel_ios, that is
+ * asked for.
+ */
+static void
+fail_all(cqw_loop *loop, cqw_conn *c, int err, int cancel_ios)
+{
+	struct cqw_op *head = c->recv_busy ? cqw__opq_pop(&c->recvq) : NULL;
+
+	cqw__chan_fail_queue(loop, &c->sendq, err);
+	cqw__chan_fail_queue(loop, &c->recvq, err);
+	if (head != NULL) {
+		cqw__opq_push(&c->recvq, head);
+		if (cancel_ios) {
+			loop->ops->cancel(loop, &c->rio);
+		}
+	}
+	if (c->send_busy && cancel_ios) {
+		loop->ops->cancel(loop, &c->wio);
+	}
+}
+
+void
+cqw__chan_cancel_all(cqw_loop *loop, cqw_conn *c)
+{
+	fail_all(loop, c, CQW_ECANCELED, 1);
+}
+
+void
+cqw__chan_fork_fail(cqw_loop *loop, cqw_conn *c)
+{
+	fail_all(loop, c, CQW_EFORK, 0);
 }

@@ -34,7 +34,8 @@ enum cqw__io_op {
 			     file). message: read one message into buf; one
 			     longer than len fills buf and completes with
 			     CQW__CF_MSG_MORE, io->more bytes of it still
-			     queued */
+			     queued (0: not known). 0 without the flag is a
+			     zero-length message; end of file is CQW_EOF */
 	CQW__IO_SEND = 2, /* stream: write the gather iov[0..iovcnt) (may be
 			     partial). message: the gather is one message,
 			     written whole */
@@ -219,6 +220,15 @@ cqw__chan_restore_part(cqw_conn *c, void *dst)
  */
 int cqw__chan_take_peeked(cqw_conn *c, size_t avail, struct cqw_msg *msgs,
 			  size_t n);
+
+/* For the framers (transport.h): the queue handling they share. */
+/* End every op of q with err. */
+void cqw__chan_fail_queue(cqw_loop *loop, struct cqw__opq *q, int err);
+/* cancel_all: queued ops end with CQW_ECANCELED, ios in flight are
+ * cancelled. fork_fail: in a forked child, queued ops end with CQW_EFORK
+ * and those of ios in flight when the backend ends them (loop.c). */
+void cqw__chan_cancel_all(cqw_loop *loop, cqw_conn *c);
+void cqw__chan_fork_fail(cqw_loop *loop, cqw_conn *c);
 
 /* conn.c */
 /*

@@ -53,16 +53,6 @@ start_write(cqw_loop *loop, cqw_conn *c)
 	loop->ops->start(loop, &c->wio);
 }
 
-static void
-fail_queue(cqw_loop *loop, struct cqw__opq *q, int err)
-{
-	struct cqw_op *op;
-
-	while ((op = cqw__opq_pop(q)) != NULL) {
-		cqw__loop_op_done(loop, op, err);
-	}
-}
-
 static int
 ensure_gather(cqw_conn *c)
 {
@@ -93,7 +83,7 @@ send_kick(cqw_loop *loop, cqw_conn *c)
 	}
 	r = c->send_error ? c->send_error : ensure_gather(c);
 	if (r < 0) {
-		fail_queue(loop, &c->sendq, r);
+		cqw__chan_fail_queue(loop, &c->sendq, r);
 		return;
 	}
 	while (n < CQW__GATHER_MSGS && (op = cqw__opq_pop(&c->sendq)) != NULL) {
@@ -134,7 +124,7 @@ send_fail(cqw_loop *loop, cqw_conn *c, int err)
 		cqw__loop_op_done(loop, c->gather[i], err);
 	}
 	c->ngather = 0;
-	fail_queue(loop, &c->sendq, err);
+	cqw__chan_fail_queue(loop, &c->sendq, err);
 }
 
 static void
@@ -414,44 +404,10 @@ stream_cancel(cqw_loop *loop, struct cqw_op *op)
 	return 0;
 }
 
-static void
-stream_fork_fail(cqw_loop *loop, cqw_conn *c)
-{
-	struct cqw_op *head = c->recv_busy ? cqw__opq_pop(&c->recvq) : NULL;
-
-	/*
-	 * In a child after fork(): queued ops end with CQW_EFORK, except the
-	 * ones an io in flight belongs to (the gather being written, the
-	 * receive at the head), which end when the backend ends that io.
-	 */
-	fail_queue(loop, &c->sendq, CQW_EFORK);
-	fail_queue(loop, &c->recvq, CQW_EFORK);
-	if (head != NULL) {
-		cqw__opq_push(&c->recvq, head);
-	}
-}
-
-static void
-stream_cancel_all(cqw_loop *loop, cqw_conn *c)
-{
-	struct cqw_op *head = c->recv_busy ? cqw__opq_pop(&c->recvq) : NULL;
-
-	fail_queue(loop, &c->sendq, CQW_ECANCELED);
-	fail_queue(loop, &c->recvq, CQW_ECANCELED);
-	if (head != NULL) {
-		/* Put back the op that the read in flight belongs to. */
-		cqw__opq_push(&c->recvq, head);
-		loop->ops->cancel(loop, &c->rio);
-	}
-	if (c->send_busy) {
-		loop->ops->cancel(loop, &c->wio);
-	}
-}
-
 const struct cqw__framer cqw__stream_framer = {
 	.kick = stream_kick,
 	.io_done = stream_io_done,
 	.cancel = stream_cancel,
-	.cancel_all = stream_cancel_all,
-	.fork_fail = stream_fork_fail,
+	.cancel_all = cqw__chan_cancel_all,
+	.fork_fail = cqw__chan_fork_fail,
 };
