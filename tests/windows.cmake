@@ -51,6 +51,12 @@ if(WIN32)
   set_tests_properties(test-win-api PROPERTIES TIMEOUT ${cqw_suite_timeout}
     SKIP_RETURN_CODE 77)
 
+  # WIRE.md §4.6 over a named pipe: the client's answers byte for byte.
+  cqw_suite_binary(test-win-vectors test-win-vectors.c)
+  add_test(NAME test-win-vectors COMMAND test-win-vectors)
+  set_tests_properties(test-win-vectors PROPERTIES TIMEOUT 120
+    SKIP_RETURN_CODE 77)
+
   # The iocp backend through the whole library (public API): pipes through
   # the message framer, TCP through the stream framer.
   cqw_suite_binary(test-iocp-loop test-iocp-loop.c)
