@@ -36,7 +36,7 @@
 #include "../src/iocp/loop.c"
 /* The signal check the backend's sliced waits ask (cqw_set_signal_check). */
 #include "../src/win/error.c"
-#include "../src/win/signals.c"
+#include "../src/common/signals.c"
 
 /* Longest wait for a completion before the test calls it a hang. */
 #define T_WAIT_MS 5000

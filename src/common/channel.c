@@ -188,3 +188,31 @@ cqw__chan_fork_fail(cqw_loop *loop, cqw_conn *c)
 {
 	fail_all(loop, c, CQW_EFORK, 0);
 }
+
+int
+cqw__chan_cancel(cqw_loop *loop, struct cqw_op *op, int recv_torn)
+{
+	cqw_conn *c = op->conn;
+
+	switch (CQW__OP_STATE(op)) {
+	case CQW__OPS_QUEUED:
+		break;
+	case CQW__OPS_SENDING:
+		/* Its write is in flight: cutting it would cut the message. */
+		return CQW_EBUSY;
+	default:
+		return 0; /* already done: nothing to cancel */
+	}
+	if (op == c->recvq.head && c->recv_busy) {
+		if (recv_torn) {
+			return CQW_EBUSY;
+		}
+		/* The read completes (maybe ECANCELED) and ends the op. */
+		loop->ops->cancel(loop, &c->rio);
+		return 0;
+	}
+	if (cqw__opq_remove(&c->sendq, op) || cqw__opq_remove(&c->recvq, op)) {
+		cqw__loop_op_done(loop, op, CQW_ECANCELED);
+	}
+	return 0;
+}

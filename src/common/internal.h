@@ -229,6 +229,13 @@ void cqw__chan_fail_queue(cqw_loop *loop, struct cqw__opq *q, int err);
  * and those of ios in flight when the backend ends them (loop.c). */
 void cqw__chan_cancel_all(cqw_loop *loop, cqw_conn *c);
 void cqw__chan_fork_fail(cqw_loop *loop, cqw_conn *c);
+/*
+ * cqw_cancel() of op: a queued op ends with CQW_ECANCELED; a send in
+ * flight, or the receive in flight when recv_torn (the framer's say: it
+ * has consumed part of its message), is CQW_EBUSY; the receive in flight
+ * otherwise is asked to stop, and ends once.
+ */
+int cqw__chan_cancel(cqw_loop *loop, struct cqw_op *op, int recv_torn);
 
 /* conn.c */
 /*

@@ -269,30 +269,13 @@ message_io_done(cqw_loop *loop, struct cqw__io *io)
 static int
 message_cancel(cqw_loop *loop, struct cqw_op *op)
 {
-	cqw_conn *c = op->conn;
-
-	switch (CQW__OP_STATE(op)) {
-	case CQW__OPS_QUEUED:
-		break;
-	case CQW__OPS_SENDING:
-		/* Its write is in flight: cutting it would cut the message. */
-		return CQW_EBUSY;
-	default:
-		return 0; /* already done: nothing to cancel */
-	}
-	if (op == c->recvq.head && c->recv_busy) {
-		/*
-		 * A fresh read has consumed nothing until it completes, and
-		 * a rest read leaves the part kept if it is cancelled: the
-		 * read completes once, with ECANCELED or its message.
-		 */
-		loop->ops->cancel(loop, &c->rio);
-		return 0;
-	}
-	if (cqw__opq_remove(&c->sendq, op) || cqw__opq_remove(&c->recvq, op)) {
-		cqw__loop_op_done(loop, op, CQW_ECANCELED);
-	}
-	return 0;
+	/*
+	 * A fresh read has consumed nothing until it completes, and a rest
+	 * read leaves the part kept if it is cancelled: a receive in flight
+	 * may always be cancelled, and completes once, with ECANCELED or
+	 * its message.
+	 */
+	return cqw__chan_cancel(loop, op, 0);
 }
 
 const struct cqw__framer cqw__message_framer = {

@@ -37,13 +37,15 @@ int cqw__memeq_ct(const void *a, const void *b, size_t n);
 /* Zero a secret in a way the compiler may not optimise away. */
 void cqw__wipe(void *p, size_t n);
 
-/* --- proc.c, signals.c ------------------------------------------------- */
+/* --- proc.c; signals.c (common: the same everywhere) -------------------- */
 
 /*
  * A blocking wait was interrupted: 1 if the thread's signal check
  * (cqw_set_signal_check) says to stop and return CQW_EINTR, 0 to retry.
  */
 int cqw__eintr_stop(void);
+/* 1 if the calling thread has a signal check set (Windows slices waits). */
+int cqw__signal_check_set(void);
 
 /* The calling process, and thread, as numbers to compare for equality. */
 uint64_t cqw__process_id(void);

@@ -381,27 +381,9 @@ stream_cancel(cqw_loop *loop, struct cqw_op *op)
 {
 	cqw_conn *c = op->conn;
 
-	switch (CQW__OP_STATE(op)) {
-	case CQW__OPS_QUEUED:
-		break;
-	case CQW__OPS_SENDING:
-		/* Part of it may be on the wire; cutting it would tear. */
-		return CQW_EBUSY;
-	default:
-		return 0; /* already done: nothing to cancel */
-	}
-	if (op == c->recvq.head && c->recv_busy) {
-		if (c->pay_got > 0 || c->rtarget == RT_PAYLOAD) {
-			return CQW_EBUSY;
-		}
-		/* The read completes (maybe ECANCELED) and ends the op. */
-		loop->ops->cancel(loop, &c->rio);
-		return 0;
-	}
-	if (cqw__opq_remove(&c->sendq, op) || cqw__opq_remove(&c->recvq, op)) {
-		cqw__loop_op_done(loop, op, CQW_ECANCELED);
-	}
-	return 0;
+	/* A receive whose frame is partly read cannot stop: it would tear. */
+	return cqw__chan_cancel(loop, op,
+				c->pay_got > 0 || c->rtarget == RT_PAYLOAD);
 }
 
 const struct cqw__framer cqw__stream_framer = {

@@ -721,7 +721,7 @@ iocp_wait(cqw_loop *loop, int timeout_ms)
 	struct iocp_state *s = state(loop);
 	ULONGLONG deadline =
 	    timeout_ms < 0 ? 0 : GetTickCount64() + (ULONGLONG)timeout_ms;
-	int sliced = timeout_ms != 0 && cqw__win_check_set();
+	int sliced = timeout_ms != 0 && cqw__signal_check_set();
 	ULONG n = 0, i;
 	ULONGLONG now;
 	DWORD tmo, err;

@@ -14,7 +14,7 @@
 #include "common/backend.h"
 #include "common/loop.h"
 #include "posix/io.h"
-#include "posix/signals.h"
+#include "common/platform.h"
 
 struct poll_state {
 	/*

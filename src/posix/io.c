@@ -43,7 +43,6 @@
 #include "common/internal.h"
 #include "common/platform.h"
 #include "posix/io.h"
-#include "posix/signals.h"
 #include "posix/sigpipe.h"
 
 /* iovecs a CQW__FD_PIPE_POLL write takes at most (PIPE_BUF bytes). */

@@ -22,7 +22,6 @@
 #include "common/internal.h"
 #include "common/platform.h"
 #include "posix/io.h"
-#include "posix/signals.h"
 
 /* EINTR in a blocking call: stop (CQW_EINTR) if the thread's check says. */
 static int

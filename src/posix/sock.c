@@ -23,7 +23,6 @@
 #include "common/address.h"
 #include "common/platform.h"
 #include "posix/io.h"
-#include "posix/signals.h"
 
 /* Fill a sockaddr_un; returns its length or CQW_ENAMETOOLONG. */
 static int

@@ -44,7 +44,7 @@
 #include "common/backend.h"
 #include "common/loop.h"
 #include "posix/io.h"
-#include "posix/signals.h"
+#include "common/platform.h"
 
 /*
  * liburing 2.3 has every constant used here; none is defined locally. One

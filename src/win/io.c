@@ -258,7 +258,7 @@ int
 cqw__win_wait_one(HANDLE h, int timeout_ms)
 {
 	int64_t deadline = timeout_ms < 0 ? -1 : cqw__now_ms() + timeout_ms;
-	int sliced = cqw__win_check_set();
+	int sliced = cqw__signal_check_set();
 	DWORD ms, w;
 
 	if (timeout_ms == CQW__WIN_NOSTOP) {

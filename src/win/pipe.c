@@ -263,7 +263,7 @@ cqw__pipe_connect(const struct cqw__addr *a, cqw_fd *out)
 	 * the waits are shorter so that it is asked often enough.
 	 */
 	for (;;) {
-		ms = cqw__win_check_set() ? CQW__WIN_SLICE_MS : 1000;
+		ms = cqw__signal_check_set() ? CQW__WIN_SLICE_MS : 1000;
 		if (WaitNamedPipeW(name, ms)) {
 			h = CreateFileW(name, GENERIC_READ | GENERIC_WRITE, 0,
 					NULL, OPEN_EXISTING,
@@ -280,7 +280,7 @@ cqw__pipe_connect(const struct cqw__addr *a, cqw_fd *out)
 				: cqw__win_error(err);
 			goto out_free;
 		}
-		if (cqw__win_check_set() && cqw__eintr_stop()) {
+		if (cqw__signal_check_set() && cqw__eintr_stop()) {
 			r = CQW_EINTR;
 			goto out_free;
 		}

@@ -101,7 +101,7 @@ int
 cqw__sock_wait(SOCKET s, int write, int timeout_ms)
 {
 	int64_t deadline = timeout_ms < 0 ? -1 : cqw__now_ms() + timeout_ms;
-	int sliced = cqw__win_check_set() && timeout_ms != CQW__WIN_NOSTOP;
+	int sliced = cqw__signal_check_set() && timeout_ms != CQW__WIN_NOSTOP;
 	struct timeval tv, *tvp;
 	fd_set set, ex;
 	int ms, r;

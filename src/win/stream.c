@@ -159,7 +159,7 @@ nap(int64_t deadline)
 		return CQW_ETIMEDOUT;
 	}
 	Sleep(1);
-	return cqw__win_check_set() && cqw__eintr_stop() ? CQW_EINTR : 0;
+	return cqw__signal_check_set() && cqw__eintr_stop() ? CQW_EINTR : 0;
 }
 
 /*
@@ -184,7 +184,7 @@ peek_header(cqw_conn *c, struct cqw__dec *d, int64_t deadline)
 		}
 	}
 	for (;;) {
-		if (deadline >= 0 || cqw__win_check_set()) {
+		if (deadline >= 0 || cqw__signal_check_set()) {
 			r = wait_readable(s, deadline);
 			if (r < 0) {
 				return r;
@@ -273,7 +273,7 @@ take_payload(cqw_conn *c, uint8_t *dst, uint64_t upto, int64_t deadline)
 				       left > CHUNK ? CHUNK : (size_t)left);
 			continue;
 		}
-		if (deadline >= 0 || cqw__win_check_set()) {
+		if (deadline >= 0 || cqw__signal_check_set()) {
 			/*
 			 * Readable: one recv() without MSG_WAITALL takes what
 			 * is there (or sees the end or an error) and never
@@ -347,7 +347,7 @@ take_frame(cqw_conn *c, size_t hdrlen, uint8_t *dst, uint64_t len)
 	unsigned long first = 0;
 	int cnt = 1, consumed, r;
 
-	if (cqw__win_check_set()) {
+	if (cqw__signal_check_set()) {
 		r = take_header(c, hdrlen);
 		if (r < 0) {
 			return r;
@@ -413,7 +413,7 @@ finish_header(cqw_conn *c, int64_t deadline)
 			}
 			continue;
 		}
-		if (deadline >= 0 || cqw__win_check_set()) {
+		if (deadline >= 0 || cqw__signal_check_set()) {
 			r = wait_readable(s, deadline);
 			if (r < 0) {
 				return r;

@@ -218,7 +218,7 @@ wait_handles(const HANDLE *hs, DWORD nh, int timeout_ms, DWORD *which,
 	     size_t n, int peeking)
 {
 	int64_t deadline = timeout_ms < 0 ? -1 : cqw__now_ms() + timeout_ms;
-	int sliced = cqw__win_check_set();
+	int sliced = cqw__signal_check_set();
 	DWORD w, ms;
 	size_t i;
 

@@ -55,9 +55,6 @@ int cqw__wsa_init(void);
  */
 int cqw__sock_wait(SOCKET s, int write, int timeout_ms);
 
-/* signals.c: 1 if the calling thread has a signal check set. */
-int cqw__win_check_set(void);
-
 /*
  * BLOCKING. Wait for one handle up to timeout_ms (-1: forever), in slices
  * while a signal check is set: 1 signalled, 0 timed out, CQW_EINTR, or an
