@@ -216,3 +216,18 @@ cqw__chan_cancel(cqw_loop *loop, struct cqw_op *op, int recv_torn)
 	}
 	return 0;
 }
+
+int
+cqw__chan_check_sizes(const cqw_conn *c, const struct cqw_msg *msgs, size_t n)
+{
+	size_t i;
+
+	if (c->flags & CQW_NO_LARGE_FRAMES) {
+		for (i = 0; i < n; i++) {
+			if (msgs[i].len > CQW__SMALL_MAX) {
+				return CQW_EMSGSIZE;
+			}
+		}
+	}
+	return 0;
+}

@@ -206,6 +206,29 @@ cqw__chan_take_deferred(cqw_conn *c)
  * destination). Without memory the position is lost: recv_error.
  */
 void cqw__chan_keep_part(cqw_conn *c, const void *dst);
+/*
+ * What the next receive op on a loop gets without any I/O: an error a
+ * batch owes it, the connection's sticky error, or CQW_ECANCELED while it
+ * closes; 0 if none (the framer reads).
+ */
+static inline int
+cqw__chan_recv_owed(cqw_conn *c)
+{
+	if (c->deferred_err < 0 && !c->closing) {
+		return cqw__chan_take_deferred(c);
+	}
+	if (c->recv_error < 0 || c->closing) {
+		return c->closing ? CQW_ECANCELED : c->recv_error;
+	}
+	return 0;
+}
+/*
+ * A synchronous send of msgs[0..n) on a stream: CQW_EMSGSIZE, before any
+ * byte goes, if one needs the large-frame header that CQW_NO_LARGE_FRAMES
+ * refuses; else 0.
+ */
+int cqw__chan_check_sizes(const cqw_conn *c, const struct cqw_msg *msgs,
+			  size_t n);
 void cqw__chan_restore_part_slow(cqw_conn *c, void *dst);
 static inline void
 cqw__chan_restore_part(cqw_conn *c, void *dst)

@@ -138,19 +138,13 @@ static void
 recv_kick(cqw_loop *loop, cqw_conn *c)
 {
 	struct cqw_op *op;
+	int owed;
 
 	while (!c->recv_busy && (op = c->recvq.head) != NULL) {
-		if (c->deferred_err < 0 && !c->closing) {
-			/* What a batch owes: the next receive, on any path. */
+		owed = cqw__chan_recv_owed(c);
+		if (owed < 0) {
 			cqw__opq_pop(&c->recvq);
-			cqw__loop_op_done(loop, op, cqw__chan_take_deferred(c));
-			continue;
-		}
-		if (c->recv_error < 0 || c->closing) {
-			cqw__opq_pop(&c->recvq);
-			cqw__loop_op_done(loop, op,
-					  c->closing ? CQW_ECANCELED
-						     : c->recv_error);
+			cqw__loop_op_done(loop, op, owed);
 			continue;
 		}
 		if (c->empty_pending) {

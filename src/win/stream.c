@@ -839,12 +839,9 @@ stream_send(cqw_conn *c, const struct cqw_msg *msgs, size_t n)
 	uint64_t off, piece;
 	int cnt, r;
 
-	if (c->flags & CQW_NO_LARGE_FRAMES) {
-		for (i = 0; i < n; i++) {
-			if (msgs[i].len > CQW__SMALL_MAX) {
-				return CQW_EMSGSIZE;
-			}
-		}
+	r = cqw__chan_check_sizes(c, msgs, n);
+	if (r < 0) {
+		return r;
 	}
 	while (done < n) {
 		cnt = 0;
