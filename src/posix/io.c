@@ -77,21 +77,6 @@ cqw__now_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-int
-cqw__remaining_ms(int64_t deadline)
-{
-	int64_t left;
-
-	if (deadline < 0) {
-		return -1;
-	}
-	left = deadline - cqw__now_ms();
-	if (left <= 0) {
-		return 0;
-	}
-	return left > 0x7fffffff ? 0x7fffffff : (int)left;
-}
-
 /*
  * poll() that retries EINTR with the time left; a wait that may sleep
  * (timeout_ms != 0) asks the thread's signal check on each EINTR first.

@@ -85,21 +85,6 @@ cqw__now_us(void)
 }
 
 int
-cqw__remaining_ms(int64_t deadline)
-{
-	int64_t left;
-
-	if (deadline < 0) {
-		return -1;
-	}
-	left = deadline - cqw__now_ms();
-	if (left <= 0) {
-		return 0;
-	}
-	return left > 0x7fffffff ? 0x7fffffff : (int)left;
-}
-
-int
 cqw__io_close(cqw_fd handle)
 {
 	if (cqw__win_is_socket(handle)) {
