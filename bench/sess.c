@@ -28,7 +28,8 @@
 
 #include "sess.h"
 
-static const char *const scn_names[CQWB_NSCN] = { "rtt", "stream", "fanout" };
+static const char *const scn_names[CQWB_NSCN] = { "rtt", "stream", "fanout",
+						  "accept", "echo-clients" };
 
 const char *
 cqwb_scn_name(enum cqwb_scn scn)

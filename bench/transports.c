@@ -5,6 +5,8 @@
  * API, no loop), cqwire-uring and cqwire-poll (the loop with that
  * backend), zeromq, nng, python, billiard. "api" says which calls:
  * sync/async for rtt and fanout, per-message/batch for stream.
+ * The server scenarios (accept, echo-clients) add cqwire-echo; there the
+ * transport names the server, and "mode" is hmac or no-auth.
  */
 #include <stddef.h>
 
@@ -31,6 +33,19 @@
 	{                                                               \
 		name, api, mode, NULL, scns, v, cqwb__loop_unavailable, \
 		    cqwb__loop_open                                     \
+	}
+
+#define ACCEPT CQWB_BIT(CQWB_ACCEPT)
+#define NOAUTH CQWB_V_NOAUTH
+#define SRV(name, api, mode, scns, v)                                  \
+	{                                                              \
+		name, api, mode, NULL, scns, v, cqwb__srv_unavailable, \
+		    cqwb__accept_open                                  \
+	}
+#define ECHO(name, api, mode, v)                                       \
+	{                                                              \
+		name, api, mode, NULL, CQWB_BIT(CQWB_ECHO_CLIENTS), v, \
+		    cqwb__srv_unavailable, cqwb__echo_open             \
 	}
 
 const struct cqwb_transport cqwb_transports[] = {
@@ -70,5 +85,20 @@ const struct cqwb_transport cqwb_transports[] = {
 	  cqwb__py_unavailable, cqwb__py_open },
 	{ "billiard", NULL, NULL, NULL, RTT | STREAM | FANOUT, CQWB_PY_BILLIARD,
 	  cqwb__py_unavailable, cqwb__py_open },
+
+	/*
+	 * The server scenarios: the server is the transport ("cqwire" is a
+	 * forked C server on the synchronous API, "cqwire-echo" the
+	 * program); mode says whether connections run the handshake.
+	 */
+	SRV("cqwire", "sync", "hmac", ACCEPT, CQWB_SRV_SYNC),
+	SRV("cqwire", "sync", "no-auth", ACCEPT, CQWB_SRV_SYNC | NOAUTH),
+	SRV("cqwire-echo", NULL, "hmac", ACCEPT, CQWB_SRV_ECHO),
+	SRV("cqwire-echo", NULL, "no-auth", ACCEPT, CQWB_SRV_ECHO | NOAUTH),
+	SRV("python", NULL, "hmac", ACCEPT, CQWB_SRV_PYTHON),
+	SRV("python", NULL, "no-auth", ACCEPT, CQWB_SRV_PYTHON | NOAUTH),
+	ECHO("cqwire-echo", NULL, "hmac", CQWB_SRV_ECHO),
+	ECHO("python", "threads", "hmac", CQWB_SRV_PYTHON),
+	ECHO("zeromq", NULL, NULL, CQWB_SRV_ZMQ),
 	{ NULL, NULL, NULL, NULL, 0, 0, NULL, NULL },
 };

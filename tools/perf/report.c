@@ -35,7 +35,8 @@ perf_find(const struct perf_run *run, enum cqwb_scn scn, size_t size,
 
 		if (gr->p.scn != scn || gr->p.size != size ||
 		    (scn == CQWB_FANOUT && (gr->p.workers != workers ||
-					    gr->p.inflight != inflight))) {
+					    gr->p.inflight != inflight)) ||
+		    (scn == CQWB_ECHO_CLIENTS && gr->p.workers != workers)) {
 			continue;
 		}
 		for (k = 0; k < gr->ncases; k++) {
@@ -92,7 +93,19 @@ static const char *const scn_title[CQWB_NSCN] = {
 	"the last is acknowledged",
 	"fan-out: one parent, N forked workers x K requests in flight each; "
 	"latency per request",
+	"connections per second to a server process: `workers` client "
+	"processes connect,\n  run the handshake (hmac), one round trip, "
+	"close; latency per connection",
+	"N concurrent clients of one echo server process, one round trip in "
+	"flight each;\n  latency per round trip",
 };
+
+/* The scenarios whose parent role is a server (CQWB_ACCEPT and after). */
+static int
+server_scn(enum cqwb_scn scn)
+{
+	return scn == CQWB_ACCEPT || scn == CQWB_ECHO_CLIENTS;
+}
 
 void
 perf_print_table(FILE *f, const struct perf_run *run)
@@ -121,13 +134,15 @@ perf_print_table(FILE *f, const struct perf_run *run)
 			last = (int)gr->p.scn;
 			fprintf(f, "\n%s: %s\n", cqwb_scn_name(gr->p.scn),
 				scn_title[gr->p.scn]);
-			fprintf(
-			    f,
-			    "%-38s %7s %7s %8s %8s %8s %10s %9s %8s "
-			    "%8s%s\n",
-			    "transport", "size", "workers", "p50 us", "p99 us",
-			    "p99.9 us", "msgs/s", "MB/s", "CPU us", "sys/msg",
-			    gr->p.scn == CQWB_FANOUT ? " parent CPU us" : "");
+			fprintf(f,
+				"%-38s %7s %7s %8s %8s %8s %10s %9s %8s "
+				"%8s%s\n",
+				"transport", "size", "workers", "p50 us",
+				"p99 us", "p99.9 us", "msgs/s", "MB/s",
+				"CPU us", "sys/msg",
+				gr->p.scn == CQWB_FANOUT ? " parent CPU us"
+				: server_scn(gr->p.scn)	 ? " server CPU us"
+							 : "");
 		} else {
 			fprintf(f, "\n");
 		}
@@ -138,6 +153,8 @@ perf_print_table(FILE *f, const struct perf_run *run)
 			if (gr->p.scn == CQWB_FANOUT) {
 				snprintf(w, sizeof(w), "%dx%d", gr->p.workers,
 					 gr->p.inflight);
+			} else if (server_scn(gr->p.scn)) {
+				snprintf(w, sizeof(w), "%d", gr->p.workers);
 			} else {
 				snprintf(w, sizeof(w), "1");
 			}
@@ -160,7 +177,7 @@ perf_print_table(FILE *f, const struct perf_run *run)
 				rate(c->r_mps, d, sizeof(d)),
 				num(c->r_bps / 1e6, e, sizeof(e)),
 				num(c->r_cpu, g1, sizeof(g1)), h);
-			if (gr->p.scn == CQWB_FANOUT) {
+			if (gr->p.scn == CQWB_FANOUT || server_scn(gr->p.scn)) {
 				fprintf(f, " %14s",
 					num(c->r_pcpu, g1, sizeof(g1)));
 			}
@@ -172,7 +189,12 @@ perf_print_table(FILE *f, const struct perf_run *run)
 		   "CPU us: CPU time of every process involved per message "
 		   "(parent CPU us: the parent's alone)\n"
 		   "sys/msg: the parent's system calls per message, counted "
-		   "in an untimed step\n");
+		   "in an untimed step\n"
+		   "accept, echo-clients: msgs/s are connections or round "
+		   "trips per second; workers: client\n"
+		   "processes (accept) or connections (echo-clients); server "
+		   "CPU us: the server process's\n"
+		   "CPU time per connection or round trip\n");
 	for (k = 0; k < run->nskips; k++) {
 		fprintf(f, "skipped %s: %s\n", run->skips[k].label,
 			run->skips[k].why);
@@ -583,9 +605,18 @@ perf_print_json(FILE *f, const struct perf_run *run)
 			}
 			json_kv_num(f, "size", (double)gr->p.size, &first);
 			json_kv_num(f, "workers",
-				    gr->p.scn == CQWB_FANOUT ? gr->p.workers
-							     : 1,
+				    gr->p.scn == CQWB_FANOUT ||
+					    server_scn(gr->p.scn)
+					? gr->p.workers
+					: 1,
 				    &first);
+			if (gr->p.scn == CQWB_ACCEPT) {
+				json_kv_num(f, "client_processes",
+					    gr->p.workers, &first);
+			} else if (gr->p.scn == CQWB_ECHO_CLIENTS) {
+				json_kv_num(f, "clients", gr->p.workers,
+					    &first);
+			}
 			if (gr->p.scn == CQWB_FANOUT) {
 				json_kv_num(f, "inflight", gr->p.inflight,
 					    &first);
@@ -598,6 +629,10 @@ perf_print_json(FILE *f, const struct perf_run *run)
 			json_kv_num(f, "cpu_us_per_msg", c->r_cpu, &first);
 			json_kv_num(f, "parent_cpu_us_per_msg", c->r_pcpu,
 				    &first);
+			if (server_scn(gr->p.scn)) {
+				json_kv_num(f, "server_cpu_us_per_msg",
+					    c->r_pcpu, &first);
+			}
 			json_kv_num(f, "parent_syscalls_per_msg", c->r_sys,
 				    &first);
 			json_kv_num(f, "rounds", c->nrounds, &first);
