@@ -206,6 +206,7 @@ enum {
 };
 #define CQWB_SRV_KIND(arg) ((arg)&0xff)
 #define CQWB_V_NOAUTH 0x100u
+#define CQWB_V_CCLIENTS 0x200u /* accept: C clients for the python server */
 int cqwb__accept_open(struct cqwb_session **out, const struct cqwb_transport *t,
 		      const struct cqwb_params *p);
 int cqwb__echo_open(struct cqwb_session **out, const struct cqwb_transport *t,

@@ -11,8 +11,10 @@
  *   cqwire-echo    the cqwire-echo program, as a user runs it
  *   python         multiprocessing.connection's Listener: accept(), one
  *                  echo, close (peers/pyserve.py), with Python Clients
+ *                  (api c-clients: with the C clients, so that only the
+ *                  server differs from the cqwire rows)
  *
- * C clients use cqw_connect(); the python server gets Python clients.
+ * C clients use cqw_connect().
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -183,7 +185,11 @@ cqwb__accept_open(struct cqwb_session **out, const struct cqwb_transport *t,
 
 		r = cqwb__fleet_server_exec(f, sargv);
 		for (i = 0; i < nclients && r == 0; i++) {
-			r = cqwb__fleet_client_exec(f, i, cargv);
+			if (t->arg & CQWB_V_CCLIENTS) {
+				r = cqwb__fleet_client_fork(f, i, c_client);
+			} else {
+				r = cqwb__fleet_client_exec(f, i, cargv);
+			}
 		}
 	} else {
 		if (kind == CQWB_SRV_ECHO) {

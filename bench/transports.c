@@ -97,6 +97,8 @@ const struct cqwb_transport cqwb_transports[] = {
 	SRV("cqwire-echo", NULL, "no-auth", ACCEPT, CQWB_SRV_ECHO | NOAUTH),
 	SRV("python", NULL, "hmac", ACCEPT, CQWB_SRV_PYTHON),
 	SRV("python", NULL, "no-auth", ACCEPT, CQWB_SRV_PYTHON | NOAUTH),
+	SRV("python", "c-clients", "hmac", ACCEPT,
+	    CQWB_SRV_PYTHON | CQWB_V_CCLIENTS),
 	ECHO("cqwire-echo", NULL, "hmac", CQWB_SRV_ECHO),
 	ECHO("python", "threads", "hmac", CQWB_SRV_PYTHON),
 	ECHO("zeromq", NULL, NULL, CQWB_SRV_ZMQ),
