@@ -135,6 +135,7 @@ struct cqwb_measure {
 	uint64_t cpu_peers_ns;	/* every peer's CPU time */
 	int64_t syscalls;	/* the parent's system calls; -1: not counted */
 	int64_t vcsw;		/* the parent's voluntary context switches */
+	uint64_t parent_rss_kib; /* the parent role's resident memory after */
 };
 
 /*

@@ -554,6 +554,7 @@ measure_once(struct perf_group *g, struct perf_case *c, int round,
 	c->cpu[round] =
 	    (double)(w.m.cpu_parent_ns + w.m.cpu_peers_ns) / 1e3 / (double)ops;
 	c->pcpu[round] = (double)w.m.cpu_parent_ns / 1e3 / (double)ops;
+	c->rss[round] = (double)w.m.parent_rss_kib;
 	if (w.sys_known) {
 		c->sys[c->nsys++] = w.sys_per_op;
 	}
@@ -617,6 +618,7 @@ finish_case(const struct perf_group *g, struct perf_case *c)
 	c->r_bps = c->r_mps * (double)g->p.size;
 	c->r_cpu = median(c->cpu, c->nrounds);
 	c->r_pcpu = median(c->pcpu, c->nrounds);
+	c->r_rss = median(c->rss, c->nrounds);
 	if (c->nsys > 0) {
 		c->r_sys = median(c->sys, c->nsys);
 	}

@@ -134,15 +134,15 @@ perf_print_table(FILE *f, const struct perf_run *run)
 			last = (int)gr->p.scn;
 			fprintf(f, "\n%s: %s\n", cqwb_scn_name(gr->p.scn),
 				scn_title[gr->p.scn]);
-			fprintf(f,
-				"%-38s %7s %7s %8s %8s %8s %10s %9s %8s "
-				"%8s%s\n",
-				"transport", "size", "workers", "p50 us",
-				"p99 us", "p99.9 us", "msgs/s", "MB/s",
-				"CPU us", "sys/msg",
-				gr->p.scn == CQWB_FANOUT ? " parent CPU us"
-				: server_scn(gr->p.scn)	 ? " server CPU us"
-							 : "");
+			fprintf(
+			    f,
+			    "%-38s %7s %7s %8s %8s %8s %10s %9s %8s "
+			    "%8s%s\n",
+			    "transport", "size", "workers", "p50 us", "p99 us",
+			    "p99.9 us", "msgs/s", "MB/s", "CPU us", "sys/msg",
+			    gr->p.scn == CQWB_FANOUT ? " parent CPU us"
+			    : server_scn(gr->p.scn)  ? " server CPU us  RSS KiB"
+						     : "");
 		} else {
 			fprintf(f, "\n");
 		}
@@ -181,6 +181,9 @@ perf_print_table(FILE *f, const struct perf_run *run)
 				fprintf(f, " %14s",
 					num(c->r_pcpu, g1, sizeof(g1)));
 			}
+			if (server_scn(gr->p.scn)) {
+				fprintf(f, " %8.0f", c->r_rss);
+			}
 			fprintf(f, "\n");
 		}
 	}
@@ -194,7 +197,8 @@ perf_print_table(FILE *f, const struct perf_run *run)
 		   "trips per second; workers: client\n"
 		   "processes (accept) or connections (echo-clients); server "
 		   "CPU us: the server process's\n"
-		   "CPU time per connection or round trip\n");
+		   "CPU time per connection or round trip; RSS KiB: its "
+		   "resident memory after the step\n");
 	for (k = 0; k < run->nskips; k++) {
 		fprintf(f, "skipped %s: %s\n", run->skips[k].label,
 			run->skips[k].why);
@@ -632,6 +636,8 @@ perf_print_json(FILE *f, const struct perf_run *run)
 			if (server_scn(gr->p.scn)) {
 				json_kv_num(f, "server_cpu_us_per_msg",
 					    c->r_pcpu, &first);
+				json_kv_num(f, "server_rss_kib", c->r_rss,
+					    &first);
 			}
 			json_kv_num(f, "parent_syscalls_per_msg", c->r_sys,
 				    &first);
