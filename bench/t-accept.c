@@ -8,6 +8,10 @@
  *
  *   cqwire sync    a forked C server: cqw_accept() (the handshake inline),
  *                  one echo, close; one connection at a time
+ *   cqwire-uring async, cqwire-poll async
+ *                  a forked C server on a loop with that backend: 32
+ *                  ACCEPT ops kept submitted, then a RECV and a SEND on
+ *                  each connection
  *   cqwire-echo    the cqwire-echo program, as a user runs it
  *   python         multiprocessing.connection's Listener: accept(), one
  *                  echo, close (peers/pyserve.py), with Python Clients
@@ -63,6 +67,101 @@ sync_server(struct cqwb__fleet *f, int fd)
 			cqw_send_bytes(c, buf, (size_t)n);
 		}
 		cqw_conn_free(c);
+	}
+}
+
+/*
+ * The loop server: ACCEPT_OPS ACCEPT ops kept submitted, so that many
+ * handshakes run at once; each connection then gets a RECV, the same op
+ * turned into a SEND of what came, and is freed when that is written.
+ */
+#define ACCEPT_OPS 32
+#define REAP_MAX 64
+
+struct lconn {
+	cqw_conn *c;
+	struct cqw_op op;
+	uint8_t buf[4096];
+};
+
+static void
+loop_server(struct cqwb__fleet *f, int fd)
+{
+	struct cqw_loop_opts o = { .backend = CQWB_SRV_KIND(f->base.t->arg) ==
+						      CQWB_SRV_LOOP_URING
+						  ? CQW_BACKEND_URING
+						  : CQW_BACKEND_POLL };
+	struct cqw_op acc[ACCEPT_OPS], *done[REAP_MAX];
+	struct lconn *lc;
+	cqw_listener *l;
+	cqw_loop *loop;
+	int i, n, r;
+
+	r = cqw_loop_new(&loop, &o);
+	if (r == 0) {
+		r = cqw_listen(&l, f->addr, f->authp, ACCEPT_BACKLOG);
+	}
+	if (r < 0) {
+		fprintf(stderr, "accept server: %s: %s\n", f->addr,
+			cqw_strerror(r));
+		_exit(1);
+	}
+	memset(acc, 0, sizeof(acc));
+	for (i = 0; i < ACCEPT_OPS; i++) {
+		acc[i].kind = CQW_OP_ACCEPT;
+		acc[i].listener = l;
+		if (cqw_submit(loop, &acc[i]) < 0) {
+			_exit(1);
+		}
+	}
+	if (dprintf(fd, "%s\n", cqw_listener_address(l)) < 0) {
+		_exit(1);
+	}
+	for (;;) {
+		n = cqw_reap(loop, done, REAP_MAX, -1);
+		if (n < 0) {
+			fprintf(stderr, "accept server: reap: %s\n",
+				cqw_strerror(n));
+			_exit(1);
+		}
+		for (i = 0; i < n; i++) {
+			struct cqw_op *op = done[i];
+
+			if (op->kind == CQW_OP_ACCEPT) {
+				/* A failed handshake costs only that peer. */
+				lc = op->result == 0 ? calloc(1, sizeof(*lc))
+						     : NULL;
+				if (lc != NULL) {
+					lc->c = op->conn;
+					lc->op.kind = CQW_OP_RECV;
+					lc->op.conn = lc->c;
+					lc->op.buf = lc->buf;
+					lc->op.len = sizeof(lc->buf);
+					lc->op.user_data = lc;
+					if (cqw_submit(loop, &lc->op) < 0) {
+						_exit(1);
+					}
+				} else if (op->result == 0) {
+					cqw_conn_free(op->conn);
+				}
+				op->conn = NULL;
+				r = cqw_submit(loop, op);
+			} else if (op->kind == CQW_OP_RECV && op->result >= 0) {
+				op->kind = CQW_OP_SEND;
+				op->len = (size_t)op->result;
+				r = cqw_submit(loop, op);
+			} else {
+				lc = op->user_data;
+				cqw_conn_free(lc->c);
+				free(lc);
+				r = 0;
+			}
+			if (r < 0) {
+				fprintf(stderr, "accept server: submit: %s\n",
+					cqw_strerror(r));
+				_exit(1);
+			}
+		}
 	}
 }
 
@@ -204,8 +303,10 @@ cqwb__accept_open(struct cqwb_session **out, const struct cqwb_transport *t,
 				argv[3] = NULL;
 			}
 			r = cqwb__fleet_server_exec(f, argv);
-		} else {
+		} else if (kind == CQWB_SRV_SYNC) {
 			r = cqwb__fleet_server_fork(f, sync_server);
+		} else {
+			r = cqwb__fleet_server_fork(f, loop_server);
 		}
 		for (i = 0; i < nclients && r == 0; i++) {
 			r = cqwb__fleet_client_fork(f, i, c_client);

@@ -363,6 +363,13 @@ cqwb__srv_unavailable(const struct cqwb_transport *t)
 	struct cqwb_transport py = *t;
 
 	switch (CQWB_SRV_KIND(t->arg)) {
+	case CQWB_SRV_LOOP_URING:
+	case CQWB_SRV_LOOP_POLL:
+		/* The loop transports' own check, for the same backend. */
+		py.arg = CQWB_SRV_KIND(t->arg) == CQWB_SRV_LOOP_URING
+			     ? CQWB_V_URING
+			     : 0;
+		return cqwb__loop_unavailable(&py);
 	case CQWB_SRV_PYTHON:
 		py.arg = CQWB_PY_MP;
 		return cqwb__py_unavailable(&py);

@@ -91,6 +91,12 @@ const struct cqwb_transport cqwb_transports[] = {
 	 * forked C server on the synchronous API, "cqwire-echo" the
 	 * program); mode says whether connections run the handshake.
 	 */
+	SRV("cqwire-uring", "async", "hmac", ACCEPT, CQWB_SRV_LOOP_URING),
+	SRV("cqwire-uring", "async", "no-auth", ACCEPT,
+	    CQWB_SRV_LOOP_URING | NOAUTH),
+	SRV("cqwire-poll", "async", "hmac", ACCEPT, CQWB_SRV_LOOP_POLL),
+	SRV("cqwire-poll", "async", "no-auth", ACCEPT,
+	    CQWB_SRV_LOOP_POLL | NOAUTH),
 	SRV("cqwire", "sync", "hmac", ACCEPT, CQWB_SRV_SYNC),
 	SRV("cqwire", "sync", "no-auth", ACCEPT, CQWB_SRV_SYNC | NOAUTH),
 	SRV("cqwire-echo", NULL, "hmac", ACCEPT, CQWB_SRV_ECHO),
