@@ -88,6 +88,8 @@ static const char usage[] =
 
 /* Client processes of the accept scenario. */
 #define ACCEPT_CLIENTS 4
+/* Connections in flight per client process in the second accept group. */
+#define ACCEPT_INFLIGHT 16
 
 static int tty;
 static int count_sys; /* the syscall tracepoint can be used */
@@ -202,6 +204,10 @@ wanted(const struct cqwb_transport *t, const struct cqwb_params *p)
 		}
 		return 1;
 	case CQWB_ACCEPT:
+		/* Python's Client connects one at a time. */
+		if (p->inflight > 1 && is_peer(t, "python") && t->api == NULL) {
+			return 0;
+		}
 		/* The quick suite: with the handshake only. */
 		return !opt.quick || strcmp(t->mode, "hmac") == 0;
 	case CQWB_ECHO_CLIENTS:
@@ -317,7 +323,11 @@ build_plan(struct perf_run *run)
 	p.scn = CQWB_ACCEPT;
 	p.size = 64;
 	p.workers = ACCEPT_CLIENTS;
-	if (r == 0) {
+	for (k = 1; k <= ACCEPT_INFLIGHT && r == 0; k += ACCEPT_INFLIGHT - 1) {
+		if (opt.quick && k > 1) {
+			continue;
+		}
+		p.inflight = k;
 		r = add_group(run, &p, 4 * warm, 5 * meas);
 	}
 	p.scn = CQWB_ECHO_CLIENTS;
@@ -374,6 +384,9 @@ progress(const struct perf_group *g, const struct perf_case *c, int round,
 			 g->p.inflight);
 	} else if (g->p.scn == CQWB_ECHO_CLIENTS) {
 		snprintf(what, sizeof(what), "echo-clients %d", g->p.workers);
+	} else if (g->p.scn == CQWB_ACCEPT) {
+		snprintf(what, sizeof(what), "accept %dx%d", g->p.workers,
+			 g->p.inflight);
 	} else {
 		snprintf(what, sizeof(what), "%s %s", cqwb_scn_name(g->p.scn),
 			 sz);

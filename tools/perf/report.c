@@ -36,7 +36,8 @@ perf_find(const struct perf_run *run, enum cqwb_scn scn, size_t size,
 		if (gr->p.scn != scn || gr->p.size != size ||
 		    (scn == CQWB_FANOUT && (gr->p.workers != workers ||
 					    gr->p.inflight != inflight)) ||
-		    (scn == CQWB_ECHO_CLIENTS && gr->p.workers != workers)) {
+		    (scn == CQWB_ECHO_CLIENTS && gr->p.workers != workers) ||
+		    (scn == CQWB_ACCEPT && gr->p.inflight != inflight)) {
 			continue;
 		}
 		for (k = 0; k < gr->ncases; k++) {
@@ -93,9 +94,9 @@ static const char *const scn_title[CQWB_NSCN] = {
 	"the last is acknowledged",
 	"fan-out: one parent, N forked workers x K requests in flight each; "
 	"latency per request",
-	"connections per second to a server process: `workers` client "
-	"processes connect,\n  run the handshake (hmac), one round trip, "
-	"close; latency per connection",
+	"connections per second to a server process: N client processes x K "
+	"connections\n  in flight each connect, run the handshake (hmac), "
+	"one round trip, close; latency per connection",
 	"N concurrent clients of one echo server process, one round trip in "
 	"flight each;\n  latency per round trip",
 };
@@ -150,7 +151,8 @@ perf_print_table(FILE *f, const struct perf_run *run)
 			const struct perf_case *c = &gr->cases[k];
 
 			perf_size_str(gr->p.size, sz, sizeof(sz));
-			if (gr->p.scn == CQWB_FANOUT) {
+			if (gr->p.scn == CQWB_FANOUT ||
+			    gr->p.scn == CQWB_ACCEPT) {
 				snprintf(w, sizeof(w), "%dx%d", gr->p.workers,
 					 gr->p.inflight);
 			} else if (server_scn(gr->p.scn)) {
@@ -195,10 +197,11 @@ perf_print_table(FILE *f, const struct perf_run *run)
 		   "in an untimed step\n"
 		   "accept, echo-clients: msgs/s are connections or round "
 		   "trips per second; workers: client\n"
-		   "processes (accept) or connections (echo-clients); server "
-		   "CPU us: the server process's\n"
-		   "CPU time per connection or round trip; RSS KiB: its "
-		   "resident memory after the step\n");
+		   "processes x connections in flight each (accept) or "
+		   "connections (echo-clients);\n"
+		   "server CPU us: the server process's CPU time per "
+		   "connection or round trip;\n"
+		   "RSS KiB: its resident memory after the step\n");
 	for (k = 0; k < run->nskips; k++) {
 		fprintf(f, "skipped %s: %s\n", run->skips[k].label,
 			run->skips[k].why);
@@ -621,7 +624,8 @@ perf_print_json(FILE *f, const struct perf_run *run)
 				json_kv_num(f, "clients", gr->p.workers,
 					    &first);
 			}
-			if (gr->p.scn == CQWB_FANOUT) {
+			if (gr->p.scn == CQWB_FANOUT ||
+			    gr->p.scn == CQWB_ACCEPT) {
 				json_kv_num(f, "inflight", gr->p.inflight,
 					    &first);
 			}
