@@ -324,9 +324,6 @@ build_plan(struct perf_run *run)
 	p.size = 64;
 	p.workers = ACCEPT_CLIENTS;
 	for (k = 1; k <= ACCEPT_INFLIGHT && r == 0; k += ACCEPT_INFLIGHT - 1) {
-		if (opt.quick && k > 1) {
-			continue;
-		}
 		p.inflight = k;
 		r = add_group(run, &p, 4 * warm, 5 * meas);
 	}
