@@ -105,8 +105,8 @@ struct cqw__hs {
 	union {
 		uint64_t align;
 		uint8_t b[CQW__SRV_SCRATCH];
-	} scratch;	       /* the platform's (platform.h) */
-	struct cqw__addr addr; /* CONNECT */
+	} scratch;		/* the platform's (platform.h) */
+	struct cqw__addr *addr; /* CONNECT (an accept has none to carry) */
 };
 
 static void finish(struct cqw__hs *hs);
@@ -212,6 +212,7 @@ hs_free(struct cqw__hs *hs)
 		free(hs->keybuf);
 	}
 	cqw__wipe(hs->in, sizeof(hs->in));
+	free(hs->addr);
 	free(hs);
 }
 
@@ -246,7 +247,9 @@ cqw__srv_submit(cqw_loop *loop, struct cqw_op *op)
 		hs->l = l;
 		hs->auth = l->auth; /* the listener's key outlives its ops */
 	} else {
-		r = cqw__addr_parse(&hs->addr, op->address);
+		hs->addr = malloc(sizeof(*hs->addr));
+		r = hs->addr != NULL ? cqw__addr_parse(hs->addr, op->address)
+				     : CQW_ENOMEM;
 		if (r == 0) {
 			r = copy_auth(hs, op->auth);
 		}
@@ -654,7 +657,7 @@ start_connect(struct cqw__hs *hs)
 	hs->connect_deadline =
 	    t < 0 ? -1 : after_ms(t ? t : CONNECT_DEFAULT_TIMEOUT_MS);
 	connect_step(hs,
-		     cqw__os_connect_begin(&hs->addr, &hs->io, hs->scratch.b));
+		     cqw__os_connect_begin(hs->addr, &hs->io, hs->scratch.b));
 }
 
 static void
