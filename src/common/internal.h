@@ -14,8 +14,12 @@
 
 #if defined(__GNUC__)
 #define CQW__NOINLINE __attribute__((noinline))
+#define CQW__INLINE inline __attribute__((always_inline))
+#define CQW__LIKELY(x) __builtin_expect(!!(x), 1)
 #else
+#define CQW__LIKELY(x) (x)
 #define CQW__NOINLINE
+#define CQW__INLINE inline
 #endif
 
 /* Read-ahead staging for CQW_EXCLUSIVE connections. */
