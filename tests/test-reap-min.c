@@ -14,16 +14,6 @@ new_loop(void)
 	return loop;
 }
 
-static void
-set(struct cqw_op *op, int kind, cqw_conn *c, void *buf, size_t len)
-{
-	memset(op, 0, sizeof(*op));
-	op->kind = kind;
-	op->conn = c;
-	op->buf = buf;
-	op->len = len;
-}
-
 /* A SEND and the RECV of it: both come back from one call. */
 static void
 test_send_and_recv_at_once(void **state)
@@ -37,8 +27,8 @@ test_send_and_recv_at_once(void **state)
 	(void)state;
 	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX));
 	for (round = 0; round < 100; round++) {
-		set(&r, CQW_OP_RECV, b, in, sizeof(in));
-		set(&s, CQW_OP_SEND, a, out, 4);
+		t_io_op(&r, CQW_OP_RECV, b, in, sizeof(in));
+		t_io_op(&s, CQW_OP_SEND, a, out, 4);
 		T_OK(cqw_submit(loop, &r));
 		T_OK(cqw_submit(loop, &s));
 		n = cqw_reap_min(loop, done, 2, 4, T_IO_DEADLINE_MS);
@@ -62,14 +52,14 @@ test_min_bounded_by_inflight(void **state)
 
 	(void)state;
 	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX));
-	set(&s, CQW_OP_SEND, a, out, 1);
+	t_io_op(&s, CQW_OP_SEND, a, out, 1);
 	T_OK(cqw_submit(loop, &s));
 	assert_int_equal(cqw_reap_min(loop, done, 3, 4, T_IO_DEADLINE_MS), 1);
 	/* Nothing in flight: 0 at once, whatever min says. */
 	assert_int_equal(cqw_reap_min(loop, done, 3, 4, T_IO_DEADLINE_MS), 0);
 	/* One that completes and one that never does: the timeout ends it. */
-	set(&s, CQW_OP_SEND, a, out, 1);
-	set(&r, CQW_OP_RECV, a, in, sizeof(in)); /* b never answers */
+	t_io_op(&s, CQW_OP_SEND, a, out, 1);
+	t_io_op(&r, CQW_OP_RECV, a, in, sizeof(in)); /* b never answers */
 	T_OK(cqw_submit(loop, &s));
 	T_OK(cqw_submit(loop, &r));
 	assert_int_equal(cqw_reap_min(loop, done, 2, 4, 50), 1);
@@ -99,12 +89,12 @@ test_batch_min(void **state)
 	(void)state;
 	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX));
 	for (i = 0; i < N; i++) {
-		set(&r[i], CQW_OP_RECV, b, in[i], sizeof(in[i]));
+		t_io_op(&r[i], CQW_OP_RECV, b, in[i], sizeof(in[i]));
 		T_OK(cqw_submit(loop, &r[i]));
 	}
 	for (i = 0; i < N; i++) {
 		memcpy(out[i], &i, sizeof(i));
-		set(&s[i], CQW_OP_SEND, a, out[i], sizeof(i));
+		t_io_op(&s[i], CQW_OP_SEND, a, out[i], sizeof(i));
 		T_OK(cqw_submit(loop, &s[i]));
 	}
 	while (got < 2 * N) {
