@@ -20,6 +20,9 @@ struct cqw_loop {
 	uint64_t owner;	      /* the thread that flushes and reaps it... */
 	int owned;	      /* ...once one has */
 	uint64_t id;	      /* unique in the process, never reused */
+	/* The pool of send blocks and stages, per kind (pool.h). */
+	void *pool_free[2];
+	unsigned pool_nfree[2];
 };
 
 /*
