@@ -97,7 +97,7 @@ send_kick(cqw_loop *loop, cqw_conn *c)
 	struct cqw_op *op;
 	unsigned n = 0, cnt = 0, max;
 
-	if (c->send_busy) {
+	if (c->send_busy || (c->sendq.head == NULL && c->sbuf == NULL)) {
 		return;
 	}
 	if (c->sendq.head == NULL || c->closing) {
@@ -235,21 +235,34 @@ put_stage(cqw_loop *loop, cqw_conn *c)
  * that a peek does not ask again).
  */
 static size_t
-pick_stage(cqw_loop *loop, cqw_conn *c, uint64_t need)
+pick_stage_slow(cqw_loop *loop, cqw_conn *c, uint64_t need)
 {
-	c->stage_off = c->stage_len = 0;
 	if (c->rfull || need > CQW__STAGE_SMALL) {
 		if (c->stage == NULL || c->stage == c->stage_small) {
 			c->stage = cqw__pool_get(loop, CQW__POOL_STAGE);
+			c->stage_off = c->stage_len = 0;
 		}
 		if (c->stage != NULL) {
 			return CQW__STAGE_SIZE;
 		}
 		c->rfull = 0;
 	}
-	put_stage(loop, c);
-	c->stage = c->stage_small;
+	if (c->stage != c->stage_small) {
+		put_stage(loop, c);
+		c->stage = c->stage_small;
+	}
 	return CQW__STAGE_SMALL;
+}
+
+static inline size_t
+pick_stage(cqw_loop *loop, cqw_conn *c, uint64_t need)
+{
+	/* The common case, a round trip's: the small stage again. */
+	if (c->stage == c->stage_small && !c->rfull &&
+	    need <= CQW__STAGE_SMALL) {
+		return CQW__STAGE_SMALL;
+	}
+	return pick_stage_slow(loop, c, need);
 }
 
 static void
@@ -368,12 +381,17 @@ recv_peeked(cqw_loop *loop, cqw_conn *c, size_t avail)
 		return;
 	}
 	for (i = 0; i < (size_t)k; i++) {
-		taken += CQW__HDR_SMALL + msgs[i].len;
 		cqw__opq_pop(&c->recvq);
 		cqw__loop_op_done(loop, ops[i], (int64_t)msgs[i].len);
 	}
-	/* Bytes seen and not taken are queued still; if all were, who knows. */
-	c->rfull = c->rfull && taken < avail;
+	if (c->rfull) {
+		/* Bytes seen, not taken, are queued still; if all were taken,
+		 * what is queued is not known. */
+		for (i = 0; i < (size_t)k; i++) {
+			taken += CQW__HDR_SMALL + msgs[i].len;
+		}
+		c->rfull = taken < avail;
+	}
 }
 
 static void
