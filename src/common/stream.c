@@ -229,15 +229,20 @@ put_stage(cqw_loop *loop, cqw_conn *c)
  * Point c->stage, which is empty, at what the next read-ahead or peek
  * fills; returns how much: the connection's small stage, unless the last
  * one filled its buffer (more is queued) or the frame's payload needs
- * more than that: then a block from the loop's pool. So a receive that
- * waits holds no block while it does. Without memory for a block the
- * small stage serves (more reads, nothing lost; rfull is forgotten, so
- * that a peek does not ask again).
+ * more than that: then a block from the loop's pool. A block in hand is
+ * kept while more than one receive is queued (a stream, whose next peek
+ * would otherwise find the small stage full and peek again). So a
+ * connection that waits with one receive holds no block. Without memory
+ * for a block the small stage serves (more reads, nothing lost; rfull is
+ * forgotten, so that a peek does not ask again).
  */
 static size_t
 pick_stage_slow(cqw_loop *loop, cqw_conn *c, uint64_t need)
 {
-	if (c->rfull || need > CQW__STAGE_SMALL) {
+	int held = c->stage != NULL && c->stage != c->stage_small;
+
+	if (c->rfull || need > CQW__STAGE_SMALL ||
+	    (held && CQW__OP_NEXT(c->recvq.head) != NULL)) {
 		if (c->stage == NULL || c->stage == c->stage_small) {
 			c->stage = cqw__pool_get(loop, CQW__POOL_STAGE);
 			c->stage_off = c->stage_len = 0;
