@@ -233,8 +233,9 @@ put_stage(cqw_loop *loop, cqw_conn *c)
  * kept while more than one receive is queued (a stream, whose next peek
  * would otherwise find the small stage full and peek again). So a
  * connection that waits with one receive holds no block. Without memory
- * for a block the small stage serves (more reads, nothing lost; rfull is
- * forgotten, so that a peek does not ask again).
+ * for a block the small stage serves (more reads, nothing lost); rfull
+ * is forgotten and the frame takes the one-frame path, so that a peek
+ * does not ask again and again.
  */
 static size_t
 pick_stage_slow(cqw_loop *loop, cqw_conn *c, uint64_t need)
@@ -251,6 +252,7 @@ pick_stage_slow(cqw_loop *loop, cqw_conn *c, uint64_t need)
 			return CQW__STAGE_SIZE;
 		}
 		c->rfull = 0;
+		c->no_peek = !(c->flags & CQW_EXCLUSIVE);
 	}
 	if (c->stage != c->stage_small) {
 		put_stage(loop, c);
