@@ -15,6 +15,7 @@
 #include "transport.h"
 #include "loop.h"
 #include "platform.h"
+#include "pool.h"
 #include "server.h"
 
 /* Loop ids, for connections a backend keeps bound (cqw_conn.bound_to). */
@@ -349,6 +350,7 @@ cqw_loop_free(cqw_loop *loop)
 		unlink_conn(loop, loop->conns);
 	}
 	loop->ops->fini(loop);
+	cqw__pool_fini(loop);
 	free(loop);
 }
 
