@@ -223,14 +223,17 @@ stream_peer(struct loop_sess *ls, cqw_conn *c, size_t nrecv)
  * Parent side
  */
 
-/* Reap until every op in want[] (NULL-terminated) has completed. */
+/*
+ * Reap until every op in want[] has completed, waiting for all that are
+ * left at once (cqw_reap_min: one system call on io_uring).
+ */
 static int
 reap_all(struct loop_sess *ls, struct cqw_op **want, int nwant)
 {
 	int left = nwant, i, j, n;
 
 	while (left > 0) {
-		n = cqw_reap(ls->loop, ls->done, REAP_MAX, -1);
+		n = cqw_reap_min(ls->loop, ls->done, left, REAP_MAX, -1);
 		if (n < 0) {
 			return cqwb__fail(-EIO, "cqw_reap: %s",
 					  cqw_strerror(n));

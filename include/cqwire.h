@@ -545,6 +545,16 @@ CQW_EXTERN int cqw_flush(cqw_loop *loop);
 CQW_EXTERN int cqw_reap(cqw_loop *loop, struct cqw_op **ops, int max,
 			int timeout_ms);
 /*
+ * cqw_reap, but wait until min ops have completed (or the timeout, or
+ * fewer ops are left in flight than min, or a cqw_loop_wake()): a
+ * round trip reaps its SEND and its RECV in one call, a fan-out parent
+ * sleeps until a batch is worth waking for. The loop counts them (each
+ * completion is still a wake-up: see BENCHMARKS.md, issue 11). min <= 1
+ * is cqw_reap; min > max is CQW_EINVAL.
+ */
+CQW_EXTERN int cqw_reap_min(cqw_loop *loop, struct cqw_op **ops, int min,
+			    int max, int timeout_ms);
+/*
  * Ask to cancel op. It still completes exactly once, with CQW_ECANCELED
  * unless it finished first. A send already partly written, or a receive
  * whose frame is partly read, is not cancelled: CQW_EBUSY (that would

@@ -7,3 +7,5 @@ cqw_sync_test(test-sharing test-sharing.c)
 cqw_sync_test(test-signal-frames test-signal-frames.c)
 # Servers on the loop: accept, connect and the handshake as ops (issue 9).
 cqw_suite_test(test-server test-server.c)
+# A reap that waits for several completions (cqw_reap_min).
+cqw_loop_suite_test(test-reap-min test-reap-min.c)

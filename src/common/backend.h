@@ -59,9 +59,11 @@ struct cqw__backend_ops {
 	 */
 	int (*flush)(cqw_loop *loop);
 	/*
-	 * Wait up to timeout_ms for at least one completion or a wake();
-	 * completions go through cqw__loop_io_complete(). 0, 1 if a
-	 * wake() arrived, or an error.
+	 * Push what flush() would, then wait up to timeout_ms for at least
+	 * one completion or a wake(), in one system call where the backend
+	 * can (cqw_reap() calls wait() without a flush() first);
+	 * completions go through cqw__loop_io_complete(). 0, 1 if a wake()
+	 * arrived, or an error.
 	 */
 	int (*wait)(cqw_loop *loop, int timeout_ms);
 	void (*cancel)(cqw_loop *loop, struct cqw__io *io);

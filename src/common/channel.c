@@ -8,7 +8,9 @@
  * calls, so a receive cut short (a signal, a timeout) resumes where it
  * stopped; the payload bytes it had taken wait in c->part when the
  * caller's buffer may not come back. CQW_EXCLUSIVE connections read ahead
- * into c->stage; frame-exact ones use it only for what a peek showed.
+ * into c->stage; frame-exact ones use it only for what a peek showed. On
+ * a loop the stage is the connection's small one or a block borrowed from
+ * the loop (stream.c); the synchronous halves take a block of their own.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -35,16 +37,38 @@ cqw__chan_release(cqw_conn *c)
 {
 	free(c->part);
 	c->part = NULL;
-	free(c->stage);
+	if (c->stage != c->stage_small) {
+		free(c->stage);
+	}
 	c->stage = NULL;
 	c->stage_off = c->stage_len = 0;
-	free(c->siov);
-	free(c->shdr);
+	/* A send block is the loop's again once its write is done. */
+	free(c->sbuf);
+	c->sbuf = NULL;
+	c->gather = NULL;
 	c->siov = NULL;
 	c->shdr = NULL;
 	if (c->tp->release != NULL) {
 		c->tp->release(c);
 	}
+}
+
+int
+cqw__chan_stage_slow(cqw_conn *c)
+{
+	size_t n = c->stage_len - c->stage_off;
+	uint8_t *blk = malloc(CQW__STAGE_SIZE);
+
+	if (blk == NULL) {
+		return CQW_ENOMEM;
+	}
+	if (n > 0) {
+		memcpy(blk, c->stage + c->stage_off, n);
+	}
+	c->stage = blk;
+	c->stage_off = 0;
+	c->stage_len = n;
+	return 0;
 }
 
 /*

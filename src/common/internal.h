@@ -14,12 +14,23 @@
 
 #if defined(__GNUC__)
 #define CQW__NOINLINE __attribute__((noinline))
+#define CQW__INLINE inline __attribute__((always_inline))
+#define CQW__LIKELY(x) __builtin_expect(!!(x), 1)
 #else
+#define CQW__LIKELY(x) (x)
 #define CQW__NOINLINE
+#define CQW__INLINE inline
 #endif
 
 /* Read-ahead staging for CQW_EXCLUSIVE connections. */
 #define CQW__STAGE_SIZE (64 * 1024)
+/*
+ * The stage every connection carries: what the loop reads ahead or peeks
+ * into when nothing says more is queued, so that a connection waiting
+ * for its next message holds no CQW__STAGE_SIZE block (see stream.c). A
+ * round trip of up to 1 KiB fits it whole.
+ */
+#define CQW__STAGE_SMALL 1536
 /* Messages per gather write: two iovecs each, within IOV_MAX. */
 #define CQW__GATHER_MSGS (CQW__IOV_MAX / 2)
 
@@ -74,6 +85,7 @@ struct cqw__io {
 };
 
 struct cqw__transport;
+struct cqw__sendbuf; /* pool.h */
 
 struct cqw_conn {
 	const struct cqw__transport *tp; /* framing: see transport.h */
@@ -88,7 +100,13 @@ struct cqw_conn {
 	/* Receive: the frame in progress (shared by sync and async). */
 	struct cqw__dec dec;
 	uint64_t pay_got; /* payload bytes of the current frame consumed */
-	uint8_t *stage;	  /* CQW_EXCLUSIVE read-ahead, allocated on use */
+	/*
+	 * CQW_EXCLUSIVE read-ahead, and what a peek saw: NULL, stage_small,
+	 * or a CQW__STAGE_SIZE block from malloc() (a loop's pool keeps
+	 * those, pool.h). The synchronous halves take a block
+	 * (cqw__chan_stage()).
+	 */
+	uint8_t *stage;
 	size_t stage_off;
 	size_t stage_len;
 	/*
@@ -103,14 +121,26 @@ struct cqw_conn {
 	unsigned inflight;     /* ops submitted and not yet completed */
 	struct cqw__opq sendq; /* submitted, not yet in a gather */
 	struct cqw__opq recvq; /* submitted receives, head is current */
-	struct cqw_op *gather[CQW__GATHER_MSGS]; /* ops in the send in flight */
+	/*
+	 * The send in flight: its ops, the gather [hdr0, p0, hdr1, p1, ...]
+	 * and the headers. They point into gather1/siov1/shdr1 for a gather
+	 * of one message, or into sbuf, a block of CQW__GATHER_MSGS taken
+	 * from the loop's pool (pool.h) while more are queued; sbuf goes
+	 * back when the write is done and nothing waits.
+	 */
+	struct cqw_op **gather;
 	unsigned ngather;
-	cqw__iov *siov; /* the gather: [hdr0, p0, hdr1, p1, ...] */
+	cqw__iov *siov;
 	uint8_t (*shdr)[CQW__HDR_LARGE];
 	unsigned siov_first; /* resume point after a partial write */
 	unsigned siov_cnt;
-	struct cqw__io wio;	      /* the send in flight */
-	struct cqw__io rio;	      /* the receive in flight */
+	struct cqw__sendbuf *sbuf;
+	struct cqw_op *gather1[1];
+	cqw__iov siov1[2];
+	uint8_t shdr1[1][CQW__HDR_LARGE];
+	int rfull;	    /* the last read-ahead or peek filled its buffer */
+	struct cqw__io wio; /* the send in flight */
+	struct cqw__io rio; /* the receive in flight */
 	uint8_t rhdr[CQW__HDR_LARGE]; /* frame-exact header reads land here */
 	int no_peek;		      /* this frame takes the one-frame path */
 	int rtarget;	/* what rio reads into: RT_* in channel.c */
@@ -134,6 +164,8 @@ struct cqw_conn {
 			      message: the next receive returns it */
 	uint64_t msg_got;  /* bytes of a longer message already in c->part */
 	uint64_t msg_len;  /* that message's whole length */
+
+	uint8_t stage_small[CQW__STAGE_SMALL]; /* see CQW__STAGE_SMALL */
 };
 
 /* Which flags a connection keeps from the caller. */
@@ -191,6 +223,19 @@ cqw__chan_exact_boundary(const cqw_conn *c)
 	       c->pay_got == 0 && c->stage_len == c->stage_off;
 }
 void cqw__chan_release(cqw_conn *c);
+/*
+ * For the synchronous halves: make c->stage a CQW__STAGE_SIZE block,
+ * what it held kept at its front (stage_off 0). 0 or CQW_ENOMEM.
+ */
+int cqw__chan_stage_slow(cqw_conn *c);
+static inline int
+cqw__chan_stage(cqw_conn *c)
+{
+	if (c->stage != NULL && c->stage != c->stage_small) {
+		return 0;
+	}
+	return cqw__chan_stage_slow(c);
+}
 
 /* Frames taken per peek; the peek is bounded by the stage size. */
 #define CQW__PEEK_FRAMES 64

@@ -137,8 +137,8 @@ handshake(cqw_conn *c, const struct cqw_auth *auth, int server)
 	return peer_failed(r);
 }
 
-static int
-check_auth(const struct cqw_auth *auth)
+int
+cqw__check_auth(const struct cqw_auth *auth)
 {
 	if (auth == NULL || auth->key == NULL) {
 		return auth != NULL && auth->keylen > 0 ? CQW_EINVAL : 0;
@@ -165,7 +165,7 @@ cqw_listen(cqw_listener **out, const char *address, const struct cqw_auth *auth,
 	if (out == NULL) {
 		return CQW_EINVAL;
 	}
-	r = check_auth(auth);
+	r = cqw__check_auth(auth);
 	if (r < 0) {
 		return r;
 	}
@@ -259,7 +259,7 @@ check_split(cqw_conn *c, const struct cqw_auth *auth)
 	if (c == NULL || auth == NULL || auth->key == NULL) {
 		return CQW_EINVAL;
 	}
-	r = check_auth(auth);
+	r = cqw__check_auth(auth);
 	if (r < 0) {
 		return r;
 	}
@@ -381,7 +381,7 @@ cqw_connect_timeout(cqw_conn **out, const char *address,
 	if (out == NULL) {
 		return CQW_EINVAL;
 	}
-	r = check_auth(auth);
+	r = cqw__check_auth(auth);
 	if (r < 0) {
 		return r;
 	}

@@ -15,6 +15,7 @@
 #include "transport.h"
 #include "loop.h"
 #include "platform.h"
+#include "pool.h"
 #include "server.h"
 
 /* Loop ids, for connections a backend keeps bound (cqw_conn.bound_to). */
@@ -144,7 +145,7 @@ cqw__loop_op_done(cqw_loop *loop, struct cqw_op *op, int64_t result)
 
 	op->result = result;
 	CQW__OP_SET_STATE(op, CQW__OPS_DONE);
-	if (CQW__OP_HS(op) == NULL) {
+	if (CQW__LIKELY(CQW__OP_HS(op) == NULL)) {
 		cqw__opq_push(&loop->done, op);
 	} else {
 		cqw__srv_ready(loop, op); /* a handshake's frame */
@@ -204,10 +205,12 @@ process_ios(cqw_loop *loop)
 /*
  * Start what was submitted: accepts and connects, then every pending
  * connection's ops (one gather write, one read each); until handshakes
- * that took a step have nothing more to start. Then the backend's push.
+ * that took a step have nothing more to start. Then, with push, the
+ * backend's push (a reap leaves it to the backend's wait, which pushes
+ * and sleeps in one system call).
  */
 static int
-start_all(cqw_loop *loop)
+start_all(cqw_loop *loop, int push)
 {
 	cqw_conn *c;
 
@@ -228,7 +231,7 @@ start_all(cqw_loop *loop)
 		}
 		process_ios(loop);
 	} while (loop->pending != NULL || loop->hs_queued != NULL);
-	return loop->ops->flush(loop);
+	return push ? loop->ops->flush(loop) : 0;
 }
 
 static const struct cqw__backend_ops *
@@ -347,6 +350,7 @@ cqw_loop_free(cqw_loop *loop)
 		unlink_conn(loop, loop->conns);
 	}
 	loop->ops->fini(loop);
+	cqw__pool_fini(loop);
 	free(loop);
 }
 
@@ -465,8 +469,12 @@ check_use(cqw_loop *loop, int claim)
 	return r < 0 ? r : check_thread(loop, claim);
 }
 
-/* Queue op on its connection, attached to loop; start_all() kicks it. */
-static int
+/*
+ * Queue op on its connection, attached to loop; start_all() kicks it.
+ * Inlined: it is every op's path (measured: 23 instructions an op as a
+ * call).
+ */
+static CQW__INLINE int
 queue_op(cqw_loop *loop, struct cqw_op *op)
 {
 	cqw_conn *c = op->conn;
@@ -491,6 +499,31 @@ queue_op(cqw_loop *loop, struct cqw_op *op)
 	return 0;
 }
 
+/* cqw_submit() of an ACCEPT or CONNECT (out of line: not every op's path). */
+static CQW__NOINLINE int
+submit_server(cqw_loop *loop, struct cqw_op *op)
+{
+	int r;
+
+	if (op->kind != CQW_OP_ACCEPT && op->kind != CQW_OP_CONNECT) {
+		return CQW_EINVAL;
+	}
+	if (CQW__OP_STATE(op) != CQW__OPS_IDLE) {
+		return CQW_EBUSY;
+	}
+	r = check_use(loop, 0);
+	if (r == 0) {
+		r = cqw__srv_submit(loop, op);
+	}
+	if (r < 0) {
+		return r;
+	}
+	op->result = 0;
+	CQW__OP_SET_STATE(op, CQW__OPS_QUEUED);
+	loop->inflight++;
+	return 0;
+}
+
 int
 cqw_submit(cqw_loop *loop, struct cqw_op *op)
 {
@@ -501,35 +534,15 @@ cqw_submit(cqw_loop *loop, struct cqw_op *op)
 	if (loop == NULL || op == NULL) {
 		return CQW_EINVAL;
 	}
-	if (op->kind == CQW_OP_ACCEPT || op->kind == CQW_OP_CONNECT) {
-		if (CQW__OP_STATE(op) != CQW__OPS_IDLE) {
-			return CQW_EBUSY;
-		}
-		r = check_use(loop, 0);
-		if (r == 0) {
-			op->priv[5] = NULL;
-			r = cqw__srv_submit(loop, op);
-		}
-		if (r < 0) {
-			return r;
-		}
-		op->result = 0;
-		CQW__OP_SET_STATE(op, CQW__OPS_QUEUED);
-		loop->inflight++;
-		return 0;
-	}
-	if (op->conn == NULL) {
-		return CQW_EINVAL;
-	}
-	c = op->conn;
 	if (op->kind == CQW_OP_SEND) {
 		need = CQW_WRITABLE;
 	} else if (op->kind == CQW_OP_RECV) {
 		need = CQW_READABLE;
 	} else {
-		return CQW_EINVAL;
+		return submit_server(loop, op);
 	}
-	if (op->buf == NULL && op->len > 0) {
+	c = op->conn;
+	if (c == NULL || (op->buf == NULL && op->len > 0)) {
 		return CQW_EINVAL;
 	}
 	if (c->closed) {
@@ -549,7 +562,7 @@ cqw_submit(cqw_loop *loop, struct cqw_op *op)
 	if (r < 0) {
 		return r;
 	}
-	op->priv[5] = NULL; /* the caller's: it is reaped */
+	/* priv[5] stays NULL (ops come zeroed): the caller's, it is reaped. */
 	r = queue_op(loop, op);
 	if (r == 0) {
 		loop->inflight++;
@@ -584,27 +597,76 @@ cqw_flush(cqw_loop *loop)
 	if (r < 0) {
 		return r;
 	}
-	return start_all(loop);
+	return start_all(loop, 1);
+}
+
+/* Completed ops waiting in the done queue, counted up to limit. */
+static unsigned
+done_count(const cqw_loop *loop, unsigned limit)
+{
+	const struct cqw_op *op;
+	unsigned n = 0;
+
+	for (op = loop->done.head; op != NULL && n < limit;
+	     op = CQW__OP_NEXT(op)) {
+		n++;
+	}
+	return n;
+}
+
+/* How many more completions a reap for min waits for (0: none). */
+static CQW__INLINE unsigned
+still_wanted(const cqw_loop *loop, unsigned min)
+{
+	unsigned have;
+
+	if (loop->inflight == 0) {
+		return 0;
+	}
+	if (min <= 1) {
+		return loop->done.head == NULL; /* cqw_reap: the common case */
+	}
+	have = done_count(loop, min);
+	/* Ops still in flight bound what may yet come. */
+	if (min > loop->inflight) {
+		min = loop->inflight;
+	}
+	return have >= min ? 0 : min - have;
 }
 
 int
-cqw_reap(cqw_loop *loop, struct cqw_op **ops, int max, int timeout_ms)
+cqw_reap_min(cqw_loop *loop, struct cqw_op **ops, int min, int max,
+	     int timeout_ms)
 {
 	int64_t deadline;
 	struct cqw_op *op;
 	int r, n = 0;
 
-	if (ops == NULL || max <= 0) {
+	if (loop == NULL || ops == NULL || max <= 0 || min > max) {
 		return CQW_EINVAL;
 	}
-	r = cqw_flush(loop);
+	r = check_use(loop, 1);
 	if (r < 0) {
 		return r;
 	}
+	/*
+	 * What was submitted is started, but not pushed: the wait below
+	 * pushes it and sleeps in one system call (io_uring_enter), and if
+	 * there is no wait, the push at the end does it.
+	 */
+	start_all(loop, 0);
 	deadline = timeout_ms < 0 ? -1 : cqw__now_ms() + timeout_ms;
-	while (loop->done.head == NULL && loop->inflight > 0) {
-		r = loop->ops->wait(
-		    loop, cqw__srv_wait_ms(loop, cqw__remaining_ms(deadline)));
+	while (still_wanted(loop, (unsigned)min) > 0) {
+		timeout_ms =
+		    cqw__srv_wait_ms(loop, cqw__remaining_ms(deadline));
+		/*
+		 * One completion at a time: the kernel could count them
+		 * (io_uring's wait_nr), but a completion that needs a step
+		 * of ours before the next can come (the rest of a partial
+		 * write, of a partial frame) would then sleep until the
+		 * timeout. See BENCHMARKS.md (issue 11).
+		 */
+		r = loop->ops->wait(loop, timeout_ms);
 		/*
 		 * CQW_EINTR: the backend asked the thread's signal check,
 		 * which said stop (asked once: a second ask may say no). Ops
@@ -617,14 +679,15 @@ cqw_reap(cqw_loop *loop, struct cqw_op **ops, int max, int timeout_ms)
 		if (r > 0) {
 			break; /* cqw_loop_wake() */
 		}
-		r = start_all(loop); /* handshakes' next frames, deadlines */
-		if (r < 0) {
-			return r;
-		}
-		if (loop->done.head == NULL && deadline >= 0 &&
-		    cqw__remaining_ms(deadline) == 0) {
+		start_all(loop, 0); /* handshakes' next frames, deadlines */
+		if (deadline >= 0 && cqw__remaining_ms(deadline) == 0) {
 			break;
 		}
+	}
+	/* What the completions started (a gather's rest) goes out now. */
+	r = loop->ops->flush(loop);
+	if (r < 0) {
+		return r; /* the completed ops stay for the next reap */
 	}
 	while (n < max && (op = cqw__opq_pop(&loop->done)) != NULL) {
 		CQW__OP_SET_STATE(op, CQW__OPS_IDLE);
@@ -632,6 +695,12 @@ cqw_reap(cqw_loop *loop, struct cqw_op **ops, int max, int timeout_ms)
 		ops[n++] = op;
 	}
 	return n;
+}
+
+int
+cqw_reap(cqw_loop *loop, struct cqw_op **ops, int max, int timeout_ms)
+{
+	return cqw_reap_min(loop, ops, 1, max, timeout_ms);
 }
 
 int

@@ -27,6 +27,9 @@ struct cqw_loop {
 	struct cqw__hs *hs_ready;  /* a frame of theirs completed */
 	struct cqw__hs *timers;	   /* those with a deadline, soonest first */
 	struct cqw__hs *timers_tail;
+	/* The pool of send blocks and stages, per kind (pool.h). */
+	void *pool_free[2];
+	unsigned pool_nfree[2];
 };
 
 /*

@@ -76,14 +76,9 @@ send_kick(cqw_loop *loop, cqw_conn *c)
 			cqw__loop_op_done(loop, op, CQW_EMSGSIZE);
 			continue;
 		}
-		/* The gather of one: c->siov is freed with the connection. */
-		if (c->siov == NULL) {
-			c->siov = malloc(sizeof(*c->siov));
-			if (c->siov == NULL) {
-				cqw__loop_op_done(loop, op, CQW_ENOMEM);
-				continue;
-			}
-		}
+		/* The gather of one, the connection's own. */
+		c->gather = c->gather1;
+		c->siov = c->siov1;
 		CQW__IOV_BASE(&c->siov[0]) = op->buf;
 		CQW__IOV_LEN(&c->siov[0]) = (unsigned long)op->len;
 		CQW__OP_SET_STATE(op, CQW__OPS_SENDING);

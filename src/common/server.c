@@ -181,18 +181,10 @@ after_ms(int ms)
 static int
 copy_auth(struct cqw__hs *hs, const struct cqw_auth *auth)
 {
-	if (auth == NULL || auth->key == NULL) {
-		if (auth != NULL) {
-			hs->auth.timeout_ms = auth->timeout_ms;
-		}
-		return auth != NULL && auth->keylen > 0 ? CQW_EINVAL : 0;
-	}
-	if (auth->flags & ~(CQW_AUTH_REFUSE_MD5 | CQW_AUTH_LEGACY_CHALLENGE)) {
-		return CQW_EINVAL;
-	}
-	if ((auth->flags & CQW_AUTH_REFUSE_MD5) &&
-	    (auth->flags & CQW_AUTH_LEGACY_CHALLENGE)) {
-		return CQW_EINVAL;
+	int r = cqw__check_auth(auth);
+
+	if (r < 0 || auth == NULL || auth->key == NULL) {
+		return r; /* no key: no handshake */
 	}
 	hs->keybuf = malloc(auth->keylen ? auth->keylen : 1);
 	if (hs->keybuf == NULL) {

@@ -27,6 +27,8 @@ struct cqw_listener {
 	int64_t retry_at;  /* after EMFILE: no accept before (cqw__now_ms) */
 };
 
+/* 0 if auth (NULL: none) is one the handshake can use, else CQW_EINVAL. */
+int cqw__check_auth(const struct cqw_auth *auth);
 /* The handshake's deadline under auth (absolute; -1: none). */
 int64_t cqw__auth_deadline(const struct cqw_auth *auth);
 /* Listener endpoint teardown once no op uses it (listener.c). */

@@ -20,6 +20,7 @@
 
 #include "backend.h"
 #include "loop.h"
+#include "pool.h"
 #include "transport.h"
 
 enum { RT_HDR = 1, RT_STAGE, RT_PAYLOAD, RT_PEEK };
@@ -53,40 +54,62 @@ start_write(cqw_loop *loop, cqw_conn *c)
 	loop->ops->start(loop, &c->wio);
 }
 
-static int
-ensure_gather(cqw_conn *c)
+/* No write is in flight and none follows yet: the block goes back. */
+static void
+put_sendbuf(cqw_loop *loop, cqw_conn *c)
 {
-	if (c->siov != NULL) {
-		return 0;
+	if (c->sbuf != NULL) {
+		cqw__pool_put(loop, CQW__POOL_SEND, c->sbuf);
+		c->sbuf = NULL;
 	}
-	c->siov = malloc(sizeof(*c->siov) * 2 * CQW__GATHER_MSGS);
-	c->shdr = malloc(sizeof(*c->shdr) * CQW__GATHER_MSGS);
-	if (c->siov == NULL || c->shdr == NULL) {
-		free(c->siov);
-		free(c->shdr);
-		c->siov = NULL;
-		c->shdr = NULL;
-		return CQW_ENOMEM;
+}
+
+/*
+ * Where the next gather is built; returns how many messages it holds: in
+ * a block from the loop's pool while more than one is queued (kept while
+ * sends follow one another), else in the connection (a round trip's
+ * one message; also when no block can be had: one write each).
+ */
+static unsigned
+pick_gather(cqw_loop *loop, cqw_conn *c)
+{
+	if (CQW__OP_NEXT(c->sendq.head) != NULL) {
+		if (c->sbuf == NULL) {
+			c->sbuf = cqw__pool_get(loop, CQW__POOL_SEND);
+		}
+		if (c->sbuf != NULL) {
+			c->gather = c->sbuf->ops;
+			c->siov = c->sbuf->iov;
+			c->shdr = c->sbuf->hdr;
+			return CQW__GATHER_MSGS;
+		}
 	}
-	return 0;
+	put_sendbuf(loop, c);
+	c->gather = c->gather1;
+	c->siov = c->siov1;
+	c->shdr = c->shdr1;
+	return 1;
 }
 
 static void
 send_kick(cqw_loop *loop, cqw_conn *c)
 {
 	struct cqw_op *op;
-	unsigned n = 0, cnt = 0;
-	int r;
+	unsigned n = 0, cnt = 0, max;
 
-	if (c->send_busy || c->sendq.head == NULL || c->closing) {
+	if (c->send_busy || (c->sendq.head == NULL && c->sbuf == NULL)) {
 		return;
 	}
-	r = c->send_error ? c->send_error : ensure_gather(c);
-	if (r < 0) {
-		cqw__chan_fail_queue(loop, &c->sendq, r);
+	if (c->sendq.head == NULL || c->closing) {
+		put_sendbuf(loop, c);
 		return;
 	}
-	while (n < CQW__GATHER_MSGS && (op = cqw__opq_pop(&c->sendq)) != NULL) {
+	if (c->send_error < 0) {
+		cqw__chan_fail_queue(loop, &c->sendq, c->send_error);
+		return;
+	}
+	max = pick_gather(loop, c);
+	while (n < max && (op = cqw__opq_pop(&c->sendq)) != NULL) {
 		if ((c->flags & CQW_NO_LARGE_FRAMES) &&
 		    op->len > CQW__SMALL_MAX) {
 			cqw__loop_op_done(loop, op, CQW_EMSGSIZE);
@@ -105,6 +128,7 @@ send_kick(cqw_loop *loop, cqw_conn *c)
 		c->gather[n++] = op;
 	}
 	if (n == 0) {
+		put_sendbuf(loop, c); /* every op was refused */
 		return;
 	}
 	c->ngather = n;
@@ -125,6 +149,7 @@ send_fail(cqw_loop *loop, cqw_conn *c, int err)
 	}
 	c->ngather = 0;
 	cqw__chan_fail_queue(loop, &c->sendq, err);
+	put_sendbuf(loop, c);
 }
 
 static void
@@ -189,13 +214,62 @@ take_staged(cqw_conn *c, struct cqw_op *op)
 	return n > 0;
 }
 
-static int
-ensure_stage(cqw_conn *c)
+/* An empty stage block no read uses goes back to the loop's pool. */
+static void
+put_stage(cqw_loop *loop, cqw_conn *c)
 {
-	if (c->stage == NULL) {
-		c->stage = malloc(CQW__STAGE_SIZE);
+	if (c->stage != NULL && c->stage != c->stage_small) {
+		cqw__pool_put(loop, CQW__POOL_STAGE, c->stage);
 	}
-	return c->stage != NULL ? 0 : CQW_ENOMEM;
+	c->stage = NULL;
+	c->stage_off = c->stage_len = 0;
+}
+
+/*
+ * Point c->stage, which is empty, at what the next read-ahead or peek
+ * fills; returns how much: the connection's small stage, unless the last
+ * one filled its buffer (more is queued) or the frame's payload needs
+ * more than that: then a block from the loop's pool. A block in hand is
+ * kept while more than one receive is queued (a stream, whose next peek
+ * would otherwise find the small stage full and peek again). So a
+ * connection that waits with one receive holds no block. Without memory
+ * for a block the small stage serves (more reads, nothing lost); rfull
+ * is forgotten and the frame takes the one-frame path, so that a peek
+ * does not ask again and again.
+ */
+static size_t
+pick_stage_slow(cqw_loop *loop, cqw_conn *c, uint64_t need)
+{
+	int held = c->stage != NULL && c->stage != c->stage_small;
+
+	if (c->rfull || need > CQW__STAGE_SMALL ||
+	    (held && CQW__OP_NEXT(c->recvq.head) != NULL)) {
+		if (c->stage == NULL || c->stage == c->stage_small) {
+			c->stage = cqw__pool_get(loop, CQW__POOL_STAGE);
+			c->stage_off = c->stage_len = 0;
+		}
+		if (c->stage != NULL) {
+			return CQW__STAGE_SIZE;
+		}
+		c->rfull = 0;
+		c->no_peek = !(c->flags & CQW_EXCLUSIVE);
+	}
+	if (c->stage != c->stage_small) {
+		put_stage(loop, c);
+		c->stage = c->stage_small;
+	}
+	return CQW__STAGE_SMALL;
+}
+
+static inline size_t
+pick_stage(cqw_loop *loop, cqw_conn *c, uint64_t need)
+{
+	/* The common case, a round trip's: the small stage again. */
+	if (c->stage == c->stage_small && !c->rfull &&
+	    need <= CQW__STAGE_SMALL) {
+		return CQW__STAGE_SMALL;
+	}
+	return pick_stage_slow(loop, c, need);
 }
 
 static void
@@ -204,7 +278,7 @@ recv_kick(cqw_loop *loop, cqw_conn *c)
 	struct cqw_op *op;
 	int exclusive = (c->flags & CQW_EXCLUSIVE) != 0;
 	uint64_t len;
-	size_t want;
+	size_t want, slen;
 	int owed;
 
 	while (!c->recv_busy && (op = c->recvq.head) != NULL) {
@@ -241,13 +315,9 @@ recv_kick(cqw_loop *loop, cqw_conn *c)
 		}
 		if (exclusive &&
 		    (want > 0 || len - c->pay_got < CQW__STAGE_SIZE)) {
-			if (ensure_stage(c) < 0) {
-				cqw__opq_pop(&c->recvq);
-				cqw__loop_op_done(loop, op, CQW_ENOMEM);
-				continue;
-			}
-			start_read(loop, c, RT_STAGE, c->stage,
-				   CQW__STAGE_SIZE);
+			slen = pick_stage(loop, c,
+					  want > 0 ? 0 : len - c->pay_got);
+			start_read(loop, c, RT_STAGE, c->stage, slen);
 		} else if (want > 0 && !cqw__dec_started(&c->dec) &&
 			   c->kind == CQW__FD_SOCK && !c->no_peek) {
 			/*
@@ -255,12 +325,8 @@ recv_kick(cqw_loop *loop, cqw_conn *c)
 			 * take every whole frame that the queued receives
 			 * can hold with one exact gather read.
 			 */
-			if (ensure_stage(c) < 0) {
-				cqw__opq_pop(&c->recvq);
-				cqw__loop_op_done(loop, op, CQW_ENOMEM);
-				continue;
-			}
-			start_read(loop, c, RT_PEEK, c->stage, CQW__STAGE_SIZE);
+			slen = pick_stage(loop, c, 0);
+			start_read(loop, c, RT_PEEK, c->stage, slen);
 		} else if (want > 0) {
 			start_read(loop, c, RT_HDR, c->rhdr, want);
 		} else {
@@ -269,6 +335,25 @@ recv_kick(cqw_loop *loop, cqw_conn *c)
 				   (size_t)(len - c->pay_got));
 		}
 	}
+	/* No receive needs the stage: an empty block goes back. */
+	if (!c->recv_busy && c->stage != NULL && c->stage != c->stage_small &&
+	    c->stage_off == c->stage_len) {
+		put_stage(loop, c);
+	}
+}
+
+/*
+ * Would a stage block show the frame that hdr (4 bytes a peek saw) begins
+ * whole, for a receive of cap bytes to take it?
+ */
+static int
+fits_stage(const uint8_t *hdr, size_t cap)
+{
+	uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
+		       (uint32_t)hdr[2] << 8 | (uint32_t)hdr[3];
+
+	return len <= CQW__SMALL_MAX && len <= cap &&
+	       len <= CQW__STAGE_SIZE - CQW__HDR_SMALL;
 }
 
 /* A peek of avail bytes completed: hand whole frames to queued ops. */
@@ -277,7 +362,7 @@ recv_peeked(cqw_loop *loop, cqw_conn *c, size_t avail)
 {
 	struct cqw_msg msgs[CQW__PEEK_FRAMES];
 	struct cqw_op *ops[CQW__PEEK_FRAMES], *op = c->recvq.head;
-	size_t n = 0, i;
+	size_t n = 0, i, taken = 0;
 	int k;
 
 	for (; op != NULL && n < CQW__PEEK_FRAMES; op = CQW__OP_NEXT(op), n++) {
@@ -287,8 +372,13 @@ recv_peeked(cqw_loop *loop, cqw_conn *c, size_t avail)
 	}
 	k = cqw__chan_take_peeked(c, avail, msgs, n);
 	if (k == 0) {
+		if (c->rfull && c->stage == c->stage_small &&
+		    fits_stage(c->stage, ops[0]->len)) {
+			return; /* a stage block shows it whole: peek again */
+		}
 		/* The first frame needs the one-frame path (see cqw__chan_take_peeked). */
 		c->no_peek = 1;
+		c->rfull = 0; /* after it, what is queued is not known */
 		return;
 	}
 	if (k < 0) {
@@ -300,6 +390,14 @@ recv_peeked(cqw_loop *loop, cqw_conn *c, size_t avail)
 	for (i = 0; i < (size_t)k; i++) {
 		cqw__opq_pop(&c->recvq);
 		cqw__loop_op_done(loop, ops[i], (int64_t)msgs[i].len);
+	}
+	if (c->rfull) {
+		/* Bytes seen, not taken, are queued still; if all were taken,
+		 * what is queued is not known. */
+		for (i = 0; i < (size_t)k; i++) {
+			taken += CQW__HDR_SMALL + msgs[i].len;
+		}
+		c->rfull = taken < avail;
 	}
 }
 
@@ -333,12 +431,14 @@ recv_done(cqw_loop *loop, cqw_conn *c, int64_t r)
 	}
 	switch (c->rtarget) {
 	case RT_PEEK:
+		c->rfull = (size_t)r == c->rio.len;
 		recv_peeked(loop, c, (size_t)r);
 		break;
 	case RT_HDR:
 		cqw__dec_feed(&c->dec, c->rhdr, (size_t)r);
 		break;
 	case RT_STAGE:
+		c->rfull = (size_t)r == c->rio.len;
 		c->stage_off = 0;
 		c->stage_len = (size_t)r;
 		break;

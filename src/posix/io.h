@@ -98,8 +98,7 @@ int cqw__sock_listen(const struct cqw__addr *a, int backlog, cqw_fd *out);
  * BLOCKING. CQW_EINTR: the socket that was connecting is closed, nothing
  * is left half-connected; the caller may try again.
  */
-int cqw__sock_connect(const struct cqw__addr *a, int64_t deadline,
-		      cqw_fd *out);
+int cqw__sock_connect(const struct cqw__addr *a, int64_t deadline, cqw_fd *out);
 /*
  * BLOCKING. Wait up to timeout_ms for a peer: CQW_ETIMEDOUT if none came
  * (also when another process sharing the listener took it), CQW_EINTR.

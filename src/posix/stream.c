@@ -56,11 +56,8 @@ chan_read(cqw_conn *c, void *buf, size_t len)
 		len = 0x40000000; /* keep the count inside an int */
 	}
 	if (avail == 0 && (c->flags & CQW_EXCLUSIVE) && len < CQW__STAGE_SIZE) {
-		if (c->stage == NULL) {
-			c->stage = malloc(CQW__STAGE_SIZE);
-			if (c->stage == NULL) {
-				return CQW_ENOMEM;
-			}
+		if (cqw__chan_stage(c) < 0) {
+			return CQW_ENOMEM;
 		}
 		r = cqw__io_read(c->fd, &c->kind, c->stage, CQW__STAGE_SIZE);
 		if (r <= 0) {
@@ -124,8 +121,7 @@ wait_first(cqw_conn *c, uint8_t *tmp, int64_t deadline)
 	}
 	if (c->flags & CQW_EXCLUSIVE) {
 		/* Sleep in a read of the staging buffer, which is empty. */
-		if (c->stage == NULL &&
-		    (c->stage = malloc(CQW__STAGE_SIZE)) == NULL) {
+		if (cqw__chan_stage(c) < 0) {
 			return CQW_ENOMEM;
 		}
 		r = cqw__io_read_wait(c->fd, c->kind, c->stage, CQW__STAGE_SIZE,
@@ -550,7 +546,7 @@ stage_payload(cqw_conn *c)
 	uint64_t need = c->dec.len - c->pay_got - staged;
 	int64_t r;
 
-	if (c->stage == NULL && (c->stage = malloc(CQW__STAGE_SIZE)) == NULL) {
+	if (cqw__chan_stage(c) < 0) {
 		return CQW_ENOMEM;
 	}
 	if (c->stage_off > 0) {
@@ -595,7 +591,7 @@ recv_peeked(cqw_conn *c, struct cqw_msg *msgs, size_t n)
 		want += CQW__HDR_SMALL + msgs[k].cap;
 	}
 	want = want < CQW__STAGE_SIZE ? want : CQW__STAGE_SIZE;
-	if (c->stage == NULL && (c->stage = malloc(CQW__STAGE_SIZE)) == NULL) {
+	if (cqw__chan_stage(c) < 0) {
 		return CQW_ENOMEM;
 	}
 	r = cqw__io_peek(c->fd, c->stage, want);

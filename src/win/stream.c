@@ -709,7 +709,7 @@ take_queued(cqw_conn *c, struct cqw_msg *msgs, size_t n)
 	if ((uint64_t)q < want) {
 		want = (size_t)q;
 	}
-	if (c->stage == NULL && (c->stage = malloc(CQW__STAGE_SIZE)) == NULL) {
+	if (cqw__chan_stage(c) < 0) {
 		return CQW_ENOMEM;
 	}
 	/* Bytes are queued: this peek does not wait. */
@@ -888,7 +888,9 @@ stream_release(cqw_conn *c)
 {
 	free(c->part);
 	c->part = NULL;
-	free(c->stage);
+	if (c->stage != c->stage_small) {
+		free(c->stage);
+	}
 	c->stage = NULL;
 	c->stage_off = c->stage_len = 0;
 }
