@@ -502,7 +502,8 @@ connected(struct cqw__hs *hs, cqw_fd h, int kind)
 		return;
 	}
 	/* The backend bound the handle already (IOCP): it stays this loop's. */
-	if (hs->io_attached && hs->loop->ops->detach != NULL) {
+	if (hs->io_attached && hs->io.handle == h &&
+	    hs->loop->ops->detach != NULL) {
 		c->bound_to = hs->loop->id;
 	}
 	hs->conn = c;
@@ -716,7 +717,7 @@ accept_done(struct cqw__hs *hs, int64_t result)
 	/* The peer gave up, or another process took it: wait on. */
 	if ((result == CQW_EAGAIN || result == CQW_ECONNABORTED) &&
 	    !hs->abort) {
-		start_io(hs, 0);
+		start_accept(hs); /* drop freed the io's handles: anew */
 		return;
 	}
 	if (accept_exhausted((int)result)) {
