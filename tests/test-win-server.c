@@ -863,6 +863,13 @@ second_loop(int tp)
 }
 
 static void
+test_second_loop_tcp(void **state)
+{
+	(void)state;
+	second_loop(TCP);
+}
+
+static void
 test_second_loop_pipe(void **state)
 {
 	(void)state;
@@ -892,6 +899,7 @@ main(void)
 		cmocka_unit_test(test_busy_pipe),
 		cmocka_unit_test(test_sync_and_loop_tcp),
 		cmocka_unit_test(test_sync_and_loop_pipe),
+		cmocka_unit_test(test_second_loop_tcp),
 		cmocka_unit_test(test_second_loop_pipe),
 	};
 
