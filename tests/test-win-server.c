@@ -11,7 +11,9 @@
  * connects in every phase, each completing exactly once; connect to
  * nothing (ECONNREFUSED / ENOENT) and to a listener that never answers
  * (ETIMEDOUT); a busy pipe, with cqw_connect_timeout and with a CONNECT
- * op that gets through once the server accepts.
+ * op that gets through once the server accepts; synchronous and loop
+ * accepts mixed; a listener's accepts on a second loop; a pipe client
+ * gone before the accept (ERROR_NO_DATA); IPv6.
  */
 #ifndef _WIN32_WINNT
 #define _WIN32_WINNT 0x0602
@@ -876,6 +878,74 @@ test_second_loop_pipe(void **state)
 	second_loop(PIPE);
 }
 
+/*
+ * A pipe client that connected, wrote and left before any accept
+ * (ERROR_NO_DATA, Python's issue 14725) is still accepted, and what it
+ * wrote is read before the end of file.
+ */
+static void
+test_pipe_client_gone(void **state)
+{
+	struct cqw_op acc = { .kind = CQW_OP_ACCEPT }, *op;
+	cqw_listener *l = listen_on(PIPE, NULL, 4);
+	cqw_loop *loop = new_loop();
+	struct raw peer;
+	char buf[8];
+
+	(void)state;
+	peer = raw_connect(l);
+	raw_write(&peer, "abc", 3);
+	raw_close(&peer);
+	acc.listener = l;
+	T_OK(cqw_submit(loop, &acc));
+	op = reap_one(loop, T_IO_DEADLINE_MS);
+	T_EXPECT(op->result, 0);
+	assert_int_equal(
+	    cqw_recv_bytes_into(acc.conn, buf, sizeof(buf), 0, NULL), 3);
+	assert_memory_equal(buf, "abc", 3);
+	T_EXPECT(cqw_recv_bytes_into(acc.conn, buf, sizeof(buf), 0, NULL),
+		 CQW_EOF);
+	cqw_conn_free(acc.conn);
+	cqw_loop_free(loop);
+	cqw_listener_free(l);
+}
+
+/* Over IPv6: AcceptEx into, and ConnectEx from, an AF_INET6 socket. */
+static void
+test_ipv6(void **state)
+{
+	struct cqw_op acc = { .kind = CQW_OP_ACCEPT };
+	struct cqw_op con = { .kind = CQW_OP_CONNECT }, *op;
+	cqw_loop *loop = new_loop();
+	cqw_listener *l;
+	int i, r;
+
+	(void)state;
+	r = cqw_listen(&l, "tcp:[::1]:0", &key_auth, 4);
+	if (r < 0) {
+		cqw_loop_free(loop);
+		print_message("skip: no IPv6 loopback here (%s)\n",
+			      cqw_err_name(r));
+		skip();
+	}
+	acc.listener = l;
+	con.address = cqw_listener_address(l);
+	con.auth = &key_auth;
+	T_OK(cqw_submit(loop, &acc));
+	T_OK(cqw_submit(loop, &con));
+	for (i = 0; i < 2; i++) {
+		op = reap_one(loop, T_IO_DEADLINE_MS);
+		assert_true(op == &acc || op == &con);
+		T_EXPECT(op->result, 0);
+	}
+	check_pair(acc.conn, con.conn);
+	check_loop_recv(loop, acc.conn, con.conn);
+	cqw_conn_free(acc.conn);
+	cqw_conn_free(con.conn);
+	cqw_loop_free(loop);
+	cqw_listener_free(l);
+}
+
 int
 main(void)
 {
@@ -901,6 +971,8 @@ main(void)
 		cmocka_unit_test(test_sync_and_loop_pipe),
 		cmocka_unit_test(test_second_loop_tcp),
 		cmocka_unit_test(test_second_loop_pipe),
+		cmocka_unit_test(test_pipe_client_gone),
+		cmocka_unit_test(test_ipv6),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
