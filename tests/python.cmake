@@ -47,3 +47,13 @@ if(NOT WIN32 AND CQW_PY_TAGS)
     endforeach()
   endforeach()
 endif()
+
+# pip install --no-build-isolation of the source tree into a temporary
+# target directory, for Debian's python3 (setup.py), then imported.
+if(NOT WIN32 AND EXISTS /usr/bin/python3 AND "py311" IN_LIST CQW_PY_TAGS)
+  add_test(NAME test-python-pip-install
+    COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/python/pip_install.py
+      ${PROJECT_SOURCE_DIR})
+  set_tests_properties(test-python-pip-install PROPERTIES TIMEOUT 900
+    SKIP_RETURN_CODE 77)
+endif()
