@@ -515,7 +515,11 @@ struct cqw_op {
 	 * frame. A server that wants 64 handshakes at once keeps 64 ACCEPT
 	 * ops submitted; one at its connection limit submits none, and new
 	 * peers wait in the kernel's backlog. A listener's ops go to one
-	 * loop at a time (another: CQW_EBUSY). After CQW_EMFILE (or ENFILE,
+	 * loop at a time (another: CQW_EBUSY); on Windows a TCP listener
+	 * stays with the first loop it accepted on (IOCP binds the socket
+	 * to that loop's port for good), a pipe listener does not. A
+	 * CONNECT to a host name resolves it when the op starts, blocking
+	 * the loop for that long: loops that must not wait use numbers. After CQW_EMFILE (or ENFILE,
 	 * ENOBUFS, ENOMEM) the listener's next accept waits 100 ms, so a
 	 * server that resubmits at once does not spin.
 	 */

@@ -63,4 +63,13 @@ if(WIN32)
   add_test(NAME test-iocp-loop COMMAND test-iocp-loop)
   set_tests_properties(test-iocp-loop PROPERTIES TIMEOUT ${cqw_suite_timeout}
     SKIP_RETURN_CODE 77 ENVIRONMENT "CQW_BACKEND=iocp;CQW_EXPECT_BACKEND=iocp")
+
+  # Servers on the loop on iocp (issue 9): accepts as AcceptEx and
+  # ConnectNamedPipe, connects as ConnectEx and CreateFile, handshakes as
+  # ops; over TCP and named pipes.
+  cqw_suite_binary(test-win-server test-win-server.c)
+  add_test(NAME test-win-server COMMAND test-win-server)
+  set_tests_properties(test-win-server PROPERTIES
+    TIMEOUT ${cqw_suite_timeout} SKIP_RETURN_CODE 77
+    ENVIRONMENT "CQW_BACKEND=iocp;CQW_EXPECT_BACKEND=iocp")
 endif()

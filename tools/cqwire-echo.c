@@ -13,15 +13,13 @@
  * echo is an op, so a slow or hostile peer holds up nobody else; a bad
  * peer costs one line on stderr.
  *
- * On Windows (mingw-w64, winpthreads) the server still runs a thread per
- * connection behind acceptor threads, until accepts are IOCP ops there;
+ * On Windows the same loop runs on IOCP (AcceptEx, ConnectNamedPipe);
  * Ctrl+C or TerminateProcess end it as they do any console program.
  */
 #ifndef _POSIX_C_SOURCE
-#define _POSIX_C_SOURCE 200809L /* nanosleep */
+#define _POSIX_C_SOURCE 200809L /* sigaction */
 #endif
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,7 +29,6 @@
 #include <fcntl.h>
 #include <sys/resource.h>
 #endif
-#include <time.h>
 #include <unistd.h>
 
 #include "cqwire.h"
@@ -40,7 +37,6 @@
 #define DEFAULT_MAX_SIZE (64ull * 1024 * 1024)
 #define DEFAULT_COUNT 1ull
 #define DEFAULT_SIZE 64ull
-#define ACCEPTORS 4
 
 struct options {
 	int serve; /* 1: serve, 0: call */
@@ -250,7 +246,6 @@ transient_error(int err)
 	       err == CQW_ENOBUFS || err == CQW_ENOMEM;
 }
 
-#ifndef _WIN32
 /*
  * The server: one loop, one thread. Every accept with its handshake, and
  * every peer's receive and echo, is an op on the loop, so a peer that
@@ -300,6 +295,7 @@ struct server {
  * No wait can miss it, wherever the signal lands.
  */
 static volatile sig_atomic_t got_signal;
+#ifndef _WIN32
 static int signal_pipe[2] = { -1, -1 };
 
 static void
@@ -312,6 +308,31 @@ on_signal(int sig)
 	(void)!write(signal_pipe[1], empty_frame, sizeof(empty_frame));
 	errno = saved;
 }
+
+/* The reading end of the signal pipe, as a connection with a receive. */
+static int
+watch_signals(struct cqw_op *op, cqw_conn **conn, char *buf)
+{
+	struct sigaction sa;
+
+	if (pipe(signal_pipe) != 0 ||
+	    cqw_conn_from_fd(conn, signal_pipe[0], CQW_READABLE) != 0) {
+		fprintf(stderr, PROG ": %s\n", strerror(errno));
+		return -1;
+	}
+	fcntl(signal_pipe[1], F_SETFL, O_NONBLOCK); /* never block a handler */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	op->kind = CQW_OP_RECV;
+	op->conn = *conn;
+	op->buf = buf;
+	op->len = 1;
+	return 0;
+}
+#endif
 
 /* Submit idle accept ops while under the connection limit. */
 static void
@@ -463,6 +484,9 @@ served(struct server *srv, struct peer *p)
 static unsigned long long
 connection_limit(void)
 {
+#ifdef _WIN32
+	return 1000000; /* no descriptor limit: memory is the bound */
+#else
 	struct rlimit rl;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 ||
@@ -472,6 +496,7 @@ connection_limit(void)
 	/* Stdio, the listener, the loop, and one spare for each accept. */
 	return rl.rlim_cur > 16 + HANDSHAKES ? rl.rlim_cur - 16 - HANDSHAKES
 					     : 1;
+#endif
 }
 
 /*
@@ -481,34 +506,32 @@ connection_limit(void)
 static void
 unlink_socket(const cqw_listener *l)
 {
+#ifndef _WIN32
 	const char *a = cqw_listener_address(l);
 
 	if (a != NULL && strncmp(a, "unix:/", 6) == 0) {
 		unlink(a + 5);
 	}
+#else
+	(void)l; /* no unix sockets */
+#endif
 }
 
 static int
 serve(const struct options *opt, const struct cqw_auth *auth)
 {
 	struct server srv = { .opt = opt, .status = 1 };
-	struct cqw_op *ops[REAP_BATCH], sigop = { .kind = CQW_OP_RECV };
+	struct cqw_op *ops[REAP_BATCH];
+#ifndef _WIN32
+	struct cqw_op sigop = { .kind = CQW_OP_RECV };
 	cqw_conn *sigconn = NULL;
-	struct sigaction sa;
 	char sigbuf[1];
-	int i, n, r;
 
-	if (pipe(signal_pipe) != 0 ||
-	    cqw_conn_from_fd(&sigconn, signal_pipe[0], CQW_READABLE) != 0) {
-		fprintf(stderr, PROG ": %s\n", strerror(errno));
+	if (watch_signals(&sigop, &sigconn, sigbuf) < 0) {
 		return 1;
 	}
-	fcntl(signal_pipe[1], F_SETFL, O_NONBLOCK); /* never block a handler */
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
+#endif
+	int i, n, r;
 
 	r = cqw_listen(&srv.l, opt->address, auth->key != NULL ? auth : NULL,
 		       HANDSHAKES);
@@ -531,12 +554,11 @@ serve(const struct options *opt, const struct cqw_auth *auth)
 		srv.acc[i].listener = srv.l;
 		srv.idle_acc[srv.nidle++] = &srv.acc[i];
 	}
-	sigop.conn = sigconn;
-	sigop.buf = sigbuf;
-	sigop.len = sizeof(sigbuf);
+#ifndef _WIN32
 	if (cqw_submit(srv.loop, &sigop) < 0) {
 		return 1;
 	}
+#endif
 	refill_accepts(&srv);
 	while (!srv.done && !got_signal) {
 		n = cqw_reap(srv.loop, ops, REAP_BATCH, -1);
@@ -545,14 +567,11 @@ serve(const struct options *opt, const struct cqw_auth *auth)
 			break;
 		}
 		for (i = 0; i < n; i++) {
-			if (ops[i] == &sigop) {
-				continue; /* got_signal is set: out we go */
-			}
 			if (ops[i]->kind == CQW_OP_ACCEPT) {
 				accepted(&srv, ops[i]);
-			} else {
+			} else if (ops[i]->user_data != NULL) {
 				served(&srv, ops[i]->user_data);
-			}
+			} /* else the signal's op: got_signal is set, out we go */
 		}
 		refill_accepts(&srv);
 	}
@@ -566,227 +585,6 @@ serve(const struct options *opt, const struct cqw_auth *auth)
 	/* Peers still connected are closed with the process. */
 	return srv.status;
 }
-#else /* _WIN32 */
-/*
- * The server. Acceptor threads hand each connection to a thread of its
- * own. The main thread only waits for a signal: SIGINT or SIGTERM from
- * outside, or SIGUSR1 from a thread that ends the server (--once, or a
- * broken listener) after storing the exit status. Every way out then
- * unlinks a unix socket path.
- */
-struct server {
-	cqw_listener *l;
-	const struct options *opt;
-	pthread_mutex_t lock;
-	unsigned long long accepted; /* connections handed to a thread */
-	int status;		     /* exit status once SIGUSR1 is sent */
-#ifdef _WIN32
-	pthread_cond_t done;	     /* finished is set: the main thread ends */
-	int finished;
-#endif
-};
-
-/* One accepted connection, handed to its thread. */
-struct peer {
-	cqw_conn *conn;
-	struct server *srv;
-	int first; /* --once: the server ends with this one */
-};
-
-/* Ask the main thread to end the server with this exit status. */
-static void
-finish(struct server *srv, int status)
-{
-	pthread_mutex_lock(&srv->lock);
-	srv->status = status;
-#ifdef _WIN32
-	srv->finished = 1;
-	pthread_cond_signal(&srv->done);
-	pthread_mutex_unlock(&srv->lock);
-#else
-	pthread_mutex_unlock(&srv->lock);
-	kill(getpid(), SIGUSR1);
-#endif
-}
-
-static void *
-serve_peer(void *arg)
-{
-	struct peer *p = arg;
-	int64_t max = (int64_t)p->srv->opt->max_size;
-	void *buf;
-	int64_t n;
-	int r = 0;
-
-	for (;;) {
-		n = cqw_recv_bytes(p->conn, &buf, max);
-		if (n == CQW_EOF) {
-			break;
-		}
-		if (n < 0) {
-			drop(n == CQW_EMSGSIZE ? "message over --max-size" : "",
-			     (int)n);
-			break;
-		}
-		r = cqw_send_bytes(p->conn, buf, (size_t)n);
-		cqw_free(buf);
-		if (r < 0) {
-			drop("", r);
-			break;
-		}
-	}
-	cqw_conn_free(p->conn);
-	if (p->first) {
-		finish(p->srv, 0);
-	}
-	free(p);
-	return NULL;
-}
-
-/*
- * An acceptor thread. cqw_accept() runs the handshake before it returns,
- * so a peer that connects and stays silent holds its acceptor until the
- * handshake deadline; several acceptors keep the others served meanwhile.
- * cqw_accept() only reads the listener, so they can share it.
- */
-static void *
-acceptor(void *arg)
-{
-	static const struct timespec backoff = { .tv_nsec = 100000000 };
-	struct server *srv = arg;
-	pthread_attr_t attr;
-	pthread_t tid;
-	struct peer *p;
-	cqw_conn *c;
-	int r;
-
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	for (;;) {
-		r = cqw_accept(srv->l, &c, -1);
-		if (r < 0) {
-			if (peer_error(r)) {
-				drop("", r);
-				continue;
-			}
-			fprintf(stderr, PROG ": accept: %s\n", cqw_strerror(r));
-			if (transient_error(r)) {
-				/* Do not spin while out of descriptors. */
-				nanosleep(&backoff, NULL);
-				continue;
-			}
-			break;
-		}
-		p = calloc(1, sizeof(*p));
-		if (p == NULL) {
-			drop("", CQW_ENOMEM);
-			cqw_conn_free(c);
-			continue;
-		}
-		p->conn = c;
-		p->srv = srv;
-		pthread_mutex_lock(&srv->lock);
-		p->first = srv->opt->once && srv->accepted == 0;
-		srv->accepted++;
-		pthread_mutex_unlock(&srv->lock);
-		r = pthread_create(&tid, &attr, serve_peer, p);
-		if (r != 0) {
-			drop("", -r);
-			cqw_conn_free(c);
-			if (p->first) {
-				finish(srv, 1);
-			}
-			free(p);
-		}
-	}
-	pthread_attr_destroy(&attr);
-	/* The listener is broken: nothing more will be served. */
-	finish(srv, 1);
-	return NULL;
-}
-
-/*
- * On the way out, remove a unix socket path as cqw_listener_close() would.
- * The listener itself stays open: acceptor threads may be inside
- * cqw_accept() on it, and the process exit closes it without racing them.
- */
-static void
-unlink_socket(const cqw_listener *l)
-{
-	const char *a = cqw_listener_address(l);
-
-	if (a != NULL && strncmp(a, "unix:/", 6) == 0) {
-		unlink(a + 5);
-	}
-}
-
-static int
-serve(const struct options *opt, const struct cqw_auth *auth)
-{
-	struct server srv = { .opt = opt, .accepted = 0, .status = 1 };
-	pthread_t tid;
-#ifndef _WIN32
-	sigset_t set;
-	int sig = 0;
-#endif
-	int i, r;
-
-	r = cqw_listen(&srv.l, opt->address, auth->key != NULL ? auth : NULL,
-		       64);
-	if (r < 0) {
-		fprintf(stderr, PROG ": cannot listen on %s: %s\n",
-			opt->address, cqw_strerror(r));
-		return 1;
-	}
-	printf("%s\n", cqw_listener_address(srv.l));
-	fflush(stdout);
-	pthread_mutex_init(&srv.lock, NULL);
-#ifdef _WIN32
-	pthread_cond_init(&srv.done, NULL);
-#else
-	/* Only the main thread takes these, in sigwait() below. */
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGUSR1);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-#endif
-	for (i = 0; i < ACCEPTORS; i++) {
-		r = pthread_create(&tid, NULL, acceptor, &srv);
-		if (r != 0) {
-			fprintf(stderr, PROG ": %s\n", cqw_strerror(-r));
-			break;
-		}
-		pthread_detach(tid);
-	}
-#ifdef _WIN32
-	pthread_mutex_lock(&srv.lock);
-	while (i > 0 && !srv.finished) {
-		pthread_cond_wait(&srv.done, &srv.lock);
-	}
-	pthread_mutex_unlock(&srv.lock);
-	unlink_socket(srv.l);
-	fflush(stdout);
-#else
-	if (i > 0) {
-		sigwait(&set, &sig);
-	}
-	unlink_socket(srv.l);
-	fflush(stdout);
-	if (sig == SIGINT || sig == SIGTERM) {
-		/* Die of the signal, as the caller expects. */
-		signal(sig, SIG_DFL);
-		pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-		raise(sig);
-	}
-#endif
-	pthread_mutex_lock(&srv.lock);
-	r = srv.status;
-	pthread_mutex_unlock(&srv.lock);
-	return r;
-}
-
-#endif /* _WIN32 */
 
 static void
 fill(uint8_t *buf, size_t n, unsigned long long k)

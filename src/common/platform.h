@@ -138,14 +138,18 @@ int cqw__listen_accept_io(struct cqw__lsock *l, struct cqw__io *io,
  */
 int cqw__listen_accept_done(struct cqw__lsock *l, struct cqw__io *io, cqw_fd *h,
 			    int *kind);
-/* io ended without a peer (an error, a cancel): free what accept_io made. */
+/*
+ * io ended without a peer (an error, a cancel): free what accept_io made.
+ * An accept that goes on after it is made anew with accept_io.
+ */
 void cqw__listen_accept_drop(struct cqw__lsock *l, struct cqw__io *io);
 
 /*
  * Begin connecting to a, without blocking: 1 if connected already (the
  * handle is io->handle), 0 if io (CQW__IO_CONNECT, handle set) must run
  * to finish it, CQW_EAGAIN if the peer cannot take it now (a full AF_UNIX
- * backlog: ask cqw__os_connect_again later; io->handle is open), or an
+ * backlog, a busy pipe: ask cqw__os_connect_again later; io->handle is
+ * open, or a value whose close is harmless), or an
  * error with nothing open. Name resolution, where a host name needs it,
  * blocks.
  */

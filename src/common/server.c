@@ -497,7 +497,8 @@ connected(struct cqw__hs *hs, cqw_fd h, int kind)
 		return;
 	}
 	/* The backend bound the handle already (IOCP): it stays this loop's. */
-	if (hs->io_attached && hs->loop->ops->detach != NULL) {
+	if (hs->io_attached && hs->io.handle == h &&
+	    hs->loop->ops->detach != NULL) {
 		c->bound_to = hs->loop->id;
 	}
 	hs->conn = c;
@@ -562,11 +563,18 @@ start_io(struct cqw__hs *hs, int attach)
 	if (attach && loop->ops->attach != NULL) {
 		r = loop->ops->attach(loop, hs->io.handle, hs->io.kind);
 		if (r < 0) {
+			if (hs->l != NULL) { /* what accept_io made goes */
+				cqw__listen_accept_drop(hs->l->ls, &hs->io);
+			}
 			fail(hs, r);
 			finish(hs);
 			return;
 		}
 		hs->io_attached = 1;
+		if (hs->l != NULL &&
+		    hs->io.handle == cqw__listen_fileno(hs->l->ls)) {
+			hs->l->bound_to = loop->id; /* the listener's own */
+		}
 	}
 	hs->phase = HS_IO;
 	hs->io.conn = NULL; /* an io of server.c's (loop.c: process_ios) */
@@ -593,9 +601,6 @@ start_accept(struct cqw__hs *hs)
 	}
 	/* The listener's own handle is attached once per loop. */
 	attach = r == 1 || l->bound_to != hs->loop->id;
-	if (r == 0) {
-		l->bound_to = hs->loop->id;
-	}
 	timer_set(hs,
 		  hs->op->timeout_ms > 0 ? after_ms(hs->op->timeout_ms) : -1);
 	start_io(hs, attach);
@@ -711,7 +716,7 @@ accept_done(struct cqw__hs *hs, int64_t result)
 	/* The peer gave up, or another process took it: wait on. */
 	if ((result == CQW_EAGAIN || result == CQW_ECONNABORTED) &&
 	    !hs->abort) {
-		start_io(hs, 0);
+		start_accept(hs); /* drop freed the io's handles: anew */
 		return;
 	}
 	if (accept_exhausted((int)result)) {

@@ -35,6 +35,15 @@
  * which is the backend's while it has the io: no memory per io), and a
  * packet whose OVERLAPPED is not there, or not complete, is dropped.
  *
+ * The accepts and connects of servers on the loop (CQW__IO_ACCEPT,
+ * CQW__IO_CONNECT: src/common/server.c) are ios like the others: AcceptEx
+ * on the listening socket, ConnectNamedPipe on a new pipe instance,
+ * ConnectEx on a bound socket, each from what src/win put in io->buf
+ * (struct cqw__win_srv), each completing once through its packet, at once
+ * on skip-on-success, or at once when the call failed; cancel() is the
+ * same CancelIoEx. What an accept leaves (the accepted socket, a
+ * cancelled instance) is src/win's to keep or close.
+ *
  * Handles must be open for overlapped I/O (FILE_FLAG_OVERLAPPED, or
  * sockets from socket()/WSASocket with WSA_FLAG_OVERLAPPED): I/O on a
  * synchronous handle would block in start(). Overlapped I/O that is not
@@ -156,6 +165,19 @@ map_error(DWORD err)
 static int64_t
 io_error(const struct cqw__io *io, DWORD err)
 {
+	int r;
+
+	if (io->op == CQW__IO_ACCEPT || io->op == CQW__IO_CONNECT) {
+		r = map_error(err);
+		/*
+		 * A peer that reset or gave up before AcceptEx took it
+		 * (ERROR_NETNAME_DELETED) ends that peer, not the listener:
+		 * "aborted" is what server.c accepts again after.
+		 */
+		return io->op == CQW__IO_ACCEPT && r == CQW_ECONNRESET
+			   ? CQW_ECONNABORTED
+			   : r;
+	}
 	if (io->op != CQW__IO_SEND &&
 	    (err == ERROR_BROKEN_PIPE || err == ERROR_NO_DATA ||
 	     err == ERROR_PIPE_NOT_CONNECTED || err == ERROR_HANDLE_EOF)) {
@@ -362,6 +384,11 @@ finish(cqw_loop *loop, struct cqw__io *io)
 		done(loop, io, n, 0);
 		return;
 	}
+	if (io->op == CQW__IO_ACCEPT && io->kind == CQW__FD_MSGPIPE &&
+	    (err == ERROR_PIPE_CONNECTED || err == ERROR_NO_DATA)) {
+		done(loop, io, 0, 0); /* connected: see srv_start */
+		return;
+	}
 	if (err == ERROR_MORE_DATA && io->kind == CQW__FD_MSGPIPE &&
 	    io->op == CQW__IO_RECV) {
 		/*
@@ -536,6 +563,50 @@ file_start(cqw_loop *loop, struct cqw__io *io)
 	issued(loop, io, ok, ok ? 0 : GetLastError(), IO_PENDING);
 }
 
+/*
+ * Servers on the loop (src/common/server.c): the accept or connect call
+ * that src/win set up in io->buf (struct cqw__win_srv, win.h).
+ *
+ * A pipe instance's ConnectNamedPipe that finds its client there already
+ * (ERROR_PIPE_CONNECTED), or gone again after writing (ERROR_NO_DATA: its
+ * data can still be read, as Python's PipeListener takes it) has
+ * connected; both are failures of the call, so no packet comes.
+ */
+static void
+srv_start(cqw_loop *loop, struct cqw__io *io)
+{
+	struct cqw__win_srv *w = io->buf;
+	struct iocp_ov *o = io_ov(io);
+	DWORD n = 0, err;
+	BOOL ok;
+
+	if (io->kind == CQW__FD_MSGPIPE && io->op == CQW__IO_ACCEPT) {
+		ok = ConnectNamedPipe((HANDLE)io->handle, &o->ov);
+		err = ok ? 0 : GetLastError();
+		if (err == ERROR_PIPE_CONNECTED || err == ERROR_NO_DATA) {
+			done(loop, io, 0, 0);
+			return;
+		}
+		issued(loop, io, ok, err, IO_PENDING);
+		return;
+	}
+	if (io->kind != CQW__FD_SOCK || w == NULL) {
+		done(loop, io, CQW_EINVAL, 0);
+		return;
+	}
+	if (io->op == CQW__IO_ACCEPT) {
+		/* No bytes with the peer: the handshake reads its own. */
+		ok = w->accept_ex((SOCKET)io->handle, w->sock, w->u.addrs, 0,
+				  CQW__WIN_ACCEPT_ADDR, CQW__WIN_ACCEPT_ADDR,
+				  &n, &o->ov);
+	} else {
+		ok = w->connect_ex((SOCKET)io->handle,
+				   (const struct sockaddr *)&w->u.target,
+				   w->target_len, NULL, 0, NULL, &o->ov);
+	}
+	issued(loop, io, ok, ok ? 0 : (DWORD)WSAGetLastError(), IO_PENDING);
+}
+
 static void
 iocp_start(cqw_loop *loop, struct cqw__io *io)
 {
@@ -546,6 +617,10 @@ iocp_start(cqw_loop *loop, struct cqw__io *io)
 	memset(o, 0, sizeof(*o));
 	io->flags = 0;
 	io->more = 0;
+	if (io->op == CQW__IO_ACCEPT || io->op == CQW__IO_CONNECT) {
+		srv_start(loop, io);
+		return;
+	}
 	switch (io->kind) {
 	case CQW__FD_SOCK:
 		sock_start(loop, io);

@@ -219,6 +219,25 @@ cqw__pipe_accept(struct cqw__lsock *l, cqw_fd *h, int timeout_ms)
 	return 0;
 }
 
+int
+cqw__pipe_accept_next(struct cqw__lsock *l, HANDLE *h)
+{
+	HANDLE next = l->spare;
+
+	/* PipeListener.accept() again: the next instance exists first. */
+	if (next == NULL) {
+		next = new_instance(l->name, PIPE_ACCESS_DUPLEX,
+				    PIPE_UNLIMITED_INSTANCES, PIPE_BUFSIZE, 0);
+		if (next == INVALID_HANDLE_VALUE) {
+			return cqw__win_last();
+		}
+	}
+	l->spare = NULL;
+	*h = l->inst;
+	l->inst = next;
+	return 0;
+}
+
 void
 cqw__pipe_listen_close(struct cqw__lsock *l)
 {
@@ -301,6 +320,36 @@ cqw__pipe_connect(const struct cqw__addr *a, cqw_fd *out, int64_t deadline)
 out_free:
 	free(name);
 	return r;
+}
+
+int
+cqw__pipe_connect_try(const char *path, HANDLE *out)
+{
+	HANDLE h;
+	DWORD err;
+	wchar_t *name;
+	int r = 0;
+
+	name = cqw__pipe_wname(path, &r);
+	if (name == NULL) {
+		return r;
+	}
+	h = CreateFileW(name, GENERIC_READ | GENERIC_WRITE, 0, NULL,
+			OPEN_EXISTING, FILE_FLAG_OVERLAPPED, NULL);
+	err = GetLastError();
+	free(name);
+	if (h == INVALID_HANDLE_VALUE) {
+		/* Busy: every instance has a client (Python's Client waits). */
+		return err == ERROR_PIPE_BUSY ? CQW_EAGAIN
+					      : cqw__win_error(err);
+	}
+	r = message_mode(h);
+	if (r < 0) {
+		CloseHandle(h);
+		return r;
+	}
+	*out = h;
+	return 0;
 }
 
 int

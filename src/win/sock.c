@@ -440,59 +440,261 @@ cqw__sock_probe_end(SOCKET s, struct cqw__win_ov *o)
 
 /*
  * --- servers on the loop -------------------------------------------------
- * Not yet on Windows: AcceptEx / ConnectNamedPipe / ConnectEx fill these
- * (issue 9). Until then CQW_OP_ACCEPT and CQW_OP_CONNECT complete with
- * CQW_EOPNOTSUPP there; the synchronous calls work.
+ * A TCP accept is AcceptEx into a socket made here, a pipe accept is
+ * ConnectNamedPipe on the listener's next instance, a TCP connect is
+ * ConnectEx from a socket bound here; the iocp backend issues the call
+ * from what is set up in the io's scratch area (struct cqw__win_srv). A
+ * pipe's connect is CreateFile, which does not wait: a busy pipe is
+ * CQW_EAGAIN, and server.c asks again later.
  */
+_Static_assert(sizeof(struct cqw__win_srv) <= CQW__SRV_SCRATCH,
+	       "struct cqw__win_srv must fit in a server op's scratch area");
+
+/* An extension function of s's provider (mswsock.h), or NULL. */
+static void *
+extension(SOCKET s, GUID guid)
+{
+	void *fn = NULL;
+	DWORD n = 0;
+
+	if (WSAIoctl(s, SIO_GET_EXTENSION_FUNCTION_POINTER, &guid, sizeof(guid),
+		     &fn, sizeof(fn), &n, NULL, NULL) != 0) {
+		return NULL;
+	}
+	return fn;
+}
+
+static SOCKET
+new_socket(int family)
+{
+	return WSASocketW(family, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
+			  WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+}
+
 int
 cqw__listen_accept_io(struct cqw__lsock *l, struct cqw__io *io, void *scratch)
 {
-	(void)l;
-	(void)io;
-	(void)scratch;
-	return CQW_EOPNOTSUPP;
+	struct cqw__win_srv *w = scratch;
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+	HANDLE h;
+	int r;
+
+	memset(w, 0, sizeof(*w));
+	w->sock = INVALID_SOCKET;
+	io->op = CQW__IO_ACCEPT;
+	io->buf = w;
+	io->len = 0;
+	if (l->is_pipe) {
+		r = cqw__pipe_accept_next(l, &h);
+		if (r < 0) {
+			return r;
+		}
+		io->handle = (cqw_fd)h;
+		io->kind = CQW__FD_MSGPIPE;
+		return 1; /* a new instance: the loop attaches it */
+	}
+	if (l->accept_ex == NULL) {
+		memset(&ss, 0, sizeof(ss));
+		if (getsockname(l->sock, (struct sockaddr *)&ss, &len) != 0) {
+			return wsa_last();
+		}
+		l->family = ss.ss_family;
+		l->accept_ex =
+		    (LPFN_ACCEPTEX)extension(l->sock, (GUID)WSAID_ACCEPTEX);
+		if (l->accept_ex == NULL) {
+			return wsa_last();
+		}
+	}
+	w->accept_ex = l->accept_ex;
+	w->sock = new_socket(l->family);
+	if (w->sock == INVALID_SOCKET) {
+		return wsa_last();
+	}
+	io->handle = (cqw_fd)l->sock;
+	io->kind = CQW__FD_SOCK;
+	return 0;
 }
 
 int
 cqw__listen_accept_done(struct cqw__lsock *l, struct cqw__io *io, cqw_fd *h,
 			int *kind)
 {
-	(void)l;
-	(void)io;
-	(void)h;
-	(void)kind;
-	return CQW_EOPNOTSUPP;
+	struct cqw__win_srv *w = io->buf;
+	SOCKET s = w->sock;
+	int r = 0;
+
+	if (l->is_pipe) {
+		*h = io->handle; /* the instance is the connection */
+		*kind = CQW__FD_MSGPIPE;
+		return 0;
+	}
+	w->sock = INVALID_SOCKET;
+	/*
+	 * Until this the accepted socket knows nothing of its listener
+	 * (getpeername, shutdown fail): AcceptEx's documented next step.
+	 * Then as cqw__listen_accept: blocking, not inherited, no delay.
+	 */
+	if (setsockopt(s, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT,
+		       (const char *)&l->sock, sizeof(l->sock)) != 0) {
+		r = wsa_last();
+	}
+	if (r == 0) {
+		r = set_blocking(s, 1);
+	}
+	if (r < 0) {
+		closesocket(s);
+		return r;
+	}
+	SetHandleInformation((HANDLE)s, HANDLE_FLAG_INHERIT, 0);
+	set_nodelay(s);
+	*h = (cqw_fd)s;
+	*kind = CQW__FD_SOCK;
+	return 0;
 }
 
 void
 cqw__listen_accept_drop(struct cqw__lsock *l, struct cqw__io *io)
 {
-	(void)l;
-	(void)io;
+	struct cqw__win_srv *w = io->buf;
+
+	if (l->is_pipe) {
+		/*
+		 * The instance was bound to the loop's port for this accept
+		 * and cannot be bound to another: it goes. A client that came
+		 * as it was cancelled sees a broken pipe; the next one finds
+		 * the listener's next instance.
+		 */
+		CloseHandle((HANDLE)io->handle);
+		return;
+	}
+	if (w->sock != INVALID_SOCKET) {
+		closesocket(w->sock);
+		w->sock = INVALID_SOCKET;
+	}
+}
+
+/* A TCP connect's socket, bound (ConnectEx wants it) and set up in w. */
+static int
+connect_tcp(const struct cqw__addr *a, struct cqw__io *io,
+	    struct cqw__win_srv *w)
+{
+	struct sockaddr_storage any;
+	struct addrinfo *res;
+	SOCKET s;
+	int r = cqw__wsa_init();
+
+	if (r < 0) {
+		return r;
+	}
+	/* The first address only, as on POSIX: one attempt per op. */
+	r = resolve(a, 0, &res);
+	if (r < 0) {
+		return r;
+	}
+	if (res->ai_addrlen > sizeof(w->u.target)) {
+		freeaddrinfo(res);
+		return CQW_EAFNOSUPPORT;
+	}
+	memcpy(&w->u.target, res->ai_addr, res->ai_addrlen);
+	w->target_len = (int)res->ai_addrlen;
+	freeaddrinfo(res);
+	s = new_socket(w->u.target.ss_family);
+	if (s == INVALID_SOCKET) {
+		return wsa_last();
+	}
+	/* The wildcard address of the family, any port: zeroes. */
+	memset(&any, 0, sizeof(any));
+	any.ss_family = w->u.target.ss_family;
+	if (bind(s, (struct sockaddr *)&any, w->target_len) != 0) {
+		r = wsa_last();
+		closesocket(s);
+		return r;
+	}
+	w->connect_ex = (LPFN_CONNECTEX)extension(s, (GUID)WSAID_CONNECTEX);
+	if (w->connect_ex == NULL) {
+		r = wsa_last();
+		closesocket(s);
+		return r;
+	}
+	io->handle = (cqw_fd)s;
+	io->kind = CQW__FD_SOCK;
+	return 0;
+}
+
+/* One try at a pipe: 1 and io->handle, CQW_EAGAIN (busy), or an error. */
+static int
+connect_pipe(struct cqw__io *io, struct cqw__win_srv *w)
+{
+	HANDLE h;
+	int r = cqw__pipe_connect_try(w->u.path, &h);
+
+	if (r == 0) {
+		io->handle = (cqw_fd)h;
+		return 1;
+	}
+	/*
+	 * Busy: nothing is open, but server.c holds io->handle as open
+	 * while it waits, and closes it if it gives up. The pseudo-handle
+	 * INVALID_HANDLE_VALUE is what CloseHandle documents as having no
+	 * effect (GetCurrentProcess), so that close is harmless.
+	 */
+	io->handle = (cqw_fd)INVALID_HANDLE_VALUE;
+	return r;
 }
 
 int
 cqw__os_connect_begin(const struct cqw__addr *a, struct cqw__io *io,
 		      void *scratch)
 {
-	(void)a;
-	(void)io;
-	(void)scratch;
-	return CQW_EOPNOTSUPP;
+	struct cqw__win_srv *w = scratch;
+	int r;
+
+	memset(w, 0, sizeof(*w));
+	w->sock = INVALID_SOCKET;
+	io->op = CQW__IO_CONNECT;
+	io->buf = w;
+	io->len = 0;
+	switch (a->kind) {
+	case CQW__ADDR_PIPE:
+		_Static_assert(sizeof(w->u.path) == sizeof(a->path),
+			       "a pipe's path must fit the scratch area");
+		memcpy(w->u.path, a->path, sizeof(w->u.path));
+		io->kind = CQW__FD_MSGPIPE;
+		return connect_pipe(io, w);
+	case CQW__ADDR_TCP:
+		r = connect_tcp(a, io, w);
+		return r < 0 ? r : 0; /* ConnectEx runs as the io */
+	default:
+		return CQW_EAFNOSUPPORT;
+	}
 }
 
 int
 cqw__os_connect_again(struct cqw__io *io, void *scratch)
 {
-	(void)io;
-	(void)scratch;
-	return CQW_EOPNOTSUPP;
+	/* Only a busy pipe is asked again: TCP never says CQW_EAGAIN. */
+	if (io->kind != CQW__FD_MSGPIPE) {
+		return CQW_EINVAL;
+	}
+	return connect_pipe(io, scratch);
 }
 
 int
 cqw__os_connect_done(struct cqw__io *io, int *kind)
 {
-	(void)io;
-	(void)kind;
-	return CQW_EOPNOTSUPP;
+	SOCKET s = (SOCKET)io->handle;
+
+	if (io->kind == CQW__FD_MSGPIPE) {
+		*kind = CQW__FD_MSGPIPE; /* message mode set when opened */
+		return 0;
+	}
+	/* ConnectEx's documented next step, so the socket is whole. */
+	if (setsockopt(s, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, NULL, 0) !=
+	    0) {
+		return wsa_last();
+	}
+	set_nodelay(s);
+	*kind = CQW__FD_SOCK;
+	return 0;
 }

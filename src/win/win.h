@@ -26,6 +26,7 @@
 #include <winsock2.h>
 #include <ws2tcpip.h>
 #include <windows.h>
+#include <mswsock.h>
 
 #include "common/internal.h"
 #include "common/platform.h"
@@ -136,6 +137,34 @@ struct cqw__lsock {
 	wchar_t *name; /* pipe: its name */
 	HANDLE inst;   /* pipe: the instance the next accept connects */
 	HANDLE spare;  /* pipe: created ahead, for the accept after */
+	int family;    /* TCP: the socket's address family (AcceptEx's) */
+	LPFN_ACCEPTEX accept_ex; /* TCP: looked up on the first accept op */
+};
+
+/*
+ * What an accept or connect io (CQW__IO_ACCEPT, CQW__IO_CONNECT) of
+ * servers on the loop carries in its scratch area (platform.h): io->buf
+ * points at it. sock.c fills it; the iocp backend issues the call:
+ *
+ *   ACCEPT on a socket   AcceptEx(io->handle, sock, addrs, 0, ...)
+ *   ACCEPT on a pipe     ConnectNamedPipe(io->handle) (no scratch)
+ *   CONNECT on a socket  ConnectEx(io->handle, &target, target_len)
+ *
+ * The extension functions travel with the io, so the backend needs
+ * nothing of Winsock's provider lookup. A pipe's connect never has an
+ * io: CreateFile is synchronous; path is the name it retries.
+ */
+#define CQW__WIN_ACCEPT_ADDR (sizeof(struct sockaddr_storage) + 16)
+struct cqw__win_srv {
+	LPFN_ACCEPTEX accept_ex;
+	LPFN_CONNECTEX connect_ex;
+	SOCKET sock; /* AcceptEx: the socket the peer is accepted into */
+	int target_len;
+	union {
+		char addrs[2 * CQW__WIN_ACCEPT_ADDR]; /* AcceptEx's */
+		struct sockaddr_storage target;	      /* ConnectEx's */
+		char path[CQW__ADDR_PATH_MAX];	      /* a busy pipe's */
+	} u;
 };
 
 /* pipe.c: the pipe halves of the endpoint calls (sock.c dispatches). */
@@ -143,6 +172,16 @@ int cqw__pipe_listen(struct cqw__lsock *l, const struct cqw__addr *a);
 int cqw__pipe_accept(struct cqw__lsock *l, cqw_fd *h, int timeout_ms);
 void cqw__pipe_listen_close(struct cqw__lsock *l);
 int cqw__pipe_connect(const struct cqw__addr *a, cqw_fd *h, int64_t deadline);
+/*
+ * pipe.c, for servers on the loop. accept_next: the instance an accept
+ * io connects (the listener's next, which it replaces first with a new
+ * one, as cqw__pipe_accept), or an error with nothing changed.
+ * connect_try: open the pipe path once, without waiting: 0 and *h (in
+ * message read mode), CQW_EAGAIN if every instance is busy, or an error
+ * (CQW_ENOENT: no listener).
+ */
+int cqw__pipe_accept_next(struct cqw__lsock *l, HANDLE *h);
+int cqw__pipe_connect_try(const char *path, HANDLE *h);
 
 /*
  * pipe.c: the name of a pipe address as UTF-16, allocated, or NULL
