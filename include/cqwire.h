@@ -70,6 +70,7 @@ typedef int cqw_fd;
 	X(EBUSY, CQW__SYS(EBUSY, 16), "resource busy")                         \
 	X(EEXIST, CQW__SYS(EEXIST, 17), "file exists")                         \
 	X(EINVAL, CQW__SYS(EINVAL, 22), "invalid argument")                    \
+	X(ENFILE, CQW__SYS(ENFILE, 23), "too many open files in system")       \
 	X(EMFILE, CQW__SYS(EMFILE, 24), "too many open files")                 \
 	X(ENOSPC, CQW__SYS(ENOSPC, 28), "no space left on device")             \
 	X(EPIPE, CQW__SYS(EPIPE, 32), "broken pipe")                           \
@@ -369,9 +370,37 @@ CQW_EXTERN cqw_fd cqw_listener_fileno(const cqw_listener *l);
 CQW_EXTERN int cqw_listener_close(cqw_listener *l);
 CQW_EXTERN void cqw_listener_free(cqw_listener *l);
 
-/* Connect and, with an authkey, answer then deliver a challenge. */
+/*
+ * Connect and, with an authkey, answer then deliver a challenge. The
+ * connect itself waits as long as the system lets it (a TCP SYN is
+ * retried for minutes; a named pipe that stays busy, 20 s as Python).
+ */
 CQW_EXTERN int cqw_connect(cqw_conn **out, const char *address,
 			   const struct cqw_auth *auth);
+/*
+ * cqw_connect with the connect bounded by timeout_ms (0: 20 s; < 0: as
+ * long as the system lets it): a listener whose backlog is full, a host
+ * that does not answer, a busy pipe. CQW_ETIMEDOUT leaves nothing open.
+ * The handshake then has its own deadline (auth->timeout_ms).
+ */
+CQW_EXTERN int cqw_connect_timeout(cqw_conn **out, const char *address,
+				   const struct cqw_auth *auth, int timeout_ms);
+
+/*
+ * The split for servers that run a thread per connection: accept without
+ * the handshake (the acceptor stays free), then run it on the new
+ * connection in its own thread. cqw_deliver_challenge and
+ * cqw_answer_challenge are Python's functions of the same names (WIRE.md
+ * §4): a server delivers then answers, a client answers then delivers.
+ * Each has the deadline auth->timeout_ms (0: 20 s; < 0: none), reads at
+ * most 256 bytes a frame and consumes nothing after its last frame.
+ * CQW_EAUTH for a wrong key or a peer that breaks the protocol (a frame
+ * over the cap, a lying length); CQW_ETIMEDOUT at the deadline. auth
+ * must have a key.
+ */
+CQW_EXTERN int cqw_accept_raw(cqw_listener *l, cqw_conn **out, int timeout_ms);
+CQW_EXTERN int cqw_deliver_challenge(cqw_conn *c, const struct cqw_auth *auth);
+CQW_EXTERN int cqw_answer_challenge(cqw_conn *c, const struct cqw_auth *auth);
 
 /* ----------------------------------------------------------------------
  * Signals
@@ -452,8 +481,10 @@ CQW_EXTERN const char *cqw_loop_features(const cqw_loop *loop);
 CQW_EXTERN int cqw_loop_wake(cqw_loop *loop);
 
 enum cqw_op_kind {
-	CQW_OP_SEND = 1, /* send buf[0..len) as one message */
-	CQW_OP_RECV = 2, /* receive one message into buf[0..len) */
+	CQW_OP_SEND = 1,    /* send buf[0..len) as one message */
+	CQW_OP_RECV = 2,    /* receive one message into buf[0..len) */
+	CQW_OP_ACCEPT = 3,  /* accept one peer on listener, run the handshake */
+	CQW_OP_CONNECT = 4, /* connect to address, run the handshake */
 };
 
 struct cqw_op {
@@ -472,6 +503,31 @@ struct cqw_op {
 	 */
 	int64_t result;
 	size_t needed;
+	/*
+	 * ACCEPT and CONNECT. Each op is one connection: it completes with
+	 * result 0 and conn set to a new connection that has finished the
+	 * handshake (the caller's, to free with cqw_conn_free; on no loop
+	 * until it is submitted to one), or with CQW_EAUTH, CQW_ETIMEDOUT,
+	 * CQW_ECANCELED, CQW_EMFILE or the transport's error, conn NULL.
+	 * Every handshake runs on the loop beside all the others, with its
+	 * own deadline (auth->timeout_ms; the listener's for ACCEPT), reads
+	 * at most 256 bytes a frame, and consumes nothing after its last
+	 * frame. A server that wants 64 handshakes at once keeps 64 ACCEPT
+	 * ops submitted; one at its connection limit submits none, and new
+	 * peers wait in the kernel's backlog. A listener's ops go to one
+	 * loop at a time (another: CQW_EBUSY). After CQW_EMFILE (or ENFILE,
+	 * ENOBUFS, ENOMEM) the listener's next accept waits 100 ms, so a
+	 * server that resubmits at once does not spin.
+	 */
+	cqw_listener *listener;	     /* ACCEPT */
+	const char *address;	     /* CONNECT; read at submit */
+	const struct cqw_auth *auth; /* CONNECT, NULL for none; copied */
+	/*
+	 * ACCEPT: how long to wait for a peer (<= 0: no limit), then
+	 * CQW_ETIMEDOUT. CONNECT: the connect itself (0: 20 s; < 0: no
+	 * limit); the handshake's deadline follows from auth.
+	 */
+	int timeout_ms;
 	void *priv[6]; /* the loop's; do not touch while submitted */
 };
 

@@ -33,6 +33,10 @@
 /* Beyond this, a header is not trusted with one allocation: the library
  * allocates as the payload arrives (a lying header costs little). */
 #define TRUST_HEADER_MAX (16u << 20)
+/* recv_batch lands messages in slots of one scratch area this large
+ * (kept on the connection), then copies each into its bytes object. */
+#define RECV_BATCH_BYTES 65536
+#define RECV_BATCH_SLOT_MIN 256
 
 typedef struct {
 	PyObject *conn_type;
@@ -48,6 +52,8 @@ typedef struct {
 typedef struct {
 	PyObject_HEAD cqw_conn *c;
 	size_t last_size; /* the previous message's, for recv_message */
+	char *scratch;	  /* recv_batch's landing area, RECV_BATCH_BYTES */
+	int scratch_busy; /* a recv_batch (another thread's) is using it */
 } ConnObject;
 
 typedef struct {
@@ -238,6 +244,7 @@ conn_dealloc(ConnObject *self)
 	PyTypeObject *tp = Py_TYPE(self);
 
 	cqw_conn_free(self->c);
+	PyMem_RawFree(self->scratch);
 	tp->tp_free(self);
 	Py_DECREF(tp);
 }
@@ -558,6 +565,170 @@ conn_recv(ConnObject *self, PyObject *unused)
 	return obj;
 }
 
+/* send_batch(iterable_of_buffers): every buffer as one message, in
+ * order, through cqw_send_batch (gather writes). */
+static PyObject *
+conn_send_batch(ConnObject *self, PyObject *iterable)
+{
+	PyObject *seq, *res = NULL;
+	Py_buffer *views = NULL;
+	struct cqw_msg *msgs = NULL;
+	Py_ssize_t n, i, got = 0;
+	int r;
+
+	if (check_writable(self) < 0) {
+		return NULL;
+	}
+	seq = PySequence_Fast(iterable, "send_batch needs an iterable");
+	if (seq == NULL) {
+		return NULL;
+	}
+	n = PySequence_Fast_GET_SIZE(seq);
+	if (n == 0) {
+		Py_DECREF(seq);
+		Py_RETURN_NONE;
+	}
+	views = PyMem_Calloc((size_t)n, sizeof(*views));
+	msgs = PyMem_Calloc((size_t)n, sizeof(*msgs));
+	if (views == NULL || msgs == NULL) {
+		PyErr_NoMemory();
+		goto out;
+	}
+	for (got = 0; got < n; got++) {
+		if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got),
+				       &views[got], PyBUF_SIMPLE) < 0) {
+			goto out;
+		}
+		msgs[got].buf = views[got].buf;
+		msgs[got].len = (size_t)views[got].len;
+	}
+	BLOCKING_BEGIN
+	r = cqw_send_batch(self->c, msgs, (size_t)n);
+	BLOCKING_END
+	if (r < 0) {
+		set_error(conn_state(self), r);
+		goto out;
+	}
+	res = Py_NewRef(Py_None);
+out:
+	for (i = 0; i < got; i++) {
+		PyBuffer_Release(&views[i]);
+	}
+	PyMem_Free(views);
+	PyMem_Free(msgs);
+	Py_DECREF(seq);
+	return res;
+}
+
+/* The slot size for a batch after a message of last bytes: a power of two
+ * that holds it, within [RECV_BATCH_SLOT_MIN, RECV_BATCH_BYTES]. */
+static size_t
+batch_slot(size_t last)
+{
+	size_t slot = RECV_BATCH_SLOT_MIN;
+
+	while (slot < last && slot < RECV_BATCH_BYTES) {
+		slot <<= 1;
+	}
+	return slot;
+}
+
+/* recv_batch(max, timeout=None): wait up to timeout for one message, then
+ * take every further one already there, up to max; a list of bytes, empty
+ * at the timeout. EOF (or an error) with nothing taken raises, as
+ * recv_bytes does; after some messages it is raised by the next call. */
+static PyObject *
+conn_recv_batch(ConnObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "max", "timeout", NULL };
+	modstate *st = conn_state(self);
+	PyObject *t = Py_None, *list = NULL, *b;
+	struct cqw_msg *msgs = NULL;
+	Py_ssize_t max;
+	size_t slot, n, i;
+	char *area;
+	int ms, r, own = 0;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "n|O:recv_batch", kwlist,
+					 &max, &t)) {
+		return NULL;
+	}
+	if (max <= 0) {
+		PyErr_SetString(PyExc_ValueError, "max must be positive");
+		return NULL;
+	}
+	if (timeout_ms(t, &ms) < 0 || check_readable(self) < 0) {
+		return NULL;
+	}
+	slot = batch_slot(self->last_size);
+	n = RECV_BATCH_BYTES / slot;
+	if ((size_t)max < n) {
+		n = (size_t)max;
+	}
+	/* The connection's scratch area, unless another thread is in a
+	 * recv_batch on it (the GIL is let go below). */
+	if (self->scratch_busy) {
+		area = PyMem_RawMalloc(RECV_BATCH_BYTES);
+		own = 1;
+	} else {
+		if (self->scratch == NULL) {
+			self->scratch = PyMem_RawMalloc(RECV_BATCH_BYTES);
+		}
+		area = self->scratch;
+		self->scratch_busy = area != NULL;
+	}
+	msgs = PyMem_Calloc(n, sizeof(*msgs));
+	if (area == NULL || msgs == NULL) {
+		PyErr_NoMemory();
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		msgs[i].buf = area + i * slot;
+		msgs[i].cap = slot;
+	}
+	BLOCKING_BEGIN
+	r = cqw_recv_batch(self->c, msgs, n, ms);
+	BLOCKING_END
+	if (r == CQW_ETOOSHORT) {
+		/* The first message does not fit a slot: it comes alone, in a
+		 * bytes object of its size. */
+		self->last_size = msgs[0].len;
+		b = recv_sized(self, st, msgs[0].len);
+		if (b != NULL) {
+			list = PyList_New(1);
+			if (list == NULL) {
+				Py_DECREF(b);
+			} else {
+				PyList_SET_ITEM(list, 0, b);
+			}
+		}
+		goto out;
+	}
+	if (r < 0) {
+		set_error(st, r);
+		goto out;
+	}
+	list = PyList_New(r);
+	for (i = 0; list != NULL && i < (size_t)r; i++) {
+		b = PyBytes_FromStringAndSize(msgs[i].buf,
+					      (Py_ssize_t)msgs[i].len);
+		if (b == NULL) {
+			Py_CLEAR(list);
+			break;
+		}
+		PyList_SET_ITEM(list, (Py_ssize_t)i, b);
+		self->last_size = msgs[i].len;
+	}
+out:
+	if (own) {
+		PyMem_RawFree(area);
+	} else if (area != NULL) {
+		self->scratch_busy = 0;
+	}
+	PyMem_Free(msgs);
+	return list;
+}
+
 static PyObject *
 conn_poll(ConnObject *self, PyObject *args, PyObject *kw)
 {
@@ -657,6 +828,12 @@ static PyMethodDef conn_methods[] = {
 	{ "send", (PyCFunction)conn_send, METH_O, "Send a picklable object." },
 	{ "recv", (PyCFunction)conn_recv, METH_NOARGS,
 	  "Receive a pickled object." },
+	{ "send_batch", (PyCFunction)conn_send_batch, METH_O,
+	  "Send every buffer of an iterable as one message each, in order "
+	  "(gather writes)." },
+	{ "recv_batch", KWFN(conn_recv_batch), METH_VARARGS | METH_KEYWORDS,
+	  "recv_batch(max, timeout=None): wait up to timeout for a message, "
+	  "then take up to max that are there; a list of bytes." },
 	{ "poll", KWFN(conn_poll), METH_VARARGS | METH_KEYWORDS,
 	  "Whether there is data to read (waiting up to timeout seconds)." },
 	{ "fileno", (PyCFunction)conn_fileno, METH_NOARGS,
@@ -943,20 +1120,29 @@ listener_dealloc(ListenerObject *self)
 }
 
 static PyObject *
-listener_accept(ListenerObject *self, PyObject *unused)
+listener_accept(ListenerObject *self, PyObject *args, PyObject *kw)
 {
+	static char *kwlist[] = { "timeout", NULL };
 	modstate *st = state_of_type(Py_TYPE(self));
+	PyObject *t = Py_None;
 	cqw_conn *c = NULL;
-	int r;
+	int r, ms;
 
-	(void)unused;
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:accept", kwlist, &t) ||
+	    timeout_ms(t, &ms) < 0) {
+		return NULL;
+	}
 	if (self->l == NULL || self->closed) {
 		PyErr_SetString(PyExc_OSError, "listener is closed");
 		return NULL;
 	}
 	BLOCKING_BEGIN
-	r = cqw_accept(self->l, &c, -1);
+	r = cqw_accept(self->l, &c, ms);
 	BLOCKING_END
+	if (r == CQW_ETIMEDOUT) {
+		PyErr_SetString(PyExc_TimeoutError, "accept timed out");
+		return NULL;
+	}
 	if (r < 0) {
 		return set_error(st, r);
 	}
@@ -1001,8 +1187,9 @@ listener_get_last(ListenerObject *self, void *unused)
 }
 
 static PyMethodDef listener_methods[] = {
-	{ "accept", (PyCFunction)listener_accept, METH_NOARGS,
-	  "Accept a connection (and authenticate it with the authkey)." },
+	{ "accept", KWFN(listener_accept), METH_VARARGS | METH_KEYWORDS,
+	  "accept(timeout=None): accept a connection (and authenticate it "
+	  "with the authkey); TimeoutError if none came in time." },
 	{ "close", (PyCFunction)listener_close, METH_NOARGS,
 	  "Close the listening socket." },
 	{ "__enter__", conn_enter, METH_NOARGS, NULL },
@@ -1264,6 +1451,43 @@ import_attr(const char *mod, const char *attr)
 	return a;
 }
 
+/* XmlListener / XmlClient: the stdlib's xmlrpc wrapper over this module's
+ * Listener and Client, built by cqwire._xmlrpc (pure Python). */
+static int
+add_xmlrpc(PyObject *m, modstate *st)
+{
+	PyObject *build, *client, *pair;
+	int r = -1;
+
+	build = import_attr("cqwire._xmlrpc", "build");
+	if (build == NULL) {
+		return -1;
+	}
+	client = PyObject_GetAttrString(m, "Client");
+	if (client == NULL) {
+		Py_DECREF(build);
+		return -1;
+	}
+	pair = PyObject_CallFunctionObjArgs(build, st->listener_type, client,
+					    NULL);
+	Py_DECREF(client);
+	Py_DECREF(build);
+	if (pair == NULL) {
+		return -1;
+	}
+	if (PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2 &&
+	    PyModule_AddObjectRef(m, "XmlListener",
+				  PyTuple_GET_ITEM(pair, 0)) == 0 &&
+	    PyModule_AddObjectRef(m, "XmlClient", PyTuple_GET_ITEM(pair, 1)) ==
+		0) {
+		r = 0;
+	} else if (!PyErr_Occurred()) {
+		PyErr_SetString(PyExc_RuntimeError, "bad cqwire._xmlrpc");
+	}
+	Py_DECREF(pair);
+	return r;
+}
+
 static int
 module_exec(PyObject *m)
 {
@@ -1313,6 +1537,9 @@ module_exec(PyObject *m)
 			Py_XDECREF(a);
 			return -1;
 		}
+	}
+	if (add_xmlrpc(m, st) < 0) {
+		return -1;
 	}
 	reduce = PyObject_GetAttrString(m, "_reduce_connection");
 	if (reduce == NULL) {

@@ -10,7 +10,7 @@ build_pkgs=(gcc make cmake pkg-config libssl-dev liburing-dev)
 perf_pkgs=(g++ libbenchmark-dev libzmq3-dev libnng-dev gnuplot-nox python3
 	python3-billiard)
 test_pkgs=(libcmocka-dev clang-format valgrind iproute2 clang libclang-rt-14-dev
-	python3-dev libpython3.11-testsuite)
+	python3-dev libpython3.11-testsuite python3-setuptools python3-pip python3-billiard)
 win_pkgs=(gcc-mingw-w64-x86-64-win32 wine wine64 dpkg-dev)
 
 case "${1:-build}" in

@@ -625,7 +625,7 @@ test_win_pipe_listener_early_client(void **state)
 	assert_int_equal(cqw__listen_open(&l, &a, 1, &bound), 0);
 	assert_string_equal(bound.path, a.path);
 	assert_int_equal(cqw__listen_accept(l, &h, &kind, 50), CQW_ETIMEDOUT);
-	assert_int_equal(cqw__os_connect(&a, &h, &kind), 0);
+	assert_int_equal(cqw__os_connect(&a, &h, &kind, -1), 0);
 	assert_int_equal(kind, CQW__FD_MSGPIPE);
 	c = t_conn(h, kind, CQW_DUPLEX);
 	assert_int_equal(t_send(c, "hello", 5), 0);
@@ -657,7 +657,7 @@ t_client_main(void *arg)
 	int kind;
 	int64_t n;
 
-	t->result = cqw__os_connect(t->a, &h, &kind);
+	t->result = cqw__os_connect(t->a, &h, &kind, -1);
 	if (t->result < 0) {
 		return 0;
 	}
@@ -769,7 +769,8 @@ test_win_pipe_listener_in_use(void **state)
 		int kind;
 		int64_t t0 = cqw__now_ms();
 
-		assert_int_equal(cqw__os_connect(&a, &h, &kind), CQW_ENOENT);
+		assert_int_equal(cqw__os_connect(&a, &h, &kind, -1),
+				 CQW_ENOENT);
 		assert_true(cqw__now_ms() - t0 < 5000);
 	}
 }
@@ -789,7 +790,7 @@ t_child_kill(const char *addr)
 	int kind;
 
 	if (big == NULL || cqw__addr_parse(&a, addr) != 0 ||
-	    cqw__os_connect(&a, &h, &kind) != 0) {
+	    cqw__os_connect(&a, &h, &kind, -1) != 0) {
 		return 2;
 	}
 	c = t_conn(h, kind, CQW_DUPLEX);

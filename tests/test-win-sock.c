@@ -64,7 +64,7 @@ t_tcp_pair(const char *addr, cqw_conn **a, cqw_conn **b)
 	assert_int_equal(bound.kind, CQW__ADDR_TCP);
 	assert_true(bound.port > 0);
 	assert_int_equal(cqw__listen_accept(l, &h2, &kind, 0), CQW_ETIMEDOUT);
-	assert_int_equal(cqw__os_connect(&bound, &h1, &kind), 0);
+	assert_int_equal(cqw__os_connect(&bound, &h1, &kind, -1), 0);
 	assert_int_equal(kind, CQW__FD_SOCK);
 	assert_int_equal(cqw__listen_accept(l, &h2, &kind, 5000), 0);
 	assert_int_equal(kind, CQW__FD_SOCK);
@@ -408,7 +408,7 @@ test_win_sock_endpoints(void **state)
 	(void)state;
 	assert_int_equal(cqw__addr_parse(&a, "unix:/tmp/x"), 0);
 	assert_int_equal(cqw__listen_open(&l, &a, 1, &bound), CQW_EAFNOSUPPORT);
-	assert_int_equal(cqw__os_connect(&a, &h, &kind), CQW_EAFNOSUPPORT);
+	assert_int_equal(cqw__os_connect(&a, &h, &kind, -1), CQW_EAFNOSUPPORT);
 	assert_int_equal(cqw__addr_parse(&a, "tcp:127.0.0.1:0"), 0);
 	assert_int_equal(cqw__listen_open(&l, &a, 1, &bound), 0);
 	assert_true(cqw__listen_fileno(l) > 0);
@@ -416,7 +416,8 @@ test_win_sock_endpoints(void **state)
 	assert_int_equal(cqw__listen_open(&l2, &bound, 1, &a), CQW_EADDRINUSE);
 	assert_int_equal(cqw__listen_close(l), 0);
 	/* Nobody there now. */
-	assert_int_equal(cqw__os_connect(&bound, &h, &kind), CQW_ECONNREFUSED);
+	assert_int_equal(cqw__os_connect(&bound, &h, &kind, -1),
+			 CQW_ECONNREFUSED);
 	/* Handles that are not sockets nor message pipes. */
 	assert_int_equal(cqw__io_fd_kind((cqw_fd)INVALID_HANDLE_VALUE),
 			 CQW_EBADF);
@@ -477,7 +478,7 @@ test_win_sock_wait_listener(void **state)
 	memset(it, 0, sizeof(it));
 	it[0].fd = cqw__listen_fileno(l);
 	assert_int_equal(cqw__os_wait(it, 1, 60), 0);
-	assert_int_equal(cqw__os_connect(&bound, &h1, &kind), 0);
+	assert_int_equal(cqw__os_connect(&bound, &h1, &kind, -1), 0);
 	assert_int_equal(cqw__os_wait(it, 1, 2000), 1);
 	assert_int_equal(cqw__listen_accept(l, &h2, &kind, 1000), 0);
 	assert_int_equal(cqw__os_wait(it, 1, 0), 0);

@@ -9,13 +9,13 @@
  * bound address from the first line of stdout, and judge "call" by its
  * exit status (0 all echoes intact, 1 failure, 2 bad usage).
  *
- * The server runs one thread per connection, so a slow or hostile peer
- * holds up nobody else; a bad peer costs one line on stderr.
+ * The server is one process on one loop: every accept, handshake and
+ * echo is an op, so a slow or hostile peer holds up nobody else; a bad
+ * peer costs one line on stderr.
  *
- * On Windows (mingw-w64, winpthreads) the same code runs, except that the
- * main thread waits on a condition variable instead of for signals: there
- * is no SIGUSR1 or sigwait(), and Ctrl+C or TerminateProcess end the
- * process as they do any console program.
+ * On Windows (mingw-w64, winpthreads) the server still runs a thread per
+ * connection behind acceptor threads, until accepts are IOCP ops there;
+ * Ctrl+C or TerminateProcess end it as they do any console program.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* nanosleep */
@@ -27,6 +27,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
+#include <fcntl.h>
+#include <sys/resource.h>
+#endif
 #include <time.h>
 #include <unistd.h>
 
@@ -46,32 +50,6 @@ struct options {
 	unsigned long long max_size;
 	unsigned long long count;
 	unsigned long long size;
-};
-
-/*
- * The server. Acceptor threads hand each connection to a thread of its
- * own. The main thread only waits for a signal: SIGINT or SIGTERM from
- * outside, or SIGUSR1 from a thread that ends the server (--once, or a
- * broken listener) after storing the exit status. Every way out then
- * unlinks a unix socket path.
- */
-struct server {
-	cqw_listener *l;
-	const struct options *opt;
-	pthread_mutex_t lock;
-	unsigned long long accepted; /* connections handed to a thread */
-	int status;		     /* exit status once SIGUSR1 is sent */
-#ifdef _WIN32
-	pthread_cond_t done; /* finished is set: the main thread ends */
-	int finished;
-#endif
-};
-
-/* One accepted connection, handed to its thread. */
-struct peer {
-	cqw_conn *conn;
-	struct server *srv;
-	int first; /* --once: the server ends with this one */
 };
 
 static void
@@ -241,6 +219,380 @@ drop(const char *why, int err)
 		cqw_strerror(err));
 }
 
+/*
+ * Errors from cqw_accept() that concern one peer (its handshake or its
+ * connection) rather than the listener itself.
+ */
+static int
+peer_error(int err)
+{
+	switch (err) {
+	case CQW_EAUTH:
+	case CQW_EOF:
+	case CQW_ETRUNC:
+	case CQW_ETIMEDOUT:
+	case CQW_ECONNRESET:
+	case CQW_ECONNABORTED:
+	case CQW_EPIPE:
+	case CQW_EPROTO:
+	case CQW_EMSGSIZE:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* Out of resources for now: another try may work once a peer leaves. */
+static int
+transient_error(int err)
+{
+	return err == CQW_EINTR || err == CQW_EAGAIN || err == CQW_EMFILE ||
+	       err == CQW_ENOBUFS || err == CQW_ENOMEM;
+}
+
+#ifndef _WIN32
+/*
+ * The server: one loop, one thread. Every accept with its handshake, and
+ * every peer's receive and echo, is an op on the loop, so a peer that
+ * stalls, floods, lies or dies costs only its own op: the others are
+ * served meanwhile. A peer that fails costs one line on stderr.
+ *
+ * Limits: HANDSHAKES accepts (each with its handshake) in flight, enough
+ * that a thousand peers that connect and say nothing (each held until
+ * the handshake's deadline) leave room for honest ones; and no more
+ * connections than the descriptor limit allows: past it no accept is
+ * submitted, and new peers wait in the kernel's backlog. An idle peer
+ * holds its connection, one receive op and a SMALL_BUF buffer; a longer
+ * message grows the buffer to its size (up to --max-size), and the
+ * buffer goes back to small after the echo.
+ */
+#define HANDSHAKES 2048
+#define SMALL_BUF 256
+#define REAP_BATCH 64
+
+struct peer {
+	cqw_conn *conn;
+	struct cqw_op op; /* RECV, then SEND of what came, then RECV... */
+	uint8_t *buf;	  /* small, or grown for a long message */
+	size_t cap;
+	int first; /* --once: the server ends with this one */
+	uint8_t small[SMALL_BUF];
+};
+
+struct server {
+	cqw_loop *loop;
+	cqw_listener *l;
+	const struct options *opt;
+	struct cqw_op acc[HANDSHAKES];
+	struct cqw_op *idle_acc[HANDSHAKES]; /* accept ops not submitted */
+	unsigned nidle;
+	unsigned long long conns;     /* peers being served */
+	unsigned long long max_conns; /* from the descriptor limit */
+	unsigned long long accepted;
+	int done;
+	int status;
+};
+
+/*
+ * SIGINT and SIGTERM reach the loop as a message: the handler writes an
+ * empty frame (a 4-byte zero header; write() is async-signal-safe) into
+ * a pipe whose reading end is a connection with a receive on the loop.
+ * No wait can miss it, wherever the signal lands.
+ */
+static volatile sig_atomic_t got_signal;
+static int signal_pipe[2] = { -1, -1 };
+
+static void
+on_signal(int sig)
+{
+	static const char empty_frame[4];
+	int saved = errno;
+
+	got_signal = sig;
+	(void)!write(signal_pipe[1], empty_frame, sizeof(empty_frame));
+	errno = saved;
+}
+
+/* Submit idle accept ops while under the connection limit. */
+static void
+refill_accepts(struct server *srv)
+{
+	struct cqw_op *op;
+	int r;
+
+	while (srv->nidle > 0 &&
+	       srv->conns + (HANDSHAKES - srv->nidle) < srv->max_conns) {
+		op = srv->idle_acc[--srv->nidle];
+		r = cqw_submit(srv->loop, op);
+		if (r < 0) {
+			fprintf(stderr, PROG ": accept: %s\n", cqw_strerror(r));
+			srv->idle_acc[srv->nidle++] = op;
+			srv->done = 1;
+			srv->status = 1;
+			return;
+		}
+	}
+}
+
+static int
+post(struct server *srv, struct peer *p, int kind, size_t len)
+{
+	p->op.kind = kind;
+	p->op.buf = p->buf;
+	p->op.len = len;
+	return cqw_submit(srv->loop, &p->op);
+}
+
+static void
+close_peer(struct server *srv, struct peer *p)
+{
+	cqw_conn_free(p->conn); /* its one op has completed */
+	if (p->buf != p->small) {
+		free(p->buf);
+	}
+	if (p->first) {
+		srv->done = 1;
+		srv->status = 0;
+	}
+	free(p);
+	srv->conns--;
+}
+
+static void
+accepted(struct server *srv, struct cqw_op *op)
+{
+	struct peer *p;
+	int r = (int)op->result;
+
+	srv->idle_acc[srv->nidle++] = op;
+	if (r < 0) {
+		if (peer_error(r)) {
+			drop("handshake", r);
+		} else if (transient_error(r)) {
+			/* The library waits before its next accept. */
+			fprintf(stderr, PROG ": accept: %s\n", cqw_strerror(r));
+		} else {
+			fprintf(stderr, PROG ": accept: %s\n", cqw_strerror(r));
+			srv->done = 1;
+			srv->status = 1;
+		}
+		return;
+	}
+	p = calloc(1, sizeof(*p));
+	if (p == NULL) {
+		drop("", CQW_ENOMEM);
+		cqw_conn_free(op->conn);
+		return;
+	}
+	p->conn = op->conn;
+	p->buf = p->small;
+	p->cap = sizeof(p->small);
+	p->op.conn = p->conn;
+	p->op.user_data = p;
+	p->first = srv->opt->once && srv->accepted == 0;
+	srv->accepted++;
+	srv->conns++;
+	r = post(srv, p, CQW_OP_RECV, p->cap);
+	if (r < 0) {
+		drop("", r);
+		close_peer(srv, p);
+	}
+}
+
+/* p's op completed: echo what came, or receive the next one. */
+static void
+served(struct server *srv, struct peer *p)
+{
+	int64_t n = p->op.result;
+	size_t need;
+	uint8_t *big;
+	int r;
+
+	if (p->op.kind == CQW_OP_RECV) {
+		if (n == CQW_ETOOSHORT) {
+			need = p->op.needed;
+			if ((unsigned long long)need > srv->opt->max_size) {
+				drop("message over --max-size", CQW_EMSGSIZE);
+				close_peer(srv, p);
+				return;
+			}
+			/* The message waits in the kernel; room for it. */
+			big = malloc(need > 0 ? need : 1);
+			if (big == NULL) {
+				drop("", CQW_ENOMEM);
+				close_peer(srv, p);
+				return;
+			}
+			if (p->buf != p->small) {
+				free(p->buf);
+			}
+			p->buf = big;
+			p->cap = need;
+			r = post(srv, p, CQW_OP_RECV, p->cap);
+		} else if (n == CQW_EOF) {
+			close_peer(srv, p); /* the peer is done */
+			return;
+		} else if (n < 0) {
+			drop("", (int)n);
+			close_peer(srv, p);
+			return;
+		} else {
+			r = post(srv, p, CQW_OP_SEND, (size_t)n);
+		}
+	} else {
+		if (n < 0) {
+			drop("", (int)n);
+			close_peer(srv, p);
+			return;
+		}
+		/* Echoed: a grown buffer goes back while the peer idles. */
+		if (p->buf != p->small) {
+			free(p->buf);
+			p->buf = p->small;
+			p->cap = sizeof(p->small);
+		}
+		r = post(srv, p, CQW_OP_RECV, p->cap);
+	}
+	if (r < 0) {
+		drop("", r);
+		close_peer(srv, p);
+	}
+}
+
+/* Connections the descriptor limit leaves room for. */
+static unsigned long long
+connection_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 ||
+	    rl.rlim_cur == RLIM_INFINITY) {
+		return 1000000;
+	}
+	/* Stdio, the listener, the loop, and one spare for each accept. */
+	return rl.rlim_cur > 16 + HANDSHAKES ? rl.rlim_cur - 16 - HANDSHAKES
+					     : 1;
+}
+
+/*
+ * On the way out, remove a unix socket path as cqw_listener_close()
+ * would (the ops on the listener are abandoned with the process).
+ */
+static void
+unlink_socket(const cqw_listener *l)
+{
+	const char *a = cqw_listener_address(l);
+
+	if (a != NULL && strncmp(a, "unix:/", 6) == 0) {
+		unlink(a + 5);
+	}
+}
+
+static int
+serve(const struct options *opt, const struct cqw_auth *auth)
+{
+	struct server srv = { .opt = opt, .status = 1 };
+	struct cqw_op *ops[REAP_BATCH], sigop = { .kind = CQW_OP_RECV };
+	cqw_conn *sigconn = NULL;
+	struct sigaction sa;
+	char sigbuf[1];
+	int i, n, r;
+
+	if (pipe(signal_pipe) != 0 ||
+	    cqw_conn_from_fd(&sigconn, signal_pipe[0], CQW_READABLE) != 0) {
+		fprintf(stderr, PROG ": %s\n", strerror(errno));
+		return 1;
+	}
+	fcntl(signal_pipe[1], F_SETFL, O_NONBLOCK); /* never block a handler */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+
+	r = cqw_listen(&srv.l, opt->address, auth->key != NULL ? auth : NULL,
+		       HANDSHAKES);
+	if (r < 0) {
+		fprintf(stderr, PROG ": cannot listen on %s: %s\n",
+			opt->address, cqw_strerror(r));
+		return 1;
+	}
+	r = cqw_loop_new(&srv.loop, NULL);
+	if (r < 0) {
+		fprintf(stderr, PROG ": %s\n", cqw_strerror(r));
+		cqw_listener_free(srv.l);
+		return 1;
+	}
+	printf("%s\n", cqw_listener_address(srv.l));
+	fflush(stdout);
+	srv.max_conns = connection_limit();
+	for (i = 0; i < HANDSHAKES; i++) {
+		srv.acc[i].kind = CQW_OP_ACCEPT;
+		srv.acc[i].listener = srv.l;
+		srv.idle_acc[srv.nidle++] = &srv.acc[i];
+	}
+	sigop.conn = sigconn;
+	sigop.buf = sigbuf;
+	sigop.len = sizeof(sigbuf);
+	if (cqw_submit(srv.loop, &sigop) < 0) {
+		return 1;
+	}
+	refill_accepts(&srv);
+	while (!srv.done && !got_signal) {
+		n = cqw_reap(srv.loop, ops, REAP_BATCH, -1);
+		if (n < 0) {
+			fprintf(stderr, PROG ": %s\n", cqw_strerror(n));
+			break;
+		}
+		for (i = 0; i < n; i++) {
+			if (ops[i] == &sigop) {
+				continue; /* got_signal is set: out we go */
+			}
+			if (ops[i]->kind == CQW_OP_ACCEPT) {
+				accepted(&srv, ops[i]);
+			} else {
+				served(&srv, ops[i]->user_data);
+			}
+		}
+		refill_accepts(&srv);
+	}
+	unlink_socket(srv.l);
+	fflush(stdout);
+	if (got_signal) {
+		/* Die of the signal, as the caller expects. */
+		signal(got_signal, SIG_DFL);
+		raise(got_signal);
+	}
+	/* Peers still connected are closed with the process. */
+	return srv.status;
+}
+#else /* _WIN32 */
+/*
+ * The server. Acceptor threads hand each connection to a thread of its
+ * own. The main thread only waits for a signal: SIGINT or SIGTERM from
+ * outside, or SIGUSR1 from a thread that ends the server (--once, or a
+ * broken listener) after storing the exit status. Every way out then
+ * unlinks a unix socket path.
+ */
+struct server {
+	cqw_listener *l;
+	const struct options *opt;
+	pthread_mutex_t lock;
+	unsigned long long accepted; /* connections handed to a thread */
+	int status;		     /* exit status once SIGUSR1 is sent */
+#ifdef _WIN32
+	pthread_cond_t done;	     /* finished is set: the main thread ends */
+	int finished;
+#endif
+};
+
+/* One accepted connection, handed to its thread. */
+struct peer {
+	cqw_conn *conn;
+	struct server *srv;
+	int first; /* --once: the server ends with this one */
+};
+
 /* Ask the main thread to end the server with this exit status. */
 static void
 finish(struct server *srv, int status)
@@ -289,37 +641,6 @@ serve_peer(void *arg)
 	}
 	free(p);
 	return NULL;
-}
-
-/*
- * Errors from cqw_accept() that concern one peer (its handshake or its
- * connection) rather than the listener itself.
- */
-static int
-peer_error(int err)
-{
-	switch (err) {
-	case CQW_EAUTH:
-	case CQW_EOF:
-	case CQW_ETRUNC:
-	case CQW_ETIMEDOUT:
-	case CQW_ECONNRESET:
-	case CQW_ECONNABORTED:
-	case CQW_EPIPE:
-	case CQW_EPROTO:
-	case CQW_EMSGSIZE:
-		return 1;
-	default:
-		return 0;
-	}
-}
-
-/* Out of resources for now: another try may work once a peer leaves. */
-static int
-transient_error(int err)
-{
-	return err == CQW_EINTR || err == CQW_EAGAIN || err == CQW_EMFILE ||
-	       err == CQW_ENOBUFS || err == CQW_ENOMEM;
 }
 
 /*
@@ -464,6 +785,8 @@ serve(const struct options *opt, const struct cqw_auth *auth)
 	pthread_mutex_unlock(&srv.lock);
 	return r;
 }
+
+#endif /* _WIN32 */
 
 static void
 fill(uint8_t *buf, size_t n, unsigned long long k)

@@ -14,8 +14,12 @@
 
 #if defined(__GNUC__)
 #define CQW__NOINLINE __attribute__((noinline))
+#define CQW__INLINE inline __attribute__((always_inline))
+#define CQW__LIKELY(x) __builtin_expect(!!(x), 1)
 #else
+#define CQW__LIKELY(x) (x)
 #define CQW__NOINLINE
+#define CQW__INLINE inline
 #endif
 
 /* Read-ahead staging for CQW_EXCLUSIVE connections. */
@@ -30,18 +34,21 @@ struct cqw__opq {
 
 /* What an io is for; the backend picks the system call from it and the kind. */
 enum cqw__io_op {
-	CQW__IO_RECV = 1, /* stream: read up to len bytes into buf (0: end of
+	CQW__IO_RECV = 1,    /* stream: read up to len bytes into buf (0: end of
 			     file). message: read one message into buf; one
 			     longer than len fills buf and completes with
 			     CQW__CF_MSG_MORE, io->more bytes of it still
 			     queued (0: not known). 0 without the flag is a
 			     zero-length message; end of file is CQW_EOF */
-	CQW__IO_SEND = 2, /* stream: write the gather iov[0..iovcnt) (may be
+	CQW__IO_SEND = 2,    /* stream: write the gather iov[0..iovcnt) (may be
 			     partial). message: the gather is one message,
 			     written whole */
-	CQW__IO_PEEK = 3, /* stream sockets: copy up to len queued bytes into
+	CQW__IO_PEEK = 3,    /* stream sockets: copy up to len queued bytes into
 			     buf without consuming them */
-	/* Accept and connect become ios with the servers issue. */
+	CQW__IO_ACCEPT = 4,  /* listeners: take one peer; the result is its
+				handle (platform: cqw__listen_accept_io) */
+	CQW__IO_CONNECT = 5, /* finish connecting handle (platform:
+				cqw__os_connect_begin); the result is 0 */
 };
 
 /* Completion flags (io->flags). */

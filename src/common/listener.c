@@ -12,27 +12,31 @@
 #include "auth.h"
 #include "internal.h"
 #include "platform.h"
+#include "server.h"
 #include "transport.h"
 
 #define AUTH_DEFAULT_TIMEOUT_MS 20000
+#define CONNECT_DEFAULT_TIMEOUT_MS 20000
 
-struct cqw_listener {
-	struct cqw__lsock *ls; /* the platform's endpoint */
-	int closed;
-	struct cqw__addr addr;
-	char address[CQW__ADDR_PATH_MAX + 16];
-	struct cqw_auth auth; /* key copied into keybuf */
-	uint8_t *keybuf;
-};
-
-static int64_t
-auth_deadline(const struct cqw_auth *auth)
+int64_t
+cqw__auth_deadline(const struct cqw_auth *auth)
 {
 	if (auth->timeout_ms < 0) {
 		return -1;
 	}
 	return cqw__now_ms() +
 	       (auth->timeout_ms ? auth->timeout_ms : AUTH_DEFAULT_TIMEOUT_MS);
+}
+
+/* A connect's deadline: 0 is the default, < 0 none. */
+static int64_t
+connect_deadline(int timeout_ms)
+{
+	if (timeout_ms < 0) {
+		return -1;
+	}
+	return cqw__now_ms() +
+	       (timeout_ms ? timeout_ms : CONNECT_DEFAULT_TIMEOUT_MS);
 }
 
 static int
@@ -106,10 +110,17 @@ answer_challenge(cqw_conn *c, const struct cqw_auth *auth, int64_t deadline)
 	return cqw__auth_check_welcome(resp, (size_t)n);
 }
 
+/* A frame over the cap, or a lie about a length, is a failed peer. */
+static int
+peer_failed(int r)
+{
+	return r == CQW_EMSGSIZE || r == CQW_EPROTO ? CQW_EAUTH : r;
+}
+
 static int
 handshake(cqw_conn *c, const struct cqw_auth *auth, int server)
 {
-	int64_t deadline = auth_deadline(auth);
+	int64_t deadline = cqw__auth_deadline(auth);
 	int r;
 
 	if (server) {
@@ -123,11 +134,7 @@ handshake(cqw_conn *c, const struct cqw_auth *auth, int server)
 			r = deliver_challenge(c, auth, deadline);
 		}
 	}
-	/* A frame over the cap, or a lie about a length, is a failed peer. */
-	if (r == CQW_EMSGSIZE || r == CQW_EPROTO) {
-		r = CQW_EAUTH;
-	}
-	return r;
+	return peer_failed(r);
 }
 
 static int
@@ -187,7 +194,7 @@ cqw_listen(cqw_listener **out, const char *address, const struct cqw_auth *auth,
 	}
 	r = cqw__addr_format(&bound, l->address, sizeof(l->address));
 	if (r < 0) {
-		cqw_listener_close(l);
+		cqw__listen_close(l->ls);
 		goto out_free;
 	}
 	*out = l;
@@ -200,9 +207,8 @@ out_free:
 }
 
 int
-cqw_accept(cqw_listener *l, cqw_conn **out, int timeout_ms)
+cqw_accept_raw(cqw_listener *l, cqw_conn **out, int timeout_ms)
 {
-	cqw_conn *c;
 	cqw_fd fd;
 	int r, kind;
 
@@ -216,9 +222,21 @@ cqw_accept(cqw_listener *l, cqw_conn **out, int timeout_ms)
 	if (r < 0) {
 		return r;
 	}
-	r = cqw__conn_new(&c, fd, kind, CQW_DUPLEX);
+	r = cqw__conn_new(out, fd, kind, CQW_DUPLEX);
 	if (r < 0) {
 		cqw__io_close(fd);
+	}
+	return r;
+}
+
+int
+cqw_accept(cqw_listener *l, cqw_conn **out, int timeout_ms)
+{
+	cqw_conn *c;
+	int r;
+
+	r = cqw_accept_raw(l, &c, timeout_ms);
+	if (r < 0) {
 		return r;
 	}
 	if (l->auth.key != NULL) {
@@ -230,6 +248,45 @@ cqw_accept(cqw_listener *l, cqw_conn **out, int timeout_ms)
 	}
 	*out = c;
 	return 0;
+}
+
+/* The checks Python's deliver_challenge/answer_challenge make first. */
+static int
+check_split(cqw_conn *c, const struct cqw_auth *auth)
+{
+	int r;
+
+	if (c == NULL || auth == NULL || auth->key == NULL) {
+		return CQW_EINVAL;
+	}
+	r = check_auth(auth);
+	if (r < 0) {
+		return r;
+	}
+	if (c->closed) {
+		return CQW_ECLOSED;
+	}
+	return (c->flags & CQW_DUPLEX) == CQW_DUPLEX ? 0 : CQW_EINVAL;
+}
+
+int
+cqw_deliver_challenge(cqw_conn *c, const struct cqw_auth *auth)
+{
+	int r = check_split(c, auth);
+
+	return r < 0 ? r
+		     : peer_failed(deliver_challenge(c, auth,
+						     cqw__auth_deadline(auth)));
+}
+
+int
+cqw_answer_challenge(cqw_conn *c, const struct cqw_auth *auth)
+{
+	int r = check_split(c, auth);
+
+	return r < 0 ? r
+		     : peer_failed(
+			   answer_challenge(c, auth, cqw__auth_deadline(auth)));
 }
 
 const char *
@@ -247,17 +304,41 @@ cqw_listener_fileno(const cqw_listener *l)
 	return l->closed ? CQW_ECLOSED : cqw__listen_fileno(l->ls);
 }
 
+void
+cqw__listener_close_now(cqw_listener *l)
+{
+	l->close_pending = 0;
+	cqw__listen_close(l->ls); /* unlinks only in the creator */
+	l->ls = NULL;
+}
+
 int
 cqw_listener_close(cqw_listener *l)
 {
+	int r;
+
 	if (l == NULL) {
 		return CQW_EINVAL;
 	}
 	if (l->closed) {
 		return 0;
 	}
+	/*
+	 * ACCEPT ops in flight may have the kernel still using the handle:
+	 * they are cancelled, and the endpoint closes with the last.
+	 */
+	if (l->nops > 0) {
+		r = cqw__srv_listener_close(l);
+		if (r < 0) {
+			return r;
+		}
+		l->closed = 1;
+		return 0;
+	}
 	l->closed = 1;
-	return cqw__listen_close(l->ls); /* unlinks only in the creator */
+	r = cqw__listen_close(l->ls); /* unlinks only in the creator */
+	l->ls = NULL;
+	return r;
 }
 
 void
@@ -267,6 +348,19 @@ cqw_listener_free(cqw_listener *l)
 		return;
 	}
 	cqw_listener_close(l);
+	if (l->nops > 0) {
+		l->free_pending = 1; /* with the last of its ops */
+		return;
+	}
+	cqw__listener_free_now(l);
+}
+
+void
+cqw__listener_free_now(cqw_listener *l)
+{
+	if (l->ls != NULL) {
+		cqw__listen_close(l->ls);
+	}
 	if (l->keybuf != NULL) {
 		/* Do not leave the key in freed memory. */
 		cqw__wipe(l->keybuf, l->auth.keylen);
@@ -276,7 +370,8 @@ cqw_listener_free(cqw_listener *l)
 }
 
 int
-cqw_connect(cqw_conn **out, const char *address, const struct cqw_auth *auth)
+cqw_connect_timeout(cqw_conn **out, const char *address,
+		    const struct cqw_auth *auth, int timeout_ms)
 {
 	struct cqw__addr a;
 	cqw_conn *c;
@@ -294,7 +389,7 @@ cqw_connect(cqw_conn **out, const char *address, const struct cqw_auth *auth)
 	if (r < 0) {
 		return r;
 	}
-	r = cqw__os_connect(&a, &fd, &kind);
+	r = cqw__os_connect(&a, &fd, &kind, connect_deadline(timeout_ms));
 	if (r < 0) {
 		return r;
 	}
@@ -312,4 +407,10 @@ cqw_connect(cqw_conn **out, const char *address, const struct cqw_auth *auth)
 	}
 	*out = c;
 	return 0;
+}
+
+int
+cqw_connect(cqw_conn **out, const char *address, const struct cqw_auth *auth)
+{
+	return cqw_connect_timeout(out, address, auth, -1);
 }

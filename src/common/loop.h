@@ -20,7 +20,23 @@ struct cqw_loop {
 	uint64_t owner;	      /* the thread that flushes and reaps it... */
 	int owned;	      /* ...once one has */
 	uint64_t id;	      /* unique in the process, never reused */
+
+	/* Accepts and connects (server.c): each op's handshake state. */
+	struct cqw__hs *hs;	   /* all of them */
+	struct cqw__hs *hs_queued; /* submitted, started by the next flush */
+	struct cqw__hs *hs_ready;  /* a frame of theirs completed */
+	struct cqw__hs *timers;	   /* those with a deadline, soonest first */
+	struct cqw__hs *timers_tail;
 };
+
+/*
+ * Queue an op of the library's own (a handshake frame) on its
+ * connection, as cqw_submit() does, but invisible to cqw_reap(): it ends
+ * through cqw__srv_ready(). On the loop's thread only.
+ */
+int cqw__loop_submit_internal(cqw_loop *loop, struct cqw_op *op);
+/* 0 if the calling thread may use loop now (see loop.c), else CQW_EBUSY. */
+int cqw__loop_check_thread(cqw_loop *loop);
 
 /*
  * Cancel every op of c and wait until the kernel is done with its

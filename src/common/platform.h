@@ -104,10 +104,59 @@ cqw_fd cqw__listen_fileno(const struct cqw__lsock *l);
 int cqw__listen_close(struct cqw__lsock *l);
 
 /*
- * BLOCKING. Connect to a: the handle and its kind. Named pipes retry a
- * busy pipe for up to 20 s, as Python's Client does. CQW_EINTR leaves
- * nothing half-connected.
+ * BLOCKING. Connect to a before deadline (absolute, cqw__now_ms(); -1:
+ * none): the handle and its kind. Named pipes retry a busy pipe until the
+ * deadline, or for 20 s without one, as Python's Client does. A full
+ * AF_UNIX backlog is retried until the deadline. CQW_ETIMEDOUT and
+ * CQW_EINTR leave nothing half-connected.
  */
-int cqw__os_connect(const struct cqw__addr *a, cqw_fd *h, int *kind);
+int cqw__os_connect(const struct cqw__addr *a, cqw_fd *h, int *kind,
+		    int64_t deadline);
+
+/*
+ * --- servers on the loop (server.c): accepts and connects as ios --------
+ *
+ * Each accept or connect op lends the platform an io and a scratch area
+ * of CQW__SRV_SCRATCH bytes that live until the io is over (Windows keeps
+ * AcceptEx's addresses and the socket it accepts into there; POSIX a
+ * sockaddr).
+ */
+struct cqw__io;
+#define CQW__SRV_SCRATCH 320
+
+/*
+ * Make io an accept on l (op, handle, kind set). 1 if io->handle is a new
+ * handle that the loop must attach before starting io (a pipe instance),
+ * 0 if it is the listener's own, or an error.
+ */
+int cqw__listen_accept_io(struct cqw__lsock *l, struct cqw__io *io,
+			  void *scratch);
+/*
+ * io completed with io->result >= 0: the new connection's handle and
+ * kind, ready to wrap. An error (the accepted handle then closed) ends
+ * this accept only; the listener goes on.
+ */
+int cqw__listen_accept_done(struct cqw__lsock *l, struct cqw__io *io, cqw_fd *h,
+			    int *kind);
+/* io ended without a peer (an error, a cancel): free what accept_io made. */
+void cqw__listen_accept_drop(struct cqw__lsock *l, struct cqw__io *io);
+
+/*
+ * Begin connecting to a, without blocking: 1 if connected already (the
+ * handle is io->handle), 0 if io (CQW__IO_CONNECT, handle set) must run
+ * to finish it, CQW_EAGAIN if the peer cannot take it now (a full AF_UNIX
+ * backlog: ask cqw__os_connect_again later; io->handle is open), or an
+ * error with nothing open. Name resolution, where a host name needs it,
+ * blocks.
+ */
+int cqw__os_connect_begin(const struct cqw__addr *a, struct cqw__io *io,
+			  void *scratch);
+/* After CQW_EAGAIN: the same answers as cqw__os_connect_begin. */
+int cqw__os_connect_again(struct cqw__io *io, void *scratch);
+/*
+ * Connected (begin said 1, or io completed with 0): make io->handle what
+ * a connection wraps (blocking again, TCP_NODELAY): its kind, or an error.
+ */
+int cqw__os_connect_done(struct cqw__io *io, int *kind);
 
 #endif

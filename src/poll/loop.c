@@ -97,6 +97,10 @@ attempt(cqw_loop *loop, struct cqw__io *io)
 		r = cqw__io_read(io->handle, &io->kind, io->buf, io->len);
 	} else if (io->op == CQW__IO_PEEK) {
 		r = cqw__io_peek(io->handle, io->buf, io->len);
+	} else if (io->op == CQW__IO_ACCEPT) {
+		r = cqw__io_accept(io->handle);
+	} else if (io->op == CQW__IO_CONNECT) {
+		r = cqw__io_connected(io->handle);
 	} else {
 		r = cqw__io_writev(io->handle, &io->kind, io->iov, io->iovcnt);
 	}
@@ -182,7 +186,10 @@ poll_wait(cqw_loop *loop, int timeout_ms)
 	p[0].revents = 0;
 	for (io = s->waiting, k = 1; io != NULL; io = io->next, k++) {
 		p[k].fd = io->handle;
-		p[k].events = io->op == CQW__IO_SEND ? POLLOUT : POLLIN;
+		p[k].events =
+		    io->op == CQW__IO_SEND || io->op == CQW__IO_CONNECT
+			? POLLOUT
+			: POLLIN;
 		p[k].revents = 0;
 	}
 	r = poll(p, (nfds_t)(s->nwaiting + 1), timeout_ms);

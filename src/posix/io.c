@@ -656,3 +656,40 @@ cqw__fork_gen(void)
 	pthread_once(&fork_once, register_fork_handler);
 	return fork_gen;
 }
+
+int
+cqw__io_accept(cqw_fd lfd)
+{
+	int fd;
+
+	for (;;) {
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd >= 0) {
+			return fd;
+		}
+		/* Taken by another process, or the peer gave up: wait on. */
+		if (errno == EAGAIN || errno == EWOULDBLOCK ||
+		    errno == ECONNABORTED) {
+			return CQW_EAGAIN;
+		}
+		if (errno != EINTR) {
+			return -errno;
+		}
+	}
+}
+
+int
+cqw__io_connected(cqw_fd fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (poll(&p, 1, 0) <= 0) {
+		return CQW_EAGAIN; /* not yet (or EINTR: look again later) */
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+		return -errno;
+	}
+	return -err;
+}

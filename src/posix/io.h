@@ -98,7 +98,8 @@ int cqw__sock_listen(const struct cqw__addr *a, int backlog, cqw_fd *out);
  * BLOCKING. CQW_EINTR: the socket that was connecting is closed, nothing
  * is left half-connected; the caller may try again.
  */
-int cqw__sock_connect(const struct cqw__addr *a, cqw_fd *out);
+int cqw__sock_connect(const struct cqw__addr *a, int64_t deadline,
+		      cqw_fd *out);
 /*
  * BLOCKING. Wait up to timeout_ms for a peer: CQW_ETIMEDOUT if none came
  * (also when another process sharing the listener took it), CQW_EINTR.
@@ -123,6 +124,15 @@ int64_t cqw__io_peek_wait(cqw_fd sock, void *buf, size_t len);
 int64_t cqw__io_pipe_peek(cqw_fd fd, void *buf, size_t len, int wait);
 /* 1 if the peer closed its end (reads would end), 0 if not, or an error. */
 int cqw__io_hup(cqw_fd fd);
+/*
+ * Non-blocking, for the poll backend's accept and connect ios: the next
+ * peer on listener lfd (its descriptor, blocking, close-on-exec), or
+ * CQW_EAGAIN if none is there (another process took it, or it gave up);
+ * whether the connect begun on fd has finished: 0, its error, or
+ * CQW_EAGAIN while it is still going.
+ */
+int cqw__io_accept(cqw_fd lfd);
+int cqw__io_connected(cqw_fd fd);
 /*
  * One gather read that sleeps until data: a socket waits for all of iov
  * (MSG_WAITALL), a pipe returns what is there. Bytes read, or an error.

@@ -8,6 +8,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -21,6 +23,7 @@
 #include <stdlib.h>
 
 #include "common/address.h"
+#include "common/internal.h"
 #include "common/platform.h"
 #include "posix/io.h"
 
@@ -64,24 +67,54 @@ resolve(const struct cqw__addr *a, int passive, struct addrinfo **res)
 }
 
 /*
- * A blocking connect that a signal interrupts is asked again: Linux then
- * goes on waiting for the same attempt (TCP) or starts it anew (AF_UNIX,
- * where the interrupted one left the socket unconnected); others may say
- * EALREADY, and then the attempt finishes in the background. CQW_EINTR if
- * the thread's signal check says stop: the caller closes the socket.
+ * Connect before deadline (-1: none). The socket is non-blocking for the
+ * attempt, so that the wait can time out and ask the signal check; it is
+ * blocking again once connected. An AF_UNIX listener with a full backlog
+ * says EAGAIN (there is nothing to wait on): asked again every few
+ * milliseconds until the deadline. CQW_EINTR if the thread's signal check
+ * says stop: the caller closes the socket.
  */
 static int
-connect_retry(int fd, const struct sockaddr *sa, socklen_t len)
+connect_retry(int fd, const struct sockaddr *sa, socklen_t len,
+	      int64_t deadline)
 {
-	int err = 0, r;
+	int err = 0, r, pause_ms = 1;
 	socklen_t elen = sizeof(err);
 
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
+		return -errno;
+	}
 	for (;;) {
 		if (connect(fd, sa, len) == 0 || errno == EISCONN) {
-			return 0;
+			break;
 		}
 		if (errno == EALREADY || errno == EINPROGRESS) {
+			r = cqw__io_wait(fd, 1, cqw__remaining_ms(deadline));
+			if (r == 0) {
+				return CQW_ETIMEDOUT;
+			}
+			if (r < 0) {
+				return r;
+			}
+			if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) !=
+			    0) {
+				return -errno;
+			}
+			if (err != 0) {
+				return -err;
+			}
 			break;
+		}
+		if (errno == EAGAIN && sa->sa_family == AF_UNIX) {
+			if (deadline >= 0 && cqw__remaining_ms(deadline) == 0) {
+				return CQW_ETIMEDOUT;
+			}
+			if (poll(NULL, 0, pause_ms) < 0 && errno == EINTR &&
+			    cqw__eintr_stop()) {
+				return CQW_EINTR;
+			}
+			pause_ms = pause_ms < 16 ? pause_ms * 2 : 16;
+			continue;
 		}
 		if (errno != EINTR) {
 			return -errno;
@@ -90,14 +123,10 @@ connect_retry(int fd, const struct sockaddr *sa, socklen_t len)
 			return CQW_EINTR;
 		}
 	}
-	r = cqw__io_wait(fd, 1, -1);
-	if (r < 0) {
-		return r;
-	}
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) {
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
 		return -errno;
 	}
-	return -err;
+	return 0;
 }
 
 /*
@@ -105,7 +134,8 @@ connect_retry(int fd, const struct sockaddr *sa, socklen_t len)
  * (backlog == 0). 0 and *out, or an error with nothing left open.
  */
 static int
-open_one(const struct sockaddr *sa, socklen_t len, int backlog, int *out)
+open_one(const struct sockaddr *sa, socklen_t len, int backlog,
+	 int64_t deadline, int *out)
 {
 	/* A listener is ours and non-blocking; see cqw__sock_accept(). */
 	int type =
@@ -117,7 +147,7 @@ open_one(const struct sockaddr *sa, socklen_t len, int backlog, int *out)
 		return -errno;
 	}
 	if (backlog == 0) {
-		r = connect_retry(fd, sa, len);
+		r = connect_retry(fd, sa, len, deadline);
 		if (r == 0 && sa->sa_family != AF_UNIX) {
 			/* Frames go out whole already; do not hold them. */
 			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
@@ -143,7 +173,7 @@ open_one(const struct sockaddr *sa, socklen_t len, int backlog, int *out)
 
 /* Listen (backlog > 0) or connect (backlog == 0) on the address a. */
 static int
-open_addr(const struct cqw__addr *a, int backlog, cqw_fd *out)
+open_addr(const struct cqw__addr *a, int backlog, int64_t deadline, cqw_fd *out)
 {
 	struct addrinfo *res, *ai;
 	struct sockaddr_un sun;
@@ -155,7 +185,7 @@ open_addr(const struct cqw__addr *a, int backlog, cqw_fd *out)
 			return r;
 		}
 		return open_one((struct sockaddr *)&sun, (socklen_t)r, backlog,
-				out);
+				deadline, out);
 	}
 	if (a->kind != CQW__ADDR_TCP) {
 		return CQW_EAFNOSUPPORT;
@@ -166,9 +196,10 @@ open_addr(const struct cqw__addr *a, int backlog, cqw_fd *out)
 	}
 	/* The first address that works, as socket.create_connection. */
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		r = open_one(ai->ai_addr, ai->ai_addrlen, backlog, out);
-		if (r == 0 || r == CQW_EINTR) {
-			break; /* interrupted: the caller decides, not us */
+		r = open_one(ai->ai_addr, ai->ai_addrlen, backlog, deadline,
+			     out);
+		if (r == 0 || r == CQW_EINTR || r == CQW_ETIMEDOUT) {
+			break; /* the caller decides, not us; or out of time */
 		}
 	}
 	freeaddrinfo(res);
@@ -178,13 +209,13 @@ open_addr(const struct cqw__addr *a, int backlog, cqw_fd *out)
 int
 cqw__sock_listen(const struct cqw__addr *a, int backlog, cqw_fd *out)
 {
-	return open_addr(a, backlog > 0 ? backlog : 1, out);
+	return open_addr(a, backlog > 0 ? backlog : 1, -1, out);
 }
 
 int
-cqw__sock_connect(const struct cqw__addr *a, cqw_fd *out)
+cqw__sock_connect(const struct cqw__addr *a, int64_t deadline, cqw_fd *out)
 {
-	return open_addr(a, 0, out);
+	return open_addr(a, 0, deadline, out);
 }
 
 /*
@@ -351,11 +382,146 @@ cqw__listen_close(struct cqw__lsock *l)
 }
 
 int
-cqw__os_connect(const struct cqw__addr *a, cqw_fd *h, int *kind)
+cqw__os_connect(const struct cqw__addr *a, cqw_fd *h, int *kind,
+		int64_t deadline)
 {
 	if (a->kind == CQW__ADDR_PIPE) {
 		return CQW_EAFNOSUPPORT; /* Windows named pipes */
 	}
 	*kind = CQW__FD_SOCK;
-	return cqw__sock_connect(a, h);
+	return cqw__sock_connect(a, deadline, h);
+}
+
+/* --- servers on the loop ------------------------------------------------ */
+
+int
+cqw__listen_accept_io(struct cqw__lsock *l, struct cqw__io *io, void *scratch)
+{
+	(void)scratch;
+	io->op = CQW__IO_ACCEPT;
+	io->handle = l->fd;
+	io->kind = CQW__FD_SOCK;
+	io->buf = NULL;
+	io->len = 0;
+	return 0;
+}
+
+int
+cqw__listen_accept_done(struct cqw__lsock *l, struct cqw__io *io, cqw_fd *h,
+			int *kind)
+{
+	struct sockaddr_storage ss = { .ss_family = AF_UNSPEC };
+	socklen_t len = sizeof(ss);
+	int fd = (int)io->result, one = 1;
+
+	(void)l;
+	/* A backend's accept gives a blocking socket, as cqw__sock_accept. */
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0 &&
+	    (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)) {
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	*h = fd;
+	*kind = CQW__FD_SOCK;
+	return 0;
+}
+
+void
+cqw__listen_accept_drop(struct cqw__lsock *l, struct cqw__io *io)
+{
+	(void)l;
+	(void)io;
+}
+
+/* connect() once more on io's socket, to the sockaddr in scratch. */
+static int
+connect_step(struct cqw__io *io, void *scratch)
+{
+	const struct sockaddr *sa = scratch;
+
+	for (;;) {
+		if (connect(io->handle, sa, (socklen_t)io->len) == 0 ||
+		    errno == EISCONN) {
+			return 1;
+		}
+		if (errno == EINPROGRESS || errno == EALREADY) {
+			io->op = CQW__IO_CONNECT;
+			return 0;
+		}
+		if (errno == EAGAIN && sa->sa_family == AF_UNIX) {
+			return CQW_EAGAIN; /* a full backlog: later */
+		}
+		if (errno != EINTR) {
+			return -errno;
+		}
+	}
+}
+
+int
+cqw__os_connect_begin(const struct cqw__addr *a, struct cqw__io *io,
+		      void *scratch)
+{
+	struct addrinfo *res = NULL;
+	const struct sockaddr *sa;
+	socklen_t len;
+	int fd, r;
+
+	if (a->kind == CQW__ADDR_UNIX || a->kind == CQW__ADDR_UNIX_ABSTRACT) {
+		r = unix_sockaddr(a, scratch);
+		if (r < 0) {
+			return r;
+		}
+		len = (socklen_t)r;
+	} else if (a->kind == CQW__ADDR_TCP) {
+		/* The first address only: one attempt per op. */
+		r = resolve(a, 0, &res);
+		if (r < 0) {
+			return r;
+		}
+		if (res->ai_addrlen > CQW__SRV_SCRATCH) {
+			freeaddrinfo(res);
+			return CQW_EAFNOSUPPORT;
+		}
+		memcpy(scratch, res->ai_addr, res->ai_addrlen);
+		len = res->ai_addrlen;
+		freeaddrinfo(res);
+	} else {
+		return CQW_EAFNOSUPPORT; /* Windows named pipes */
+	}
+	sa = scratch;
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+		    0);
+	if (fd < 0) {
+		return -errno;
+	}
+	io->handle = fd;
+	io->kind = CQW__FD_SOCK;
+	io->buf = scratch;
+	io->len = len;
+	r = connect_step(io, scratch);
+	if (r < 0 && r != CQW_EAGAIN) {
+		close(fd);
+	}
+	return r;
+}
+
+int
+cqw__os_connect_again(struct cqw__io *io, void *scratch)
+{
+	return connect_step(io, scratch);
+}
+
+int
+cqw__os_connect_done(struct cqw__io *io, int *kind)
+{
+	const struct sockaddr *sa = io->buf;
+	int fd = io->handle, one = 1;
+
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+		return -errno;
+	}
+	if (sa->sa_family != AF_UNIX) {
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	*kind = CQW__FD_SOCK;
+	return 0;
 }

@@ -472,6 +472,11 @@ prep_io(struct io_uring_sqe *sqe, struct uring_state *s, uint32_t i)
 		io_uring_prep_poll_add(sqe, io->handle, POLLOUT);
 	} else if (io->op == CQW__IO_PEEK) {
 		io_uring_prep_recv(sqe, io->handle, io->buf, io->len, MSG_PEEK);
+	} else if (io->op == CQW__IO_ACCEPT) {
+		io_uring_prep_accept(sqe, io->handle, NULL, NULL, SOCK_CLOEXEC);
+	} else if (io->op == CQW__IO_CONNECT) {
+		/* The connect is begun (EINPROGRESS): wait for its end. */
+		io_uring_prep_poll_add(sqe, io->handle, POLLOUT);
 	} else if (io->op == CQW__IO_RECV) {
 		if (io->kind == CQW__FD_SOCK) {
 			io_uring_prep_recv(sqe, io->handle, io->buf, io->len,
@@ -577,6 +582,9 @@ io_cqe(cqw_loop *loop, uint32_t i, int res)
 		if (res == -EPIPE) {
 			s->epipes++; /* and SIGPIPE is pending on us */
 		}
+	}
+	if (io->op == CQW__IO_CONNECT && res >= 0) {
+		res = cqw__io_connected(io->handle); /* res was a poll mask */
 	}
 	finish(loop, i, res);
 }

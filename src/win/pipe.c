@@ -244,14 +244,16 @@ message_mode(HANDLE h)
 }
 
 int
-cqw__pipe_connect(const struct cqw__addr *a, cqw_fd *out)
+cqw__pipe_connect(const struct cqw__addr *a, cqw_fd *out, int64_t deadline)
 {
-	int64_t deadline = cqw__now_ms() + CONNECT_TIMEOUT_MS;
 	HANDLE h = INVALID_HANDLE_VALUE;
 	DWORD err, ms;
 	wchar_t *name;
 	int r = 0;
 
+	if (deadline < 0) {
+		deadline = cqw__now_ms() + CONNECT_TIMEOUT_MS;
+	}
 	name = cqw__pipe_wname(a->path, &r);
 	if (name == NULL) {
 		return r;
@@ -264,6 +266,11 @@ cqw__pipe_connect(const struct cqw__addr *a, cqw_fd *out)
 	 */
 	for (;;) {
 		ms = cqw__signal_check_set() ? CQW__WIN_SLICE_MS : 1000;
+		if ((int64_t)ms > deadline - cqw__now_ms()) {
+			ms = deadline > cqw__now_ms()
+				 ? (DWORD)(deadline - cqw__now_ms())
+				 : 1;
+		}
 		if (WaitNamedPipeW(name, ms)) {
 			h = CreateFileW(name, GENERIC_READ | GENERIC_WRITE, 0,
 					NULL, OPEN_EXISTING,

@@ -143,7 +143,7 @@ cqw__sock_wait(SOCKET s, int write, int timeout_ms)
  * SYN retries) can ask the signal check; blocking again once connected.
  */
 static int
-connect_wait(SOCKET s, const struct sockaddr *sa, int len)
+connect_wait(SOCKET s, const struct sockaddr *sa, int len, int64_t deadline)
 {
 	int err = 0, elen = sizeof(err), r;
 
@@ -155,7 +155,10 @@ connect_wait(SOCKET s, const struct sockaddr *sa, int len)
 		if (WSAGetLastError() != WSAEWOULDBLOCK) {
 			return wsa_last();
 		}
-		r = cqw__sock_wait(s, 1, -1);
+		r = cqw__sock_wait(s, 1, cqw__remaining_ms(deadline));
+		if (r == 0) {
+			return CQW_ETIMEDOUT;
+		}
 		if (r < 0) {
 			return r;
 		}
@@ -175,7 +178,7 @@ connect_wait(SOCKET s, const struct sockaddr *sa, int len)
  * 0). 0 and *out, or an error with nothing left open.
  */
 static int
-open_one(const struct addrinfo *ai, int backlog, SOCKET *out)
+open_one(const struct addrinfo *ai, int backlog, int64_t deadline, SOCKET *out)
 {
 	SOCKET s = WSASocketW(ai->ai_family, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
 			      WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
@@ -185,7 +188,7 @@ open_one(const struct addrinfo *ai, int backlog, SOCKET *out)
 		return wsa_last();
 	}
 	if (backlog == 0) {
-		r = connect_wait(s, ai->ai_addr, (int)ai->ai_addrlen);
+		r = connect_wait(s, ai->ai_addr, (int)ai->ai_addrlen, deadline);
 		if (r == 0) {
 			set_nodelay(s);
 		}
@@ -204,7 +207,7 @@ open_one(const struct addrinfo *ai, int backlog, SOCKET *out)
 }
 
 static int
-open_addr(const struct cqw__addr *a, int backlog, SOCKET *out)
+open_addr(const struct cqw__addr *a, int backlog, int64_t deadline, SOCKET *out)
 {
 	struct addrinfo *res, *ai;
 	int r = cqw__wsa_init();
@@ -219,9 +222,9 @@ open_addr(const struct cqw__addr *a, int backlog, SOCKET *out)
 	/* The first address that works, as socket.create_connection. */
 	r = CQW_EADDRNOTAVAIL;
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		r = open_one(ai, backlog, out);
-		if (r == 0 || r == CQW_EINTR) {
-			break; /* interrupted: the caller decides, not us */
+		r = open_one(ai, backlog, deadline, out);
+		if (r == 0 || r == CQW_EINTR || r == CQW_ETIMEDOUT) {
+			break; /* the caller decides, not us; or out of time */
 		}
 	}
 	freeaddrinfo(res);
@@ -282,7 +285,7 @@ cqw__listen_open(struct cqw__lsock **out, const struct cqw__addr *a,
 		}
 		*bound = *a;
 	} else if (a->kind == CQW__ADDR_TCP) {
-		r = open_addr(a, backlog > 0 ? backlog : 1, &l->sock);
+		r = open_addr(a, backlog > 0 ? backlog : 1, -1, &l->sock);
 		if (r < 0) {
 			goto out_free;
 		}
@@ -375,20 +378,21 @@ cqw__listen_close(struct cqw__lsock *l)
 }
 
 int
-cqw__os_connect(const struct cqw__addr *a, cqw_fd *h, int *kind)
+cqw__os_connect(const struct cqw__addr *a, cqw_fd *h, int *kind,
+		int64_t deadline)
 {
 	SOCKET s;
 	int r;
 
 	switch (a->kind) {
 	case CQW__ADDR_PIPE:
-		r = cqw__pipe_connect(a, h);
+		r = cqw__pipe_connect(a, h, deadline);
 		if (r == 0) {
 			*kind = CQW__FD_MSGPIPE;
 		}
 		return r;
 	case CQW__ADDR_TCP:
-		r = open_addr(a, 0, &s);
+		r = open_addr(a, 0, deadline, &s);
 		if (r == 0) {
 			*h = (cqw_fd)s;
 			*kind = CQW__FD_SOCK;
@@ -432,4 +436,63 @@ cqw__sock_probe_end(SOCKET s, struct cqw__win_ov *o)
 
 	/* Cancelled: not ready. Any other end is for the receive to say. */
 	return err != ERROR_OPERATION_ABORTED;
+}
+
+/*
+ * --- servers on the loop -------------------------------------------------
+ * Not yet on Windows: AcceptEx / ConnectNamedPipe / ConnectEx fill these
+ * (issue 9). Until then CQW_OP_ACCEPT and CQW_OP_CONNECT complete with
+ * CQW_EOPNOTSUPP there; the synchronous calls work.
+ */
+int
+cqw__listen_accept_io(struct cqw__lsock *l, struct cqw__io *io, void *scratch)
+{
+	(void)l;
+	(void)io;
+	(void)scratch;
+	return CQW_EOPNOTSUPP;
+}
+
+int
+cqw__listen_accept_done(struct cqw__lsock *l, struct cqw__io *io, cqw_fd *h,
+			int *kind)
+{
+	(void)l;
+	(void)io;
+	(void)h;
+	(void)kind;
+	return CQW_EOPNOTSUPP;
+}
+
+void
+cqw__listen_accept_drop(struct cqw__lsock *l, struct cqw__io *io)
+{
+	(void)l;
+	(void)io;
+}
+
+int
+cqw__os_connect_begin(const struct cqw__addr *a, struct cqw__io *io,
+		      void *scratch)
+{
+	(void)a;
+	(void)io;
+	(void)scratch;
+	return CQW_EOPNOTSUPP;
+}
+
+int
+cqw__os_connect_again(struct cqw__io *io, void *scratch)
+{
+	(void)io;
+	(void)scratch;
+	return CQW_EOPNOTSUPP;
+}
+
+int
+cqw__os_connect_done(struct cqw__io *io, int *kind)
+{
+	(void)io;
+	(void)kind;
+	return CQW_EOPNOTSUPP;
 }

@@ -142,7 +142,7 @@ struct cqw__lsock {
 int cqw__pipe_listen(struct cqw__lsock *l, const struct cqw__addr *a);
 int cqw__pipe_accept(struct cqw__lsock *l, cqw_fd *h, int timeout_ms);
 void cqw__pipe_listen_close(struct cqw__lsock *l);
-int cqw__pipe_connect(const struct cqw__addr *a, cqw_fd *h);
+int cqw__pipe_connect(const struct cqw__addr *a, cqw_fd *h, int64_t deadline);
 
 /*
  * pipe.c: the name of a pipe address as UTF-16, allocated, or NULL

@@ -346,6 +346,60 @@ class CqwireErrors(ErrorCases, unittest.TestCase):
                 self.assertLess(peak, 32 << 20)
                 self.assertLess(grown, 100 << 10)  # KiB
 
+    def test_hostile_headers_every_receive_path(self):
+        # Headers claiming 4 GiB (large form) and 2 GiB - 1, a little
+        # payload, then EOF, through recv_bytes, recv_bytes(maxlength),
+        # recv_bytes_into, recv and recv_batch: each raises what Python
+        # raises for it, without allocating what the header claims.
+        import resource
+        import tracemalloc
+        headers = [b"\xff\xff\xff\xff" + (4 << 30).to_bytes(8, "big"),
+                   b"\x7f\xff\xff\xff"]
+        calls = [
+            ("recv_bytes", lambda c: c.recv_bytes(), OSError,
+             "got end of file during message"),
+            ("maxlength", lambda c: c.recv_bytes(1 << 20), OSError,
+             "bad message length"),
+            ("recv_bytes_into", lambda c: c.recv_bytes_into(bytearray(64)),
+             OSError, "got end of file during message"),
+            ("recv", lambda c: c.recv(), OSError,
+             "got end of file during message"),
+            ("recv_batch", lambda c: c.recv_batch(10, 5), OSError,
+             "got end of file during message"),
+        ]
+        for header in headers:
+            for name, call, exc, text in calls:
+                with self.subTest(header=header.hex(), call=name):
+                    s, c = self.raw_pair()
+                    s.sendall(header + b"x" * 1000)
+                    s.close()
+                    before = resource.getrusage(
+                        resource.RUSAGE_SELF).ru_maxrss
+                    tracemalloc.start()
+                    try:
+                        with self.assertRaisesRegex(exc, text):
+                            call(c)
+                        peak = tracemalloc.get_traced_memory()[1]
+                    finally:
+                        tracemalloc.stop()
+                    grown = (resource.getrusage(
+                        resource.RUSAGE_SELF).ru_maxrss - before)
+                    self.assertLess(peak, 32 << 20)
+                    self.assertLess(grown, 100 << 10)  # KiB
+                    if name == "maxlength":
+                        # Poisoned, as Python leaves it.
+                        with self.assertRaises(OSError):
+                            c.recv_bytes()
+
+    def test_over_maxlength_then_peer_goes_on(self):
+        # A frame over maxlength: OSError("bad message length") at once,
+        # while the peer is still sending (nothing waits for the payload).
+        s, c = self.raw_pair()
+        s.sendall((64 << 20).to_bytes(4, "big") + b"y" * 4096)
+        with self.assertRaisesRegex(OSError, "bad message length"):
+            c.recv_bytes(maxlength=1000)
+        s.close()
+
     # The library reports EOF right after a complete header as CQW_ETRUNC,
     # the same code as EOF inside a payload (README: differs from Python
     # on purpose), and the module cannot tell the two apart afterwards.
@@ -357,12 +411,21 @@ class CqwireErrors(ErrorCases, unittest.TestCase):
 SIZES = [0, 1, 100, 16384, 16385, 65536, 1 << 20, 20 << 20]
 
 
+def has_billiard(exe):
+    return subprocess.call([exe, "-c", "import billiard.connection"],
+                           stderr=subprocess.DEVNULL) == 0
+
+
 class Interop(unittest.TestCase):
     """cqwire here, the stdlib's module in another process."""
 
+    peers = PEERS
+    peer_env = None  # the peer's environment: None for ours
+
     def spawn(self, exe, *args, **kw):
         p = subprocess.Popen([exe, PEER] + [str(a) for a in args],
-                             stdout=subprocess.PIPE, text=True, **kw)
+                             stdout=subprocess.PIPE, text=True,
+                             env=self.peer_env, **kw)
         self.addCleanup(p.wait, 60)
         self.addCleanup(p.stdout.close)
         return p
@@ -385,7 +448,7 @@ class Interop(unittest.TestCase):
         self.assertEqual(cm.exception.args[0], b"x" * 1000)
 
     def test_pipe_with_stdlib_peer(self):
-        for exe in PEERS:
+        for exe in self.peers:
             with self.subTest(peer=peer_version(exe)):
                 a, b = cqw.Pipe()
                 fd = b.fileno()
@@ -409,7 +472,7 @@ class Interop(unittest.TestCase):
         writer = ("import multiprocessing.connection as m, sys\n"
                   "c = m.Connection(int(sys.argv[1]), readable=False)\n"
                   "for n in %r: c.send_bytes(b'w' * n)\n" % sizes)
-        for exe in PEERS:
+        for exe in self.peers:
             with self.subTest(peer=peer_version(exe), we="write"):
                 r, w = cqw.Pipe(duplex=False)
                 fd = r.fileno()
@@ -439,7 +502,7 @@ class Interop(unittest.TestCase):
                 self.assertEqual(got, [b"w" * n for n in sizes])
 
     def test_stdlib_client_to_cqwire_listener(self):
-        for exe in PEERS:
+        for exe in self.peers:
             for family in ("AF_UNIX", "AF_INET"):
                 for key in (b"secret", None):
                     with self.subTest(peer=peer_version(exe), family=family,
@@ -453,7 +516,7 @@ class Interop(unittest.TestCase):
                         self.assertEqual(p.wait(60), 0)
 
     def test_cqwire_client_to_stdlib_listener(self):
-        for exe in PEERS:
+        for exe in self.peers:
             for family in ("AF_UNIX", "AF_INET"):
                 for key in (b"secret", None):
                     with self.subTest(peer=peer_version(exe), family=family,
@@ -467,7 +530,7 @@ class Interop(unittest.TestCase):
                         self.assertEqual(p.wait(60), 0)
 
     def test_wrong_key_both_directions(self):
-        for exe in PEERS:
+        for exe in self.peers:
             with self.subTest(peer=peer_version(exe), side="cqwire listens"):
                 with cqw.Listener(authkey=b"right") as l:
                     p = self.spawn(exe, "client", repr(l.address), "wrong")
@@ -482,6 +545,250 @@ class Interop(unittest.TestCase):
                 with self.assertRaises(multiprocessing.AuthenticationError):
                     cqw.Client(addr, authkey=b"wrong")
                 self.assertEqual(p.wait(60), 3)
+
+
+    def test_handles_both_directions(self):
+        # multiprocessing.reduction's send_handle / recv_handle over a
+        # cqwire connection, with frames before and after each handle.
+        import tempfile
+        from multiprocessing.reduction import recv_handle, send_handle
+        for exe in self.peers:
+            with self.subTest(peer=peer_version(exe), we="send"):
+                a, b = cqw.Pipe()
+                fd = b.fileno()
+                p = self.spawn(exe, "handles", fd, pass_fds=[fd])
+                b.close()
+                for i in range(3):
+                    with tempfile.TemporaryFile() as f:
+                        f.write(b"file %d " % i * (1000 * i + 1))
+                        f.flush()
+                        send_handle(a, f.fileno(), p.pid)
+                        self.assertEqual(a.recv_bytes(),
+                                         b"file %d " % i * (1000 * i + 1))
+                a.close()
+                self.assertEqual(p.wait(60), 0)
+            with self.subTest(peer=peer_version(exe), we="receive"):
+                with tempfile.NamedTemporaryFile() as f:
+                    f.write(b"from the peer")
+                    f.flush()
+                    a, b = cqw.Pipe()
+                    fd = b.fileno()
+                    p = self.spawn(exe, "give", fd, f.name, pass_fds=[fd])
+                    b.close()
+                    got = recv_handle(a)
+                    with os.fdopen(got, "rb") as g:
+                        self.assertEqual(g.read(), b"from the peer")
+                    self.assertEqual(a.recv_bytes(), b"done")
+                    a.send_bytes(b"after")
+                    self.assertEqual(a.recv_bytes(), b"after")
+                    a.close()
+                    self.assertEqual(p.wait(60), 0)
+
+    def test_xml_both_directions(self):
+        objs = [1, "two", [3.0, {"four": 4}], None, True, b"\x00raw"]
+        for exe in self.peers:
+            with self.subTest(peer=peer_version(exe), side="cqwire listens"):
+                with cqw.XmlListener() as l:
+                    p = self.spawn(exe, "xml-client", repr(l.address))
+                    c = l.accept()
+                    for o in objs:
+                        c.send(o)
+                        got = c.recv()
+                        self.assertEqual(
+                            got.data if hasattr(got, "data") else got, o)
+                    c.close()
+                self.assertEqual(p.wait(60), 0)
+            with self.subTest(peer=peer_version(exe), side="stdlib listens"):
+                p = self.spawn(exe, "xml-listen", "AF_INET")
+                import ast
+                addr = ast.literal_eval(p.stdout.readline())
+                c = cqw.XmlClient(addr)
+                for o in objs:
+                    c.send(o)
+                    got = c.recv()
+                    self.assertEqual(
+                        got.data if hasattr(got, "data") else got, o)
+                c.close()
+                self.assertEqual(p.wait(60), 0)
+
+    def test_batches_with_stdlib_peer(self):
+        sizes = [0, 1, 64, 255, 256, 257, 4096, 65536, 65537, 1 << 20]
+        for exe in self.peers:
+            with self.subTest(peer=peer_version(exe)):
+                a, b = cqw.Pipe()
+                fd = b.fileno()
+                p = self.spawn(exe, "echo-fd", fd, pass_fds=[fd])
+                b.close()
+                msgs = [os.urandom(n) for n in sizes] * 3
+                # The echo blocks when we do not read: send from a thread.
+                t = threading.Thread(target=a.send_batch, args=(msgs,))
+                t.start()
+                got = []
+                while len(got) < len(msgs):
+                    got += a.recv_batch(1000, 30)
+                t.join(60)
+                self.assertEqual(got, msgs)
+                a.close()
+                self.assertEqual(p.wait(60), 0)
+
+
+@unittest.skipUnless(has_billiard("/usr/bin/python3"), "no billiard")
+class BilliardInterop(Interop):
+    """The same, with billiard's connection module (Celery's fork of
+    multiprocessing) as the peer."""
+
+    peers = ["/usr/bin/python3"]
+    peer_env = dict(os.environ, CQW_PEER_LIB="billiard")
+    test_one_way_pipes_with_stdlib = None  # the inline peers are stdlib's
+
+
+class Batches(unittest.TestCase):
+    def pipe(self):
+        a, b = cqw.Pipe()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        return a, b
+
+    def test_round_trip_and_order(self):
+        a, b = self.pipe()
+        msgs = [b"m%d" % i * (i % 7) for i in range(1000)]
+        a.send_batch(msgs)
+        got = []
+        while len(got) < len(msgs):
+            batch = b.recv_batch(300, 5)
+            self.assertTrue(0 < len(batch) <= 300)
+            got += batch
+        self.assertEqual(got, msgs)
+
+    def test_stdlib_reader_sees_frames(self):
+        a, b = self.pipe()
+        a.send_batch([b"x", bytearray(b"yy"), memoryview(b"zzz"), b""])
+        c = stdlib.Connection(os.dup(b.fileno()))
+        self.addCleanup(c.close)
+        self.assertEqual([c.recv_bytes() for _ in range(4)],
+                         [b"x", b"yy", b"zzz", b""])
+
+    def test_recv_batch_after_stdlib_writer(self):
+        a, b = self.pipe()
+        c = stdlib.Connection(os.dup(a.fileno()))
+        self.addCleanup(c.close)
+        for i in range(50):
+            c.send_bytes(b"s" * i)
+        got = []
+        while len(got) < 50:
+            got += b.recv_batch(10, 5)
+        self.assertEqual(got, [b"s" * i for i in range(50)])
+
+    def test_large_first_message_alone(self):
+        a, b = self.pipe()
+        big = os.urandom(300000)
+        threading.Thread(target=a.send_batch, args=([big, b"after"],)).start()
+        self.assertEqual(b.recv_batch(10, 30), [big])
+        self.assertEqual(b.recv_batch(10, 30), [b"after"])
+
+    def test_timeout(self):
+        a, b = self.pipe()
+        self.assertEqual(b.recv_batch(5, 0), [])
+        self.assertEqual(b.recv_batch(5, 0.05), [])
+        a.send_bytes(b"late")
+        self.assertEqual(b.recv_batch(5, None), [b"late"])
+
+    def test_eof_and_errors(self):
+        a, b = self.pipe()
+        a.send_batch([b"1", b"2"])
+        a.close()
+        got = []
+        with self.assertRaises(EOFError):
+            while True:
+                got += b.recv_batch(1, 5)
+        self.assertEqual(got, [b"1", b"2"])
+        with self.assertRaises(OSError):
+            a.send_batch([b"x"])
+        with self.assertRaises(ValueError):
+            b.recv_batch(0)
+        r, w = cqw.Pipe(duplex=False)
+        self.addCleanup(r.close)
+        self.addCleanup(w.close)
+        with self.assertRaisesRegex(OSError, "write-only"):
+            w.recv_batch(1, 0)
+        with self.assertRaisesRegex(OSError, "read-only"):
+            r.send_batch([b"x"])
+        with self.assertRaises(TypeError):
+            w.send_batch([b"ok", 12])
+        with self.assertRaises(TypeError):
+            w.send_batch(5)
+        w.send_batch([])  # nothing, not even an empty frame
+        self.assertEqual(r.recv_batch(5, 0), [])
+
+    def test_gil_released_while_blocked(self):
+        a, b = self.pipe()
+        got = []
+        t = threading.Thread(target=lambda: got.append(b.recv_batch(8)))
+        t.start()
+        # This thread runs Python code while the other waits in C.
+        n = sum(i for i in range(200000))
+        time.sleep(0.05)
+        self.assertEqual(got, [])
+        a.send_batch([b"wake", b"up"])
+        t.join(30)
+        self.assertIn(got[0], ([b"wake", b"up"], [b"wake"]))
+        self.assertGreater(n, 0)
+
+
+class Timeouts(unittest.TestCase):
+    def test_accept_timeout(self):
+        for family in ("AF_UNIX", "AF_INET"):
+            with self.subTest(family=family):
+                with cqw.Listener(family=family, authkey=b"k") as l:
+                    t0 = time.monotonic()
+                    with self.assertRaises(TimeoutError):
+                        l.accept(timeout=0.1)
+                    self.assertGreaterEqual(time.monotonic() - t0, 0.09)
+                    with self.assertRaises(TimeoutError):
+                        l.accept(timeout=0)
+                    # Still usable afterwards, by a stdlib client.
+                    th = threading.Thread(
+                        target=lambda: stdlib.Client(
+                            l.address, authkey=b"k").send(1))
+                    th.start()
+                    with l.accept(timeout=30) as c:
+                        self.assertEqual(c.recv(), 1)
+                    th.join(30)
+                    self.assertIsNotNone(l.last_accepted)
+
+    def test_xml_accept_timeout(self):
+        with cqw.XmlListener() as l:
+            with self.assertRaises(TimeoutError):
+                l.accept(timeout=0.05)
+
+
+class ManyHandles(unittest.TestCase):
+    def test_wait_beyond_1024_handles(self):
+        # Python's select()-based wait stops at FD_SETSIZE descriptors.
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        need = 2 * 1100 + 64
+        if soft < need:
+            if hard != resource.RLIM_INFINITY and hard < need:
+                self.skipTest("RLIMIT_NOFILE hard limit %d" % hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+            self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE,
+                            (soft, hard))
+        pairs = [cqw.Pipe() for _ in range(1100)]
+        try:
+            ends = [b for a, b in pairs]
+            self.assertEqual(cqw.wait(ends, 0), [])
+            for i in (0, 1023, 1024, 1099):
+                pairs[i][0].send_bytes(b"x")
+            self.assertEqual(cqw.wait(ends, 5),
+                             [pairs[i][1] for i in (0, 1023, 1024, 1099)])
+            self.assertGreater(pairs[1099][1].fileno(), 1024)
+            mixed = [e.fileno() for e in ends[:600]] + ends[600:]
+            self.assertEqual(len(cqw.wait(mixed, 5)), 4)
+        finally:
+            for a, b in pairs:
+                a.close()
+                b.close()
 
 
 def child_echo(conn):
