@@ -32,6 +32,9 @@ def one(variant, tasks, chunksize):
         cqwire.install()
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(2) as pool:
+        kind = type(pool._inqueue._reader).__module__
+        if (variant == "cqwire") != kind.startswith("cqwire"):
+            sys.exit("the pool's connections are %s's" % kind)
         pool.map(task, range(100), chunksize=1)  # workers up and warm
         t0 = time.perf_counter_ns()
         out = pool.map(task, range(tasks), chunksize=chunksize)
