@@ -99,7 +99,14 @@ class BuildPy(build_py):
                        os.path.join(self.build_lib, "cqwire-install.pth"))
 
 
+# setuptools' own build products (and the egg-info pip asks for) under
+# build/pip, not next to the sources.
+BUILD_BASE = os.path.join("build", "pip")
+os.makedirs(os.path.join(HERE, BUILD_BASE), exist_ok=True)
+
 setup(
+    options={"build": {"build_base": BUILD_BASE},
+             "egg_info": {"egg_base": BUILD_BASE}},
     name="cqwire",
     version=version(),
     description="multiprocessing.connection's wire format, in C",

@@ -1228,18 +1228,24 @@ static PyType_Spec listener_spec = {
 static PyObject *
 mod_client(PyObject *m, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = { "address", "family", "authkey", NULL };
+	static char *kwlist[] = { "address", "family", "authkey", "timeout",
+				  NULL };
 	modstate *st = PyModule_GetState(m);
 	PyObject *address, *family = Py_None, *authkey = Py_None;
-	PyObject *fam, *caddr = NULL, *res = NULL;
+	PyObject *t = Py_None, *fam, *caddr = NULL, *res = NULL;
 	struct cqw_auth auth;
 	cqw_conn *c = NULL;
 	const char *s;
-	int r;
+	int r, ms;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OO:Client", kwlist,
-					 &address, &family, &authkey)) {
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OOO:Client", kwlist,
+					 &address, &family, &authkey, &t) ||
+	    timeout_ms(t, &ms) < 0) {
 		return NULL;
+	}
+	/* The library's 0 is its default (20 s); Python's 0 is "now". */
+	if (ms == 0) {
+		ms = 1;
 	}
 	fam = pick_family(st, address, family);
 	if (fam == NULL) {
@@ -1254,10 +1260,19 @@ mod_client(PyObject *m, PyObject *args, PyObject *kw)
 	}
 	if (authkey != Py_None) {
 		fill_auth(&auth, authkey);
+		/* timeout bounds the connect and the handshake, each;
+		 * without one the handshake has the library's deadline. */
+		if (t != Py_None) {
+			auth.timeout_ms = ms;
+		}
 	}
 	BLOCKING_BEGIN
-	r = cqw_connect(&c, s, authkey != Py_None ? &auth : NULL);
+	r = cqw_connect_timeout(&c, s, authkey != Py_None ? &auth : NULL, ms);
 	BLOCKING_END
+	if (r == CQW_ETIMEDOUT) {
+		PyErr_SetString(PyExc_TimeoutError, "connect timed out");
+		goto out;
+	}
 	if (r < 0) {
 		set_error(st, r);
 		goto out;
@@ -1426,7 +1441,9 @@ mod_reduce_connection(PyObject *m, PyObject *conn)
 
 static PyMethodDef module_methods[] = {
 	{ "Client", KWFN(mod_client), METH_VARARGS | METH_KEYWORDS,
-	  "Client(address, family=None, authkey=None): connect." },
+	  "Client(address, family=None, authkey=None, timeout=None): "
+	  "connect; timeout bounds the connect and the handshake, each "
+	  "(TimeoutError)." },
 	{ "Pipe", KWFN(mod_pipe), METH_VARARGS | METH_KEYWORDS,
 	  "Pipe(duplex=True): a pair of connected Connection objects." },
 	{ "wait", KWFN(mod_wait), METH_VARARGS | METH_KEYWORDS,

@@ -756,6 +756,58 @@ class Timeouts(unittest.TestCase):
                     th.join(30)
                     self.assertIsNotNone(l.last_accepted)
 
+    def test_client_connect_timeout(self):
+        # A unix listener that never accepts, its backlog full: the
+        # connect itself waits.
+        import tempfile
+        d = tempfile.mkdtemp()
+        self.addCleanup(os.rmdir, d)
+        path = os.path.join(d, "full")
+        srv = socket.socket(socket.AF_UNIX)
+        srv.bind(path)
+        self.addCleanup(os.unlink, path)
+        self.addCleanup(srv.close)
+        srv.listen(0)
+        fill = []
+        while True:
+            s = socket.socket(socket.AF_UNIX)
+            s.setblocking(False)
+            fill.append(s)
+            try:
+                s.connect(path)
+            except BlockingIOError:
+                break
+            if len(fill) > 100:
+                self.skipTest("backlog never filled")
+        for s in fill:
+            self.addCleanup(s.close)
+        for timeout in (0, 0.1):
+            t0 = time.monotonic()
+            with self.assertRaises(TimeoutError):
+                cqw.Client(path, timeout=timeout)
+            self.assertLess(time.monotonic() - t0, 10)
+
+    def test_client_handshake_timeout(self):
+        # A server that accepts and says nothing: the handshake times out.
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        self.addCleanup(srv.close)
+        t0 = time.monotonic()
+        with self.assertRaises(TimeoutError):
+            cqw.Client(srv.getsockname(), authkey=b"k", timeout=0.2)
+        self.assertLess(time.monotonic() - t0, 10)
+
+    def test_client_timeout_connects(self):
+        with cqw.Listener(authkey=b"k") as l:
+            th = threading.Thread(target=lambda: l.accept(timeout=30).send(5))
+            th.start()
+            with cqw.Client(l.address, authkey=b"k", timeout=30) as c:
+                self.assertEqual(c.recv(), 5)
+            th.join(30)
+        with self.assertRaises(TypeError):
+            cqw.Client(("127.0.0.1", 1), timeout="x")
+
     def test_xml_accept_timeout(self):
         with cqw.XmlListener() as l:
             with self.assertRaises(TimeoutError):
