@@ -22,7 +22,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include "cqwire.h"
@@ -54,6 +56,7 @@ typedef struct {
 	size_t last_size; /* the previous message's, for recv_message */
 	char *scratch;	  /* recv_batch's landing area, RECV_BATCH_BYTES */
 	int scratch_busy; /* a recv_batch (another thread's) is using it */
+	int kind;	  /* 0: not looked at yet, 1: an OS pipe, 2: other */
 } ConnObject;
 
 typedef struct {
@@ -633,6 +636,88 @@ batch_slot(size_t last)
 	return slot;
 }
 
+/* Whether the connection's descriptor is an OS pipe (looked at once). */
+static int
+is_os_pipe(ConnObject *self)
+{
+	struct stat sb;
+	cqw_fd fd;
+
+	if (self->kind == 0) {
+		fd = cqw_conn_fileno(self->c);
+		self->kind =
+		    fd >= 0 && fstat(fd, &sb) == 0 && S_ISFIFO(sb.st_mode) ? 1
+									   : 2;
+	}
+	return self->kind == 1;
+}
+
+/* Bytes queued in an OS pipe (0 when it cannot tell). */
+static size_t
+pipe_queued(ConnObject *self)
+{
+	int n = 0;
+
+	if (ioctl(cqw_conn_fileno(self->c), FIONREAD, &n) < 0 || n < 0) {
+		return 0;
+	}
+	return (size_t)n;
+}
+
+/*
+ * recv_batch on an OS pipe: the library peeks every frame of a pipe batch
+ * (tee into a scratch pipe and back: five system calls a message; 3.1 us
+ * a 64 B message where recv_bytes took 1.7 us, one process), so here a
+ * wait, then messages one by one while the bytes the pipe held (FIONREAD,
+ * asked again when they are used up) last: two reads a message, 1.0 us.
+ * An error after some messages is left for the next call (its receive
+ * finds it again: end of file stays; a cut frame then reads as end of
+ * file).
+ */
+static PyObject *
+recv_batch_pipe(ConnObject *self, modstate *st, Py_ssize_t max, int ms)
+{
+	PyObject *list, *b;
+	size_t queued, len;
+	int r;
+
+	BLOCKING_BEGIN
+	r = cqw_poll(self->c, ms);
+	BLOCKING_END
+	if (r < 0) {
+		return set_error(st, r);
+	}
+	list = PyList_New(0);
+	queued = r > 0 ? SIZE_MAX : 0; /* the first message: whatever comes */
+	while (list != NULL && queued > 0 && PyList_GET_SIZE(list) < max) {
+		b = recv_message(self, st, CQW_NONE);
+		if (b == NULL) {
+			if (PyList_GET_SIZE(list) > 0 &&
+			    !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+				PyErr_Clear();
+				break;
+			}
+			Py_CLEAR(list);
+			break;
+		}
+		len = (size_t)PyBytes_GET_SIZE(b);
+		if (PyList_Append(list, b) < 0) {
+			Py_CLEAR(list);
+		}
+		Py_DECREF(b);
+		/* With its header, counted as the large form (12 bytes) so
+		 * that the count never exceeds what is queued: a peer may
+		 * use that form for any size. */
+		len += 12;
+		if (queued == SIZE_MAX || queued <= len) {
+			queued = pipe_queued(self);
+		} else {
+			queued -= len;
+		}
+	}
+	return list;
+}
+
 /* recv_batch(max, timeout=None): wait up to timeout for one message, then
  * take every further one already there, up to max; a list of bytes, empty
  * at the timeout. EOF (or an error) with nothing taken raises, as
@@ -659,6 +744,9 @@ conn_recv_batch(ConnObject *self, PyObject *args, PyObject *kw)
 	}
 	if (timeout_ms(t, &ms) < 0 || check_readable(self) < 0) {
 		return NULL;
+	}
+	if (is_os_pipe(self)) {
+		return recv_batch_pipe(self, st, max, ms);
 	}
 	slot = batch_slot(self->last_size);
 	n = RECV_BATCH_BYTES / slot;

@@ -735,6 +735,81 @@ class Batches(unittest.TestCase):
         self.assertGreater(n, 0)
 
 
+class PipeBatches(unittest.TestCase):
+    """recv_batch on an OS pipe (Pipe(duplex=False), what Queue uses),
+    which the module drains by what the pipe holds."""
+
+    def pipe(self):
+        r, w = cqw.Pipe(duplex=False)
+        self.addCleanup(r.close)
+        self.addCleanup(w.close)
+        return r, w
+
+    def test_order_max_and_timeout(self):
+        r, w = self.pipe()
+        self.assertEqual(r.recv_batch(5, 0), [])
+        msgs = [os.urandom(i * 37 % 3000) for i in range(500)]
+        t = threading.Thread(target=w.send_batch, args=(msgs,))
+        t.start()
+        got = []
+        while len(got) < len(msgs):
+            batch = r.recv_batch(64, 30)
+            self.assertTrue(0 < len(batch) <= 64)
+            got += batch
+        t.join(30)
+        self.assertEqual(got, msgs)
+        self.assertEqual(r.recv_batch(5, 0.05), [])
+
+    def test_large_header_form_does_not_overread(self):
+        # Small messages in the 12-byte header form, then nothing: the
+        # batch must end without waiting for bytes that never come.
+        rfd, wfd = os.pipe()
+        r = cqw.Connection(rfd, writable=False)
+        self.addCleanup(r.close)
+        self.addCleanup(os.close, wfd)
+        frame = b"\xff\xff\xff\xff" + (3).to_bytes(8, "big") + b"xyz"
+        os.write(wfd, frame * 5 + b"\x00\x00\x00\x01!")
+        done = []
+        t = threading.Thread(target=lambda: done.append(r.recv_batch(100, 5)))
+        t.start()
+        t.join(10)
+        self.assertFalse(t.is_alive(), "recv_batch waited for more")
+        self.assertEqual(done[0], [b"xyz"] * 5 + [b"!"])
+
+    def test_error_after_messages_comes_next(self):
+        rfd, wfd = os.pipe()
+        r = cqw.Connection(rfd, writable=False)
+        self.addCleanup(r.close)
+        os.write(wfd, b"\x00\x00\x00\x02ok" + b"\x00\x00\x00\x09cut")
+        os.close(wfd)
+        self.assertEqual(r.recv_batch(10, 5), [b"ok"])
+        with self.assertRaises((OSError, EOFError)):
+            r.recv_batch(10, 5)
+
+    def test_stdlib_queue_over_cqwire_pipe(self):
+        # What multiprocessing.Queue's feeder writes (send_bytes of
+        # pickles, from another process) read in batches.
+        r, w = self.pipe()
+        ctx = multiprocessing.get_context("fork")
+        p = ctx.Process(target=_send_pickles, args=(w, 1000))
+        p.start()
+        w.close()
+        got = []
+        while True:
+            try:
+                got += r.recv_batch(256, 30)
+            except EOFError:
+                break
+        p.join(30)
+        self.assertEqual([pickle.loads(b) for b in got], list(range(1000)))
+
+
+def _send_pickles(w, n):
+    for i in range(n):
+        w.send(i)
+    w.close()
+
+
 class Timeouts(unittest.TestCase):
     def test_accept_timeout(self):
         for family in ("AF_UNIX", "AF_INET"):
