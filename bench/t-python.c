@@ -1,9 +1,16 @@
 /*
- * Python peers: CPython's multiprocessing and billiard, each running both
- * sides of the scenario in Python (peers/pypeer.py, embedded at build time
- * and run with python3 -c). The harness drives it over pipes (ctl.c) and
- * reads back its own timings and latencies; CPU time is read from its
- * processes, whose pids it reports.
+ * Python peers: CPython's multiprocessing, billiard, and the project's own
+ * module cqwire.connection (python-cqwire: multiprocessing's processes
+ * over cqwire.connection's Pipe and wait, per message or with
+ * send_batch/recv_batch), each running both sides of the scenario in
+ * Python (peers/pypeer.py, embedded at build time and run with python3
+ * -c). The harness drives it over pipes (ctl.c) and reads back its own
+ * timings and latencies; CPU time is read from its processes, whose pids
+ * it reports.
+ *
+ * python-cqwire takes the module from the build tree this binary was
+ * built in (CQWB_PYMOD_DIR, the py<MAJOR><MINOR> directory matching the
+ * interpreter), else from wherever the interpreter finds it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -46,21 +53,62 @@ cqwb_python(void)
 						     : "python3";
 }
 
+#ifndef CQWB_PYMOD_DIR
+#define CQWB_PYMOD_DIR "-"
+#endif
+
+static int
+is_cqwire(const struct cqwb_transport *t)
+{
+	return strcmp(t->name, "python-cqwire") == 0;
+}
+
+/* pypeer.py's LIB and API arguments. */
 static const char *
 module(const struct cqwb_transport *t)
 {
+	if (is_cqwire(t)) {
+		return "cqwire";
+	}
 	return t->arg == CQWB_PY_BILLIARD ? "billiard" : "multiprocessing";
 }
 
-/* Run python -c "import MODULE" quietly: 0 if it worked. */
-static int
-try_import(const char *mod)
+static const char *
+api(const struct cqwb_transport *t)
 {
-	char code[64];
+	return t->api != NULL && strcmp(t->api, "batch") == 0 ? "batch"
+							      : "per-message";
+}
+
+/* Which of why[] and checked[] below. */
+static int
+variant(const struct cqwb_transport *t)
+{
+	if (is_cqwire(t)) {
+		return strcmp(api(t), "batch") == 0 ? 3 : 2;
+	}
+	return t->arg == CQWB_PY_BILLIARD;
+}
+
+/* Run pypeer.py's check (the imports t needs) quietly: 0 if it worked. */
+static int
+try_import(const struct cqwb_transport *t)
+{
+	char *argv[] = { (char *)cqwb_python(),
+			 "-c",
+			 (char *)cqwb_pypeer_src,
+			 (char *)module(t),
+			 "check",
+			 "1",
+			 "1",
+			 "1",
+			 "-",
+			 (char *)api(t),
+			 CQWB_PYMOD_DIR,
+			 NULL };
 	int status, devnull;
 	pid_t pid;
 
-	snprintf(code, sizeof(code), "import %s", mod);
 	pid = fork();
 	if (pid == 0) {
 		devnull = open("/dev/null", O_RDWR);
@@ -68,7 +116,7 @@ try_import(const char *mod)
 			dup2(devnull, 1);
 			dup2(devnull, 2);
 		}
-		execlp(cqwb_python(), cqwb_python(), "-c", code, (char *)NULL);
+		execvp(argv[0], argv);
 		_exit(127);
 	}
 	if (pid < 0 || waitpid(pid, &status, 0) != pid) {
@@ -80,17 +128,28 @@ try_import(const char *mod)
 const char *
 cqwb__py_unavailable(const struct cqwb_transport *t)
 {
-	static int checked[2] = { 0, 0 };
-	static char why[2][384];
-	int i = t->arg == CQWB_PY_BILLIARD, r;
+	static int checked[4];
+	static char why[4][384];
+	int i = variant(t), r;
 
 	if (!checked[i]) {
 		checked[i] = 1;
-		r = try_import(module(t));
+		r = try_import(t);
 		if (r == 127 || r < 0) {
 			snprintf(why[i], sizeof(why[i]),
 				 "no Python interpreter %s (apt-get install "
 				 "python3)",
+				 cqwb_python());
+		} else if (r != 0 && i == 3) {
+			snprintf(why[i], sizeof(why[i]),
+				 "%s cannot import cqwire.connection, or it "
+				 "has no send_batch/recv_batch",
+				 cqwb_python());
+		} else if (r != 0 && i == 2) {
+			snprintf(why[i], sizeof(why[i]),
+				 "%s cannot import cqwire.connection (build "
+				 "the module for this interpreter, or pip "
+				 "install .)",
 				 cqwb_python());
 		} else if (r != 0) {
 			snprintf(why[i], sizeof(why[i]),
@@ -138,6 +197,8 @@ cqwb__py_open(struct cqwb_session **out, const struct cqwb_transport *t,
 			 workers,
 			 inflight,
 			 (char *)cqwb__peer_cpus(pcpus, sizeof(pcpus)),
+			 (char *)api(t),
+			 CQWB_PYMOD_DIR,
 			 NULL };
 	int r;
 

@@ -3,8 +3,10 @@
  * The JSON names are a contract (BENCHMARKS.md): "transport" is one of
  * raw, raw-buffered, raw-spin, raw-writev, epoll, cqwire (the synchronous
  * API, no loop), cqwire-uring and cqwire-poll (the loop with that
- * backend), zeromq, nng, python, billiard. "api" says which calls:
- * sync/async for rtt and fanout, per-message/batch for stream.
+ * backend), zeromq, nng, python, billiard, python-cqwire (Python on
+ * both ends as python, over the project's cqwire.connection module).
+ * "api" says which calls: sync/async for rtt and fanout, per-message/batch
+ * for stream.
  * The server scenarios (accept, echo-clients) add cqwire-echo; there the
  * transport names the server, and "mode" is hmac or no-auth.
  */
@@ -84,6 +86,12 @@ const struct cqwb_transport cqwb_transports[] = {
 	{ "python", NULL, NULL, NULL, RTT | STREAM | FANOUT, CQWB_PY_MP,
 	  cqwb__py_unavailable, cqwb__py_open },
 	{ "billiard", NULL, NULL, NULL, RTT | STREAM | FANOUT, CQWB_PY_BILLIARD,
+	  cqwb__py_unavailable, cqwb__py_open },
+	{ "python-cqwire", "sync", NULL, NULL, RTT | FANOUT, CQWB_PY_MP,
+	  cqwb__py_unavailable, cqwb__py_open },
+	{ "python-cqwire", "per-message", NULL, NULL, STREAM, CQWB_PY_MP,
+	  cqwb__py_unavailable, cqwb__py_open },
+	{ "python-cqwire", "batch", NULL, NULL, STREAM, CQWB_PY_MP,
 	  cqwb__py_unavailable, cqwb__py_open },
 
 	/*

@@ -365,7 +365,11 @@ CQW_EXTERN cqw_fd cqw_listener_fileno(const cqw_listener *l);
 /*
  * Close the socket. A unix path it created is unlinked, but only in the
  * process that called cqw_listen(): a forked child closing its inherited
- * copy leaves the path to the parent. Idempotent.
+ * copy leaves the path to the parent. Idempotent. With CQW_OP_ACCEPT ops
+ * in flight it must come from their loop's thread (else CQW_EBUSY): they
+ * are cancelled, and the socket closes once the last has completed (the
+ * kernel may hold it until then). cqw_listener_free likewise frees the
+ * listener with the last of them; from another thread, reap them first.
  */
 CQW_EXTERN int cqw_listener_close(cqw_listener *l);
 CQW_EXTERN void cqw_listener_free(cqw_listener *l);

@@ -839,6 +839,94 @@ test_listener_close_cancels(void **state)
 	cqw_loop_free(loop);
 }
 
+/*
+ * fork() with accepts in flight: the child closes its copy of the
+ * listener (a prefork server does), and an accept that completed in the
+ * parent but was not reaped ends in the child with CQW_EFORK and no
+ * connection (the child's copy of it closed).
+ */
+static void
+test_fork_close_listener_and_unreaped(void **state)
+{
+	struct cqw_op acc[2], *op;
+	cqw_listener *l = listen_on(NULL, 4);
+	cqw_loop *loop = new_loop();
+	cqw_conn *c;
+	int status, i;
+	pid_t child;
+
+	(void)state;
+	memset(acc, 0, sizeof(acc));
+	for (i = 0; i < 2; i++) {
+		acc[i].kind = CQW_OP_ACCEPT;
+		acc[i].listener = l;
+		T_OK(cqw_submit(loop, &acc[i]));
+	}
+	T_OK(cqw_connect(&c, cqw_listener_address(l), NULL));
+	/*
+	 * The flushes start the accepts (poll: accept4 at once; io_uring:
+	 * the SQE completes as it is submitted) and take the completion in:
+	 * one op is done with its connection, not reaped.
+	 */
+	T_OK(cqw_flush(loop));
+	t_sleep_ms(20);
+	T_OK(cqw_flush(loop));
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		struct cqw_op *got[2];
+		int n, ok = 1;
+
+		/* Closing first runs the fork's check: no op is left. */
+		ok &= cqw_listener_close(l) == 0;
+		n = cqw_reap(loop, got, 2, 1000);
+		ok &= n == 2;
+		for (i = 0; i < n; i++) {
+			ok &=
+			    got[i]->result == CQW_EFORK && got[i]->conn == NULL;
+		}
+		_exit(ok ? 0 : 1);
+	}
+	assert_int_equal(waitpid(child, &status, 0), child);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* The parent goes on: one accept has the client, one waits. */
+	op = reap_one(loop, T_IO_DEADLINE_MS);
+	T_EXPECT(op->result, 0);
+	check_pair(c, op->conn);
+	cqw_conn_free(op->conn);
+	T_OK(cqw_cancel(loop, op == &acc[0] ? &acc[1] : &acc[0]));
+	op = reap_one(loop, T_IO_DEADLINE_MS);
+	T_EXPECT(op->result, CQW_ECANCELED);
+	cqw_conn_free(c);
+	cqw_loop_free(loop);
+	cqw_listener_free(l);
+}
+
+/* The sync handshake refuses a connection whose ops are on a loop. */
+static void
+test_split_refuses_loop_conn(void **state)
+{
+	struct cqw_op rx = { .kind = CQW_OP_RECV };
+	cqw_conn *a, *b;
+	cqw_loop *loop = new_loop();
+	char buf[8];
+
+	(void)state;
+	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX));
+	rx.conn = a;
+	rx.buf = buf;
+	rx.len = sizeof(buf);
+	T_OK(cqw_submit(loop, &rx));
+	T_EXPECT(cqw_deliver_challenge(a, &key_auth), CQW_EBUSY);
+	T_EXPECT(cqw_answer_challenge(a, &key_auth), CQW_EBUSY);
+	T_OK(cqw_cancel(loop, &rx));
+	assert_int_equal(reap_one(loop, T_IO_DEADLINE_MS)->result,
+			 CQW_ECANCELED);
+	cqw_conn_free(a);
+	cqw_conn_free(b);
+	cqw_loop_free(loop);
+}
+
 int
 main(void)
 {
@@ -855,6 +943,8 @@ main(void)
 		cmocka_unit_test(test_emfile_recovers),
 		cmocka_unit_test(test_sync_split),
 		cmocka_unit_test(test_listener_close_cancels),
+		cmocka_unit_test(test_fork_close_listener_and_unreaped),
+		cmocka_unit_test(test_split_refuses_loop_conn),
 	};
 
 	t_backend_or_skip();

@@ -6,7 +6,7 @@
  *
  * Covered: accepts and connects on one loop with a key, their connections
  * then carrying ops on the same loop (each accepted handle bound to the
- * port); no key; a wrong key; 64 silent peers while an honest client is
+ * port); no key; a wrong key; 1,000 silent peers while an honest client is
  * served; a slow drip dropped at the deadline; cancels of accepts and
  * connects in every phase, each completing exactly once; connect to
  * nothing (ECONNREFUSED / ENOENT) and to a listener that never answers
@@ -421,18 +421,20 @@ test_wrong_key_pipe(void **state)
 }
 
 /*
- * 64 peers connect and never answer; an honest client that comes after
+ * 1,000 peers connect and never answer; an honest client that comes after
  * them is served meanwhile (its handshake and a round trip), and the
  * silent ones' accepts are then cancelled, each ending exactly once.
  */
+#define STORM 10000
+
 static void
 silent_peers(int tp)
 {
-	enum { SILENT = 64 };
+	enum { SILENT = 1000 };
 	static struct cqw_op acc[SILENT + 1];
 	static struct raw peer[SILENT];
 	struct cqw_op con = { .kind = CQW_OP_CONNECT }, *op;
-	cqw_listener *l = listen_on(tp, &key_auth, 128);
+	cqw_listener *l = listen_on(tp, &key_auth, SILENT + 64);
 	cqw_loop *loop = new_loop();
 	int seen[SILENT + 1] = { 0 };
 	cqw_conn *server = NULL;
@@ -946,6 +948,82 @@ test_ipv6(void **state)
 	cqw_listener_free(l);
 }
 
+/* A client that opens and closes connections as fast as it can. */
+static int
+storm_client(void *arg)
+{
+	const char *address = arg;
+	cqw_conn *c;
+	int i;
+
+	for (i = 0; i < STORM; i++) {
+		if (cqw_connect(&c, address, NULL) != 0) {
+			return 1;
+		}
+		cqw_conn_free(c);
+	}
+	return 0;
+}
+
+/* 10,000 connections opened and closed, 64 accepts kept in flight. */
+static void
+storm(int tp)
+{
+	enum { SLOTS = 64 };
+	static struct cqw_op acc[SLOTS];
+	struct cqw_op *ops[SLOTS];
+	cqw_listener *l = listen_on(tp, NULL, 256);
+	cqw_loop *loop = new_loop();
+	int i, n, done = 0, errors = 0, out = 0;
+	t_peer peer;
+
+	memset(acc, 0, sizeof(acc));
+	for (i = 0; i < SLOTS; i++) {
+		acc[i].kind = CQW_OP_ACCEPT;
+		acc[i].listener = l;
+		T_OK(cqw_submit(loop, &acc[i]));
+		out++;
+	}
+	peer = t_peer_start(storm_client, (void *)cqw_listener_address(l));
+	while (done + errors < STORM) {
+		n = cqw_reap(loop, ops, SLOTS, T_IO_DEADLINE_MS);
+		assert_true(n > 0);
+		for (i = 0; i < n; i++) {
+			out--;
+			if (ops[i]->result == 0) {
+				cqw_conn_free(ops[i]->conn);
+				done++;
+			} else {
+				errors++;
+			}
+			if (done + errors + out < STORM) {
+				T_OK(cqw_submit(loop, ops[i]));
+				out++;
+			}
+		}
+	}
+	t_peer_join(peer);
+	print_message("%d accepted, %d failed\n", done, errors);
+	assert_int_equal(errors, 0);
+	assert_int_equal(out, 0);
+	cqw_loop_free(loop);
+	cqw_listener_free(l);
+}
+
+static void
+test_storm_tcp(void **state)
+{
+	(void)state;
+	storm(TCP);
+}
+
+static void
+test_storm_pipe(void **state)
+{
+	(void)state;
+	storm(PIPE);
+}
+
 int
 main(void)
 {
@@ -973,6 +1051,8 @@ main(void)
 		cmocka_unit_test(test_second_loop_pipe),
 		cmocka_unit_test(test_pipe_client_gone),
 		cmocka_unit_test(test_ipv6),
+		cmocka_unit_test(test_storm_tcp),
+		cmocka_unit_test(test_storm_pipe),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

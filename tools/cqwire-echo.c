@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #ifndef _WIN32
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -232,6 +233,10 @@ peer_error(int err)
 	case CQW_EPIPE:
 	case CQW_EPROTO:
 	case CQW_EMSGSIZE:
+	case CQW_ENOTCONN:
+	case CQW_ECONNREFUSED:
+	case CQW_EHOSTUNREACH:
+	case CQW_ENETUNREACH:
 		return 1;
 	default:
 		return 0;
@@ -243,7 +248,7 @@ static int
 transient_error(int err)
 {
 	return err == CQW_EINTR || err == CQW_EAGAIN || err == CQW_EMFILE ||
-	       err == CQW_ENOBUFS || err == CQW_ENOMEM;
+	       err == CQW_ENFILE || err == CQW_ENOBUFS || err == CQW_ENOMEM;
 }
 
 /*
@@ -283,6 +288,8 @@ struct server {
 	unsigned nidle;
 	unsigned long long conns;     /* peers being served */
 	unsigned long long max_conns; /* from the descriptor limit */
+	unsigned max_handshakes;      /* accepts in flight, at most */
+	time_t logged_at;	      /* the second of the last resource line */
 	unsigned long long accepted;
 	int done;
 	int status;
@@ -341,7 +348,7 @@ refill_accepts(struct server *srv)
 	struct cqw_op *op;
 	int r;
 
-	while (srv->nidle > 0 &&
+	while (srv->nidle > HANDSHAKES - srv->max_handshakes &&
 	       srv->conns + (HANDSHAKES - srv->nidle) < srv->max_conns) {
 		op = srv->idle_acc[--srv->nidle];
 		r = cqw_submit(srv->loop, op);
@@ -390,8 +397,17 @@ accepted(struct server *srv, struct cqw_op *op)
 		if (peer_error(r)) {
 			drop("handshake", r);
 		} else if (transient_error(r)) {
-			/* The library waits before its next accept. */
-			fprintf(stderr, PROG ": accept: %s\n", cqw_strerror(r));
+			/*
+			 * The library waits before its next accept; every op
+			 * in flight says so: one line a second.
+			 */
+			time_t now = time(NULL);
+
+			if (now != srv->logged_at) {
+				srv->logged_at = now;
+				fprintf(stderr, PROG ": accept: %s\n",
+					cqw_strerror(r));
+			}
 		} else {
 			fprintf(stderr, PROG ": accept: %s\n", cqw_strerror(r));
 			srv->done = 1;
@@ -480,7 +496,11 @@ served(struct server *srv, struct peer *p)
 	}
 }
 
-/* Connections the descriptor limit leaves room for. */
+/*
+ * Connections the descriptor limit leaves room for (an accept in its
+ * handshake holds one too), after raising the soft limit to the hard
+ * one: a server should not stop at a shell's default of 1,024.
+ */
 static unsigned long long
 connection_limit(void)
 {
@@ -489,13 +509,20 @@ connection_limit(void)
 #else
 	struct rlimit rl;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 ||
-	    rl.rlim_cur == RLIM_INFINITY) {
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		return 64;
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+			getrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1000000 + 32) {
 		return 1000000;
 	}
-	/* Stdio, the listener, the loop, and one spare for each accept. */
-	return rl.rlim_cur > 16 + HANDSHAKES ? rl.rlim_cur - 16 - HANDSHAKES
-					     : 1;
+	/* Stdio, the listener, the loop and its wake-up, a few spare. */
+	return rl.rlim_cur > 64 ? rl.rlim_cur - 32 : 32;
 #endif
 }
 
@@ -549,6 +576,10 @@ serve(const struct options *opt, const struct cqw_auth *auth)
 	printf("%s\n", cqw_listener_address(srv.l));
 	fflush(stdout);
 	srv.max_conns = connection_limit();
+	/* Half the room at most for handshakes, so that peers get served. */
+	srv.max_handshakes = srv.max_conns / 2 < HANDSHAKES
+				 ? (unsigned)(srv.max_conns / 2)
+				 : HANDSHAKES;
 	for (i = 0; i < HANDSHAKES; i++) {
 		srv.acc[i].kind = CQW_OP_ACCEPT;
 		srv.acc[i].listener = srv.l;

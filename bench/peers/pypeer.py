@@ -1,14 +1,22 @@
-"""Python peers for cqwire's benchmarks: multiprocessing or billiard.
+"""Python peers for cqwire's benchmarks: multiprocessing, billiard, or
+cqwire.connection (the project's Python module) under multiprocessing.
 
 Both sides of a scenario are Python here, as in a Python program: this
 process is the parent and forks its echo peer, receiver or workers with
-the library's own Process and Pipe. The C harness drives it through
+the library's own Process and Pipe (cqwire: multiprocessing's Process,
+cqwire.connection's Pipe and wait). The C harness drives it through
 stdin/stdout (it is embedded in the binary and run with python3 -c):
 
-    argv: LIB SCENARIO SIZE WORKERS INFLIGHT [PEER-CPUS]
-          LIB is multiprocessing or billiard; SCENARIO rtt, stream, fanout;
+    argv: LIB SCENARIO SIZE WORKERS INFLIGHT [PEER-CPUS [API [MODDIR]]]
+          LIB is multiprocessing, billiard or cqwire; SCENARIO rtt,
+          stream, fanout, or check (only import LIB's modules: exit 0, or
+          print why not and exit 1);
           PEER-CPUS "1" or "1,2,3": pin the peers there (the harness has
-          pinned this process to the parent's CPU already), "-": do not
+          pinned this process to the parent's CPU already), "-": do not;
+          API per-message (the default) or batch: stream with
+          send_batch/recv_batch (cqwire only);
+          MODDIR a build tree's python/ directory: its py<MAJOR><MINOR>
+          subdirectory, if there is one, goes first on sys.path, "-": none
     out:  ready PID PEER-PIDS...
     in:   run MAX_OPS MAX_NS WANT_LAT
     out:  done OPS NS
@@ -24,14 +32,25 @@ import sys
 import time
 
 
-def load(lib):
-    if lib == "billiard":
-        import billiard as mp
-        from billiard.connection import wait
-    else:
-        import multiprocessing as mp
-        from multiprocessing.connection import wait
-    return mp.get_context("fork"), wait
+class Lib:
+    """Process, Pipe and wait of one library."""
+
+    def __init__(self, name, moddir):
+        if name == "billiard":
+            import billiard as mp
+            from billiard.connection import Pipe, wait
+        elif name == "cqwire":
+            if moddir != "-":
+                tag = "py%d%d" % sys.version_info[:2]
+                if os.path.isdir(os.path.join(moddir, tag, "cqwire")):
+                    sys.path.insert(0, os.path.join(moddir, tag))
+            import multiprocessing as mp
+            from cqwire.connection import Pipe, wait
+        else:
+            import multiprocessing as mp
+            from multiprocessing.connection import Pipe, wait
+        self.Process = mp.get_context("fork").Process
+        self.Pipe, self.wait = Pipe, wait
 
 
 PEER_CPUS = []
@@ -68,11 +87,35 @@ def receiver(conn, size):
         pass
 
 
+def batch_len(size):
+    """Messages per batch, as the C transports (CQWB_BATCH_MAX, _BYTES)."""
+    return max(1, min(256, (4 << 20) // max(size, 1)))
+
+
+def batch_receiver(conn, size):
+    """recv_batch() of what is there; the empty message ends a step.
+
+    The sender waits for the count after its empty message, so that
+    message is always the last one a recv_batch() returns.
+    """
+    recv, most = conn.recv_batch, batch_len(size)
+    count = 0
+    try:
+        while True:
+            got = recv(most)
+            count += len(got)
+            if not got[-1]:
+                count -= 1
+                conn.send_bytes(count.to_bytes(8, "little"))
+    except (EOFError, OSError):
+        pass
+
+
 class Rtt:
-    def __init__(self, ctx, wait, size, workers, inflight):
-        self.conn, child = ctx.Pipe()
+    def __init__(self, lib, size, workers, inflight):
+        self.conn, child = lib.Pipe()
         self.procs = [
-            ctx.Process(target=pinned, args=(0, echo, child, size), daemon=True)
+            lib.Process(target=pinned, args=(0, echo, child, size), daemon=True)
         ]
         self.procs[0].start()
         child.close()
@@ -97,10 +140,10 @@ class Rtt:
 
 
 class Stream:
-    def __init__(self, ctx, wait, size, workers, inflight):
-        self.conn, child = ctx.Pipe()
+    def __init__(self, lib, size, workers, inflight):
+        self.conn, child = lib.Pipe()
         self.procs = [
-            ctx.Process(
+            lib.Process(
                 target=pinned, args=(0, receiver, child, size), daemon=True
             )
         ]
@@ -124,17 +167,49 @@ class Stream:
         return n, now() - start
 
 
+class BatchStream:
+    """The stream with send_batch() of batch_len() messages at a time."""
+
+    def __init__(self, lib, size, workers, inflight):
+        self.conn, child = lib.Pipe()
+        self.procs = [
+            lib.Process(
+                target=pinned,
+                args=(0, batch_receiver, child, size),
+                daemon=True,
+            )
+        ]
+        self.procs[0].start()
+        child.close()
+        self.msgs = [bytes(size)] * batch_len(size)
+
+    def run(self, max_ops, max_ns, lat):
+        send, now = self.conn.send_batch, time.perf_counter_ns
+        msgs, most = self.msgs, len(self.msgs)
+        start = now()
+        n = 0
+        while n < max_ops:
+            m = min(most, max_ops - n)
+            send(msgs if m == most else msgs[:m])
+            n += m
+            if now() - start >= max_ns:
+                break
+        self.conn.send_bytes(b"")
+        self.conn.recv_bytes()
+        return n, now() - start
+
+
 class Fanout:
     """A pool parent: wait() on every worker, one response then one request."""
 
-    def __init__(self, ctx, wait, size, workers, inflight):
-        self.wait = wait
+    def __init__(self, lib, size, workers, inflight):
+        self.wait = lib.wait
         self.conns, self.procs, self.sent = [], [], {}
         self.payload = bytes(size)
         self.buf = bytearray(size)
         for i in range(workers):
-            conn, child = ctx.Pipe()
-            p = ctx.Process(
+            conn, child = lib.Pipe()
+            p = lib.Process(
                 target=pinned, args=(i, echo, child, size), daemon=True
             )
             p.start()
@@ -166,13 +241,29 @@ class Fanout:
 
 
 def main():
-    lib, scenario = sys.argv[1], sys.argv[2]
-    size, workers, inflight = (int(a) for a in sys.argv[3:6])
-    if len(sys.argv) > 6 and sys.argv[6] != "-":
-        PEER_CPUS.extend(int(c) for c in sys.argv[6].split(","))
-    ctx, wait = load(lib)
-    kind = {"rtt": Rtt, "stream": Stream, "fanout": Fanout}[scenario]
-    s = kind(ctx, wait, size, workers, inflight)
+    args = sys.argv[1:]
+    args += ["-", "per-message", "-"][len(args) - 5 :]
+    name, scenario = args[0], args[1]
+    size, workers, inflight = (int(a) for a in args[2:5])
+    if args[5] != "-":
+        PEER_CPUS.extend(int(c) for c in args[5].split(","))
+    batch = args[6] == "batch"
+    if scenario == "check":
+        try:
+            lib = Lib(name, args[7])
+            if batch and not hasattr(lib.Pipe()[0], "send_batch"):
+                raise ImportError("no send_batch/recv_batch in this build")
+        except ImportError as e:
+            print(e)
+            sys.exit(1)
+        return
+    lib = Lib(name, args[7])
+    kinds = {
+        "rtt": Rtt,
+        "stream": BatchStream if batch else Stream,
+        "fanout": Fanout,
+    }
+    s = kinds[scenario](lib, size, workers, inflight)
     pids = [os.getpid()] + [p.pid for p in s.procs]
     out = sys.stdout
     out.write("ready " + " ".join(str(p) for p in pids) + "\n")

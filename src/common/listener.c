@@ -266,7 +266,13 @@ check_split(cqw_conn *c, const struct cqw_auth *auth)
 	if (c->closed) {
 		return CQW_ECLOSED;
 	}
-	return (c->flags & CQW_DUPLEX) == CQW_DUPLEX ? 0 : CQW_EINVAL;
+	if ((c->flags & CQW_DUPLEX) != CQW_DUPLEX) {
+		return CQW_EINVAL;
+	}
+	if (c->inflight) {
+		return CQW_EBUSY; /* ops on a loop: they own the stream now */
+	}
+	return c->recv_error < 0 ? c->recv_error : c->send_error;
 }
 
 int
@@ -332,8 +338,10 @@ cqw_listener_close(cqw_listener *l)
 		if (r < 0) {
 			return r;
 		}
-		l->closed = 1;
-		return 0;
+		if (r == 0) {
+			l->closed = 1;
+			return 0;
+		}
 	}
 	l->closed = 1;
 	r = cqw__listen_close(l->ls); /* unlinks only in the creator */

@@ -442,9 +442,18 @@ check_fork(cqw_loop *loop)
 	cqw__srv_fork(loop); /* accepts, connects, handshakes: CQW_EFORK */
 	/* The backend's CQW_EFORK completions end the ios in flight. */
 	process_ios(loop);
-	/* Every op done, whatever it ended with before (a cancel too). */
+	/*
+	 * Every op done, whatever it ended with before (a cancel too). An
+	 * accept or connect that had its connection goes without it: the
+	 * child's copy of the handle closes (the parent keeps its own).
+	 */
 	for (op = loop->done.head; op != NULL; op = CQW__OP_NEXT(op)) {
 		op->result = CQW_EFORK;
+		if ((op->kind == CQW_OP_ACCEPT || op->kind == CQW_OP_CONNECT) &&
+		    op->conn != NULL) {
+			cqw_conn_free(op->conn);
+			op->conn = NULL;
+		}
 	}
 	/* A connection left with nothing (its ops all ended) is let go. */
 	for (c = loop->conns; c != NULL; c = next) {
@@ -717,7 +726,14 @@ cqw_cancel(cqw_loop *loop, struct cqw_op *op)
 	}
 	if (op->kind == CQW_OP_ACCEPT || op->kind == CQW_OP_CONNECT) {
 		r = check_use(loop, 0);
-		return r < 0 ? r : cqw__srv_cancel(loop, op);
+		if (r < 0) {
+			return r;
+		}
+		/* In a forked child the check may have ended it. */
+		if (CQW__OP_STATE(op) == CQW__OPS_DONE) {
+			return 0;
+		}
+		return cqw__srv_cancel(loop, op);
 	}
 	if (op->conn == NULL) {
 		return CQW_EINVAL;

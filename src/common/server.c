@@ -79,6 +79,8 @@ struct cqw__hs {
 	int have_handle;  /* CONNECT: io.handle is open and ours */
 	int64_t deadline; /* this phase's (-1: none) */
 	int64_t connect_deadline;
+	int64_t accept_deadline;       /* the op's wait for a peer (-1: none) */
+	int accept_started;	       /* accept_deadline is set */
 	struct cqw__hs *prev, *next;   /* loop->hs */
 	struct cqw__hs *tprev, *tnext; /* loop->timers, when timed */
 	int timed;
@@ -588,9 +590,18 @@ start_accept(struct cqw__hs *hs)
 	cqw_listener *l = hs->l;
 	int r, attach;
 
+	/* The op's own wait for a peer, once: retries do not extend it. */
+	if (!hs->accept_started) {
+		hs->accept_started = 1;
+		hs->accept_deadline =
+		    hs->op->timeout_ms > 0 ? after_ms(hs->op->timeout_ms) : -1;
+	}
 	if (l->retry_at > cqw__now_ms()) {
 		hs->phase = HS_WAITING; /* the EMFILE back-off */
-		timer_set(hs, l->retry_at);
+		timer_set(hs, hs->accept_deadline >= 0 &&
+				      hs->accept_deadline < l->retry_at
+				  ? hs->accept_deadline
+				  : l->retry_at);
 		return;
 	}
 	r = cqw__listen_accept_io(l->ls, &hs->io, hs->scratch.b);
@@ -601,8 +612,7 @@ start_accept(struct cqw__hs *hs)
 	}
 	/* The listener's own handle is attached once per loop. */
 	attach = r == 1 || l->bound_to != hs->loop->id;
-	timer_set(hs,
-		  hs->op->timeout_ms > 0 ? after_ms(hs->op->timeout_ms) : -1);
+	timer_set(hs, hs->accept_deadline);
 	start_io(hs, attach);
 }
 
@@ -733,6 +743,10 @@ connect_done(struct cqw__hs *hs, int64_t result)
 		finish(hs);
 		return;
 	}
+	if (result == CQW_EAGAIN) {
+		start_io(hs, 0); /* woken, but not connected yet: wait on */
+		return;
+	}
 	if (result < 0) {
 		fail(hs, (int)result);
 		finish(hs);
@@ -813,7 +827,12 @@ cqw__srv_expire(cqw_loop *loop)
 		if (hs->phase != HS_WAITING) {
 			stop(hs, CQW_ETIMEDOUT);
 		} else if (hs->l != NULL) {
-			start_accept(hs); /* the back-off is over */
+			if (hs->accept_deadline >= 0 &&
+			    hs->accept_deadline <= now) {
+				stop(hs, CQW_ETIMEDOUT);
+			} else {
+				start_accept(hs); /* the back-off is over */
+			}
 		} else if (hs->connect_deadline >= 0 &&
 			   hs->connect_deadline <= now) {
 			stop(hs, CQW_ETIMEDOUT);
@@ -871,6 +890,10 @@ cqw__srv_listener_close(cqw_listener *l)
 
 	if (r < 0) {
 		return r;
+	}
+	/* In a forked child the check ended them all (CQW_EFORK). */
+	if (l->nops == 0) {
+		return 1;
 	}
 	l->close_pending = 1;
 	for (hs = l->loop->hs; hs != NULL; hs = next) {

@@ -49,7 +49,11 @@ int cqw__srv_wait_ms(cqw_loop *loop, int timeout_ms);
 void cqw__srv_expire(cqw_loop *loop);
 /* In a forked child: every accept and connect ends with CQW_EFORK. */
 void cqw__srv_fork(cqw_loop *loop);
-/* Close l with its ops in flight on loop: cancel them (loop's thread). */
+/*
+ * Close l with its ops in flight on loop: cancel them (loop's thread);
+ * the endpoint closes with the last (0). 1: none was left (a fork ended
+ * them): close it now.
+ */
 int cqw__srv_listener_close(cqw_listener *l);
 
 /* An internal op of a handshake: priv[5] names its handshake. */

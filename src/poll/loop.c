@@ -24,6 +24,9 @@ struct poll_state {
 	struct cqw__io *waiting;
 	size_t nwaiting;
 	struct pollfd *pfds; /* [0] is the wake pipe; grown by wait() */
+	int eagain_fd;	     /* a listener whose accept said EAGAIN since
+				the last wait (-1: none): further accepts
+				on it wait without trying */
 	size_t cap;	     /* entries in pfds */
 	int wake[2];
 };
@@ -71,6 +74,7 @@ poll_init(cqw_loop *loop, unsigned entries)
 		free(s);
 		return r;
 	}
+	s->eagain_fd = -1;
 	loop->backend = s;
 	return 0;
 }
@@ -116,8 +120,13 @@ poll_start(cqw_loop *loop, struct cqw__io *io)
 {
 	struct poll_state *s = state(loop);
 
-	if (attempt(loop, io)) {
-		return;
+	if (!(io->op == CQW__IO_ACCEPT && io->handle == s->eagain_fd)) {
+		if (attempt(loop, io)) {
+			return;
+		}
+		if (io->op == CQW__IO_ACCEPT) {
+			s->eagain_fd = io->handle;
+		}
 	}
 	io->next = s->waiting;
 	s->waiting = io;
@@ -168,14 +177,17 @@ poll_wait(cqw_loop *loop, int timeout_ms)
 {
 	struct poll_state *s = state(loop);
 	struct cqw__io *io, *next, *kept = NULL, **tail = &kept;
+	/* Accept ios of one listener share its entry (a server keeps many). */
+	enum { LISTENERS = 4 };
+	size_t lidx[LISTENERS], nl = 0, k, i, n;
 	struct pollfd *p;
-	size_t k;
 	int r, woken = 0;
 
 	r = ensure_pfds(s);
 	if (r < 0) {
 		return r;
 	}
+	s->eagain_fd = -1;
 	p = s->pfds;
 	/* Completions are already waiting to be processed: do not block. */
 	if (loop->iodone != NULL) {
@@ -184,15 +196,29 @@ poll_wait(cqw_loop *loop, int timeout_ms)
 	p[0].fd = s->wake[0];
 	p[0].events = POLLIN;
 	p[0].revents = 0;
-	for (io = s->waiting, k = 1; io != NULL; io = io->next, k++) {
-		p[k].fd = io->handle;
-		p[k].events =
+	for (io = s->waiting, n = 1; io != NULL; io = io->next) {
+		if (io->op == CQW__IO_ACCEPT) {
+			for (i = 0; i < nl && p[lidx[i]].fd != io->handle;
+			     i++) {
+			}
+			if (i < nl) {
+				io->backend_state = (int)lidx[i];
+				continue;
+			}
+			if (nl < LISTENERS) {
+				lidx[nl++] = n;
+			}
+		}
+		io->backend_state = (int)n;
+		p[n].fd = io->handle;
+		p[n].events =
 		    io->op == CQW__IO_SEND || io->op == CQW__IO_CONNECT
 			? POLLOUT
 			: POLLIN;
-		p[k].revents = 0;
+		p[n].revents = 0;
+		n++;
 	}
-	r = poll(p, (nfds_t)(s->nwaiting + 1), timeout_ms);
+	r = poll(p, (nfds_t)n, timeout_ms);
 	if (r < 0) {
 		if (errno != EINTR) {
 			return -errno;
@@ -204,12 +230,22 @@ poll_wait(cqw_loop *loop, int timeout_ms)
 		drain_wake(s);
 		woken = 1;
 	}
-	/* Retry the ready ones; keep the rest in order. */
-	for (io = s->waiting, k = 1; io != NULL; io = next, k++) {
+	/*
+	 * Retry the ready ones; keep the rest in order. A listener's
+	 * accepts stop at its first EAGAIN: one peer wakes them all, and
+	 * only one gets it.
+	 */
+	for (io = s->waiting; io != NULL; io = next) {
 		next = io->next; /* a completion relinks io */
-		if (p[k].revents != 0 && attempt(loop, io)) {
-			s->nwaiting--;
-			continue;
+		k = (size_t)io->backend_state;
+		if (p[k].revents != 0) {
+			if (attempt(loop, io)) {
+				s->nwaiting--;
+				continue;
+			}
+			if (io->op == CQW__IO_ACCEPT) {
+				p[k].revents = 0;
+			}
 		}
 		io->next = NULL;
 		*tail = io;

@@ -10,6 +10,7 @@ SIGTERM that removes the unix socket path.
 Usage: test-echo-server.py  (CQW_ECHO: the cqwire-echo binary)
 """
 import os
+import resource
 import signal
 import socket
 import struct
@@ -31,13 +32,20 @@ def check(cond, what):
         failures.append(what)
 
 
-def start_server(address):
+def start_server(address, nofile=None, backend=None):
     env = dict(os.environ, CQW_TEST_KEY=KEY.decode())
+    if backend:
+        env['CQW_BACKEND'] = backend
     err = tempfile.TemporaryFile()
+
+    def limit():
+        if nofile:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     proc = subprocess.Popen(
         [os.environ['CQW_ECHO'], 'serve', address, '--authkey-env',
          'CQW_TEST_KEY', '--max-size', str(MAX_SIZE)],
-        stdout=subprocess.PIPE, stderr=err, env=env)
+        stdout=subprocess.PIPE, stderr=err, env=env, preexec_fn=limit)
     line = proc.stdout.readline().decode().strip()
     return proc, err, line
 
@@ -185,6 +193,25 @@ def main():
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
     check(not os.path.exists(path), 'SIGTERM removed the socket path')
+
+    # A shell's default descriptor limit (1,024, hard as well): silent
+    # peers still leave room for honest ones, on both backends.
+    for backend in ('uring', 'poll'):
+        proc, err, addr = start_server('tcp:127.0.0.1:0', nofile=1024,
+                                       backend=backend)
+        a = tcp_address(addr)
+        silent = [socket.create_connection(a) for _ in range(300)]
+        t = time.monotonic()
+        out = []
+        honest(a, 5, out)
+        took = time.monotonic() - t
+        check(len(out) == 1 and isinstance(out[0], float) and took < 10,
+              '%s, ulimit -n 1024: an honest client beside 300 silent '
+              'peers served in %.0f ms (%r)' % (backend, took * 1000, out))
+        for sk in silent:
+            sk.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
 
     if failures:
         print('%d failure(s)' % len(failures))

@@ -545,7 +545,15 @@ json_kv_num(FILE *f, const char *key, double v, int *first)
 	if (isnan(v) || isinf(v)) {
 		return; /* absent figures are omitted */
 	}
-	fprintf(f, "%s\"%s\": %.6g", *first ? "" : ", ", key, v);
+	/*
+	 * Whole numbers exactly (a size of 1 MiB is 1048576, not 1.04858e+06);
+	 * measured fractions with six significant digits.
+	 */
+	if (v == floor(v) && fabs(v) < 9007199254740992.0) {
+		fprintf(f, "%s\"%s\": %.0f", *first ? "" : ", ", key, v);
+	} else {
+		fprintf(f, "%s\"%s\": %.6g", *first ? "" : ", ", key, v);
+	}
 	*first = 0;
 }
 
