@@ -29,6 +29,14 @@ int
 cqwb__ctl_spawn(struct cqwb__ctl *ctl, char *const argv[],
 		void (*fn)(void *arg), void *arg)
 {
+	/* It plays the parent: on the parent's CPU if pinning. */
+	return cqwb__ctl_spawn_at(ctl, -1, argv, fn, arg);
+}
+
+int
+cqwb__ctl_spawn_at(struct cqwb__ctl *ctl, int idx, char *const argv[],
+		   void (*fn)(void *arg), void *arg)
+{
 	int to[2], from[2];
 
 	memset(ctl, 0, sizeof(*ctl));
@@ -40,8 +48,7 @@ cqwb__ctl_spawn(struct cqwb__ctl *ctl, char *const argv[],
 		close(to[1]);
 		return cqwb__fail(-errno, "pipe");
 	}
-	/* It plays the parent: on the parent's CPU if pinning. */
-	ctl->pid = cqwb__fork(-1);
+	ctl->pid = cqwb__fork(idx);
 	if (ctl->pid == 0) {
 		dup2(to[0], 0);
 		dup2(from[1], 1);
@@ -71,9 +78,8 @@ cqwb__ctl_spawn(struct cqwb__ctl *ctl, char *const argv[],
 	return 0;
 }
 
-/* Read a line that must start with want; "error ..." becomes the error. */
-static int
-read_line(struct cqwb__ctl *ctl, const char *who, const char *want)
+int
+cqwb__ctl_line(struct cqwb__ctl *ctl, const char *who, const char *want)
 {
 	ssize_t n = getline(&ctl->line, &ctl->cap, ctl->from);
 
@@ -97,7 +103,7 @@ int
 cqwb__ctl_ready(struct cqwb__ctl *ctl, struct cqwb_session *s, const char *who)
 {
 	char *q, *end;
-	int r = read_line(ctl, who, "ready ");
+	int r = cqwb__ctl_line(ctl, who, "ready ");
 
 	if (r < 0) {
 		return r;
@@ -121,16 +127,32 @@ int
 cqwb__ctl_step(struct cqwb__ctl *ctl, const char *who, uint64_t max_ops,
 	       uint64_t max_ns, struct cqwb_hist *lat, struct cqwb_step *out)
 {
+	int r = cqwb__ctl_run(ctl, who, max_ops, max_ns, lat != NULL);
+
+	return r < 0 ? r : cqwb__ctl_done(ctl, who, lat, out);
+}
+
+int
+cqwb__ctl_run(struct cqwb__ctl *ctl, const char *who, uint64_t max_ops,
+	      uint64_t max_ns, int want_lat)
+{
+	fprintf(ctl->to, "run %llu %llu %d\n", (unsigned long long)max_ops,
+		(unsigned long long)max_ns, want_lat);
+	if (fflush(ctl->to) != 0) {
+		return cqwb__fail(-EPIPE, "%s peer gone", who);
+	}
+	return 0;
+}
+
+int
+cqwb__ctl_done(struct cqwb__ctl *ctl, const char *who, struct cqwb_hist *lat,
+	       struct cqwb_step *out)
+{
 	unsigned long long ops, ns, v, c;
 	char *p, *end;
 	int r, hist;
 
-	fprintf(ctl->to, "run %llu %llu %d\n", (unsigned long long)max_ops,
-		(unsigned long long)max_ns, lat != NULL);
-	if (fflush(ctl->to) != 0) {
-		return cqwb__fail(-EPIPE, "%s peer gone", who);
-	}
-	r = read_line(ctl, who, "done ");
+	r = cqwb__ctl_line(ctl, who, "done ");
 	if (r < 0) {
 		return r;
 	}
@@ -142,7 +164,7 @@ cqwb__ctl_step(struct cqwb__ctl *ctl, const char *who, uint64_t max_ops,
 	if (lat == NULL) {
 		return 0;
 	}
-	r = read_line(ctl, who, "");
+	r = cqwb__ctl_line(ctl, who, "");
 	if (r < 0) {
 		return r;
 	}
@@ -203,33 +225,19 @@ struct remote_arg {
 		    const struct cqwb_params *p);
 };
 
-static void
-serve(void *argp)
+void
+cqwb__ctl_answer(struct cqwb_session *s)
 {
-	struct remote_arg *a = argp;
-	struct cqwb_session *s;
 	struct cqwb_hist *h = cqwb_hist_new();
 	unsigned long long max_ops, max_ns;
 	struct cqwb_step st;
 	char line[128];
-	int want, r, i;
+	int want, r = 0;
 	size_t k;
 
 	if (h == NULL) {
 		_exit(1);
 	}
-	r = a->open(&s, a->t, a->p);
-	if (r < 0) {
-		printf("error %s\n", cqwb_error());
-		fflush(stdout);
-		_exit(1);
-	}
-	printf("ready %d", (int)getpid());
-	for (i = 0; i < s->npeers; i++) {
-		printf(" %d", (int)s->peers[i]);
-	}
-	printf("\n");
-	fflush(stdout);
 	while (fgets(line, sizeof(line), stdin) != NULL) {
 		if (sscanf(line, "run %llu %llu %d", &max_ops, &max_ns,
 			   &want) != 3) {
@@ -258,6 +266,28 @@ serve(void *argp)
 		fflush(stdout);
 	}
 	_exit(cqwb_close(s) < 0 || r < 0 ? 1 : 0);
+}
+
+static void
+serve(void *argp)
+{
+	struct remote_arg *a = argp;
+	struct cqwb_session *s;
+	int r, i;
+
+	r = a->open(&s, a->t, a->p);
+	if (r < 0) {
+		printf("error %s\n", cqwb_error());
+		fflush(stdout);
+		_exit(1);
+	}
+	printf("ready %d", (int)getpid());
+	for (i = 0; i < s->npeers; i++) {
+		printf(" %d", (int)s->peers[i]);
+	}
+	printf("\n");
+	fflush(stdout);
+	cqwb__ctl_answer(s);
 }
 
 struct remote_sess {

@@ -30,11 +30,25 @@ enum cqwb_scn {
 	CQWB_RTT = 0,	 /* parent sends, a forked peer echoes */
 	CQWB_STREAM = 1, /* parent sends one way, a forked peer receives */
 	CQWB_FANOUT = 2, /* one parent, N forked workers, K requests each */
+	/*
+	 * Servers. The parent role is a server process (parent_pid) and
+	 * the peers are its client processes, so the parent's CPU is the
+	 * server's. accept: `workers` client processes each connect, run
+	 * the handshake and one round trip, and close, over and over; one
+	 * operation is one connection. echo-clients: `workers` concurrent
+	 * client connections, one round trip in flight on each; one
+	 * operation is one round trip.
+	 */
+	CQWB_ACCEPT = 3,
+	CQWB_ECHO_CLIENTS = 4,
 	CQWB_NSCN
 };
 #define CQWB_BIT(scn) (1u << (scn))
 
-/* "rtt", "stream", "fanout"; and back (-1 if unknown). */
+/*
+ * "rtt", "stream", "fanout", "accept", "echo-clients"; and back (-1 if
+ * unknown).
+ */
 const char *cqwb_scn_name(enum cqwb_scn scn);
 int cqwb_scn_parse(const char *name);
 
@@ -50,7 +64,12 @@ struct cqwb_session;
 struct cqwb_transport {
 	const char *name; /* JSON "transport": "raw", "cqwire-uring"... */
 	const char *api;  /* NULL, "sync", "per-message", "batch" */
-	const char *mode; /* NULL, "frame-exact", "exclusive" */
+	/*
+	 * NULL, "frame-exact", "exclusive"; in the server scenarios how
+	 * connections are set up: "hmac" (the handshake with an authkey)
+	 * or "no-auth".
+	 */
+	const char *mode;
 	const char *wait; /* NULL, or "spin" */
 	unsigned scns;	  /* CQWB_BIT() of the scenarios it runs */
 	int arg;	  /* the implementation's own variant number */
@@ -116,6 +135,7 @@ struct cqwb_measure {
 	uint64_t cpu_peers_ns;	/* every peer's CPU time */
 	int64_t syscalls;	/* the parent's system calls; -1: not counted */
 	int64_t vcsw;		/* the parent's voluntary context switches */
+	uint64_t parent_rss_kib; /* the parent role's resident memory after */
 };
 
 /*

@@ -28,7 +28,8 @@
 
 #include "sess.h"
 
-static const char *const scn_names[CQWB_NSCN] = { "rtt", "stream", "fanout" };
+static const char *const scn_names[CQWB_NSCN] = { "rtt", "stream", "fanout",
+						  "accept", "echo-clients" };
 
 const char *
 cqwb_scn_name(enum cqwb_scn scn)
@@ -198,6 +199,32 @@ cpu_ns_of(pid_t pid)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* VmRSS of pid (0: this process) in KiB, 0 if unknown. */
+static uint64_t
+rss_kib_of(pid_t pid)
+{
+	unsigned long long v = 0;
+	char path[64], line[128];
+	FILE *f;
+
+	if (pid == 0) {
+		snprintf(path, sizeof(path), "/proc/self/status");
+	} else {
+		snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	}
+	f = fopen(path, "r");
+	if (f == NULL) {
+		return 0;
+	}
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (sscanf(line, "VmRSS: %llu", &v) == 1) {
+			break;
+		}
+	}
+	fclose(f);
+	return v;
+}
+
 static int syscall_tp = -1; /* raw_syscalls:sys_enter id, or -1 */
 static char syscall_why[160] = "not set up";
 
@@ -328,6 +355,7 @@ cqwb_measure(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
 		m->syscalls = 0;
 	}
 	m->vcsw = s->parent_pid ? -1 : ru1.ru_nvcsw - ru0.ru_nvcsw;
+	m->parent_rss_kib = rss_kib_of(s->parent_pid);
 	return 0;
 }
 

@@ -136,13 +136,33 @@ struct cqwb__ctl {
 /* Fork with pipes on stdin/stdout; the child execs argv or runs fn. */
 int cqwb__ctl_spawn(struct cqwb__ctl *ctl, char *const argv[],
 		    void (*fn)(void *arg), void *arg);
+/* The same, forked with cqwb__fork(idx): idx >= 0 sits on a peer CPU. */
+int cqwb__ctl_spawn_at(struct cqwb__ctl *ctl, int idx, char *const argv[],
+		       void (*fn)(void *arg), void *arg);
+/* Read a line that must start with want; "error TEXT" becomes the error. */
+int cqwb__ctl_line(struct cqwb__ctl *ctl, const char *who, const char *want);
 /* Wait for "ready PID PEERS..." and take the pids into s. */
 int cqwb__ctl_ready(struct cqwb__ctl *ctl, struct cqwb_session *s,
 		    const char *who);
 int cqwb__ctl_step(struct cqwb__ctl *ctl, const char *who, uint64_t max_ops,
 		   uint64_t max_ns, struct cqwb_hist *lat,
 		   struct cqwb_step *out);
+/*
+ * cqwb__ctl_step() in two halves, so that several sessions in other
+ * processes (the clients of a server scenario) run their steps at once:
+ * send every "run", then collect every "done".
+ */
+int cqwb__ctl_run(struct cqwb__ctl *ctl, const char *who, uint64_t max_ops,
+		  uint64_t max_ns, int want_lat);
+int cqwb__ctl_done(struct cqwb__ctl *ctl, const char *who,
+		   struct cqwb_hist *lat, struct cqwb_step *out);
 int cqwb__ctl_close(struct cqwb__ctl *ctl);
+/*
+ * The other side, in a forked child whose stdin and stdout are the pipes
+ * (after it said "ready"): answer every "run" with a step of s, close s
+ * at "quit" and _exit (1 if a step or the close failed).
+ */
+void cqwb__ctl_answer(struct cqwb_session *s) __attribute__((noreturn));
 /* Open the session with open() in a fresh forked driver process. */
 int cqwb__remote_open(struct cqwb_session **out, const struct cqwb_transport *t,
 		      const struct cqwb_params *p,
@@ -170,6 +190,30 @@ const char *cqwb__loop_unavailable(const struct cqwb_transport *t);
 const char *cqwb__zmq_unavailable(const struct cqwb_transport *t);
 const char *cqwb__nng_unavailable(const struct cqwb_transport *t);
 const char *cqwb__py_unavailable(const struct cqwb_transport *t);
+
+/*
+ * Server scenarios (accept, echo-clients; t-fleet.c, t-accept.c,
+ * t-echo.c): the transport's arg is the server kind, with CQWB_V_NOAUTH
+ * for connections without the HMAC handshake.
+ */
+enum {
+	CQWB_SRV_SYNC,	     /* forked C server: cqw_accept() in a loop */
+	CQWB_SRV_LOOP_URING, /* forked C server: CQW_OP_ACCEPT on a loop */
+	CQWB_SRV_LOOP_POLL,
+	CQWB_SRV_ECHO,	 /* the cqwire-echo program */
+	CQWB_SRV_PYTHON, /* multiprocessing.connection.Listener */
+	CQWB_SRV_ZMQ	 /* a ZeroMQ ROUTER */
+};
+#define CQWB_SRV_KIND(arg) ((arg)&0xff)
+#define CQWB_V_NOAUTH 0x100u
+#define CQWB_V_CCLIENTS 0x200u /* accept: C clients for the python server */
+int cqwb__accept_open(struct cqwb_session **out, const struct cqwb_transport *t,
+		      const struct cqwb_params *p);
+int cqwb__echo_open(struct cqwb_session **out, const struct cqwb_transport *t,
+		    const struct cqwb_params *p);
+const char *cqwb__srv_unavailable(const struct cqwb_transport *t);
+/* bench/peers/pyserve.py, embedded like pypeer.py. */
+extern const char cqwb_pyserve_src[];
 
 /*
  * The raw fan-out worker that every C fan-out parent talks to, so that

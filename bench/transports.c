@@ -7,6 +7,8 @@
  * both ends as python, over the project's cqwire.connection module).
  * "api" says which calls: sync/async for rtt and fanout, per-message/batch
  * for stream.
+ * The server scenarios (accept, echo-clients) add cqwire-echo; there the
+ * transport names the server, and "mode" is hmac or no-auth.
  */
 #include <stddef.h>
 
@@ -33,6 +35,19 @@
 	{                                                               \
 		name, api, mode, NULL, scns, v, cqwb__loop_unavailable, \
 		    cqwb__loop_open                                     \
+	}
+
+#define ACCEPT CQWB_BIT(CQWB_ACCEPT)
+#define NOAUTH CQWB_V_NOAUTH
+#define SRV(name, api, mode, scns, v)                                  \
+	{                                                              \
+		name, api, mode, NULL, scns, v, cqwb__srv_unavailable, \
+		    cqwb__accept_open                                  \
+	}
+#define ECHO(name, api, mode, v)                                       \
+	{                                                              \
+		name, api, mode, NULL, CQWB_BIT(CQWB_ECHO_CLIENTS), v, \
+		    cqwb__srv_unavailable, cqwb__echo_open             \
 	}
 
 const struct cqwb_transport cqwb_transports[] = {
@@ -78,5 +93,28 @@ const struct cqwb_transport cqwb_transports[] = {
 	  cqwb__py_unavailable, cqwb__py_open },
 	{ "python-cqwire", "batch", NULL, NULL, STREAM, CQWB_PY_MP,
 	  cqwb__py_unavailable, cqwb__py_open },
+
+	/*
+	 * The server scenarios: the server is the transport ("cqwire" is a
+	 * forked C server on the synchronous API, "cqwire-echo" the
+	 * program); mode says whether connections run the handshake.
+	 */
+	SRV("cqwire-uring", "async", "hmac", ACCEPT, CQWB_SRV_LOOP_URING),
+	SRV("cqwire-uring", "async", "no-auth", ACCEPT,
+	    CQWB_SRV_LOOP_URING | NOAUTH),
+	SRV("cqwire-poll", "async", "hmac", ACCEPT, CQWB_SRV_LOOP_POLL),
+	SRV("cqwire-poll", "async", "no-auth", ACCEPT,
+	    CQWB_SRV_LOOP_POLL | NOAUTH),
+	SRV("cqwire", "sync", "hmac", ACCEPT, CQWB_SRV_SYNC),
+	SRV("cqwire", "sync", "no-auth", ACCEPT, CQWB_SRV_SYNC | NOAUTH),
+	SRV("cqwire-echo", NULL, "hmac", ACCEPT, CQWB_SRV_ECHO),
+	SRV("cqwire-echo", NULL, "no-auth", ACCEPT, CQWB_SRV_ECHO | NOAUTH),
+	SRV("python", NULL, "hmac", ACCEPT, CQWB_SRV_PYTHON),
+	SRV("python", NULL, "no-auth", ACCEPT, CQWB_SRV_PYTHON | NOAUTH),
+	SRV("python", "c-clients", "hmac", ACCEPT,
+	    CQWB_SRV_PYTHON | CQWB_V_CCLIENTS),
+	ECHO("cqwire-echo", NULL, "hmac", CQWB_SRV_ECHO),
+	ECHO("python", "threads", "hmac", CQWB_SRV_PYTHON),
+	ECHO("zeromq", NULL, NULL, CQWB_SRV_ZMQ),
 	{ NULL, NULL, NULL, NULL, 0, 0, NULL, NULL },
 };

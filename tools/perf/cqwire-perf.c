@@ -51,7 +51,11 @@ static const char usage[] =
     "  --quick           a smaller suite, about 10 seconds\n"
     "  --only S          only these scenarios: rtt (round trip), stream "
     "(one way),\n"
-    "                    fanout (one parent, N workers)\n"
+    "                    fanout (one parent, N workers), accept "
+    "(connections per\n"
+    "                    second against a server process), "
+    "echo-clients (N clients\n"
+    "                    of one echo server)\n"
     "  --backend B       cqwire's loop on this backend only (uring, poll; "
     "default all)\n"
     "  --transport T     only transports whose name starts with one of "
@@ -81,6 +85,11 @@ static const char usage[] =
     "killed\n"
     "after 10 s and its transport reported as failed.\n"
     "Exit status: 0, 2 for bad arguments, 3 if a transport failed.\n";
+
+/* Client processes of the accept scenario. */
+#define ACCEPT_CLIENTS 4
+/* Connections in flight per client process in the second accept group. */
+#define ACCEPT_INFLIGHT 16
 
 static int tty;
 static int count_sys; /* the syscall tracepoint can be used */
@@ -194,6 +203,15 @@ wanted(const struct cqwb_transport *t, const struct cqwb_params *p)
 			return excl || strcmp(t->api, "per-message") == 0;
 		}
 		return 1;
+	case CQWB_ACCEPT:
+		/* Python's Client connects one at a time. */
+		if (p->inflight > 1 && is_peer(t, "python") && t->api == NULL) {
+			return 0;
+		}
+		/* The quick suite: with the handshake only. */
+		return !opt.quick || strcmp(t->mode, "hmac") == 0;
+	case CQWB_ECHO_CLIENTS:
+		return 1;
 	default:
 		if (is_peer(t, "billiard")) {
 			return 0;
@@ -268,6 +286,7 @@ build_plan(struct perf_run *run)
 					       16 << 20 };
 	static const size_t quick_sizes[] = { 64, 1 << 20 };
 	static const int workers[] = { 1, 8, 64, 256 };
+	static const int echo_clients[] = { 1, 64, 1024 };
 	struct cqwb_params p;
 	uint64_t warm = opt.quick ? 5 : 10, meas = opt.quick ? 20 : 40;
 	size_t i;
@@ -296,6 +315,27 @@ build_plan(struct perf_run *run)
 			r = add_group(run, &p, warm, meas);
 		}
 	}
+	/*
+	 * Servers: longer steps, since a connection or a round trip of
+	 * 1,024 costs more than a message.
+	 */
+	memset(&p, 0, sizeof(p));
+	p.scn = CQWB_ACCEPT;
+	p.size = 64;
+	p.workers = ACCEPT_CLIENTS;
+	for (k = 1; k <= ACCEPT_INFLIGHT && r == 0; k += ACCEPT_INFLIGHT - 1) {
+		p.inflight = k;
+		r = add_group(run, &p, 4 * warm, 5 * meas);
+	}
+	p.scn = CQWB_ECHO_CLIENTS;
+	p.inflight = 1;
+	for (w = 0; w < 3 && r == 0; w++) {
+		if (opt.quick && echo_clients[w] != 64) {
+			continue;
+		}
+		p.workers = echo_clients[w];
+		r = add_group(run, &p, 4 * warm, 5 * meas);
+	}
 	return r;
 }
 
@@ -309,10 +349,17 @@ estimate_s(const struct perf_group *g, const struct perf_case *c, int round)
 {
 	double s = (double)(g->warm_ns + g->measure_ns) / 1e9 + 0.006;
 
-	if (round == 0 && count_sys) {
+	if (round == 0 && count_sys && g->p.scn < CQWB_ACCEPT) {
 		s += 0.025 + (double)g->measure_ns / 3e9;
 	}
-	if (is_peer(c->t, "python") || is_peer(c->t, "billiard")) {
+	if (g->p.scn == CQWB_ACCEPT || g->p.scn == CQWB_ECHO_CLIENTS) {
+		/* Start-up, and every client connected first. */
+		s += 0.05 + 0.0005 * g->p.workers;
+		if (is_peer(c->t, "python")) {
+			s +=
+			    0.05 * (g->p.scn == CQWB_ACCEPT ? g->p.workers : 1);
+		}
+	} else if (is_peer(c->t, "python") || is_peer(c->t, "billiard")) {
 		s += 0.05 + 0.006 * g->p.workers;
 	} else if (is_peer(c->t, "nng")) {
 		s += 0.02;
@@ -331,6 +378,11 @@ progress(const struct perf_group *g, const struct perf_case *c, int round,
 	perf_size_str(g->p.size, sz, sizeof(sz));
 	if (g->p.scn == CQWB_FANOUT) {
 		snprintf(what, sizeof(what), "fanout %dx%d", g->p.workers,
+			 g->p.inflight);
+	} else if (g->p.scn == CQWB_ECHO_CLIENTS) {
+		snprintf(what, sizeof(what), "echo-clients %d", g->p.workers);
+	} else if (g->p.scn == CQWB_ACCEPT) {
+		snprintf(what, sizeof(what), "accept %dx%d", g->p.workers,
 			 g->p.inflight);
 	} else {
 		snprintf(what, sizeof(what), "%s %s", cqwb_scn_name(g->p.scn),
@@ -388,10 +440,13 @@ measurer(int fd, const struct perf_group *g, const struct perf_case *c,
 		}
 		/*
 		 * System calls, in the first round only: a step of its own,
-		 * since counting slows every system call down.
+		 * since counting slows every system call down. Not for the
+		 * servers: the counter would see one thread of a threaded
+		 * server (Python, ZeroMQ).
 		 */
 		w.m.syscalls = -1;
-		if (r == 0 && round == 0 && count_sys) {
+		if (r == 0 && round == 0 && count_sys &&
+		    g->p.scn < CQWB_ACCEPT) {
 			struct cqwb_measure cm;
 
 			r = cqwb_measure(s, 0, g->measure_ns / 3, NULL, 1, &cm);
@@ -509,6 +564,7 @@ measure_once(struct perf_group *g, struct perf_case *c, int round,
 	c->cpu[round] =
 	    (double)(w.m.cpu_parent_ns + w.m.cpu_peers_ns) / 1e3 / (double)ops;
 	c->pcpu[round] = (double)w.m.cpu_parent_ns / 1e3 / (double)ops;
+	c->rss[round] = (double)w.m.parent_rss_kib;
 	if (w.sys_known) {
 		c->sys[c->nsys++] = w.sys_per_op;
 	}
@@ -572,6 +628,7 @@ finish_case(const struct perf_group *g, struct perf_case *c)
 	c->r_bps = c->r_mps * (double)g->p.size;
 	c->r_cpu = median(c->cpu, c->nrounds);
 	c->r_pcpu = median(c->pcpu, c->nrounds);
+	c->r_rss = median(c->rss, c->nrounds);
 	if (c->nsys > 0) {
 		c->r_sys = median(c->sys, c->nsys);
 	}
@@ -807,7 +864,7 @@ parse_only(const char *arg)
 		if (s < 0) {
 			fprintf(stderr,
 				"cqwire-perf: unknown scenario '%s' (rtt, "
-				"stream, fanout)\n",
+				"stream, fanout, accept, echo-clients)\n",
 				tok);
 			r = -1;
 			break;

@@ -22,6 +22,7 @@ struct perf_case {
 	double cpu[PERF_MAX_ROUNDS];  /* us of CPU (all processes) per op */
 	double pcpu[PERF_MAX_ROUNDS]; /* us of parent CPU per op */
 	double sys[PERF_MAX_ROUNDS];  /* parent system calls per op */
+	double rss[PERF_MAX_ROUNDS];  /* parent (server) RSS after, KiB */
 	int nsys;		      /* rounds that counted them */
 	uint64_t samples;
 	struct cqwb_hist *hist; /* every round's latencies, merged */
@@ -30,7 +31,7 @@ struct perf_case {
 	/* Results: medians of the rounds (tails from the merged histogram). */
 	int done;
 	double r_p50, r_p99, r_p999; /* us; NAN when absent */
-	double r_mps, r_bps, r_cpu, r_pcpu, r_sys;
+	double r_mps, r_bps, r_cpu, r_pcpu, r_sys, r_rss;
 };
 
 struct perf_group {

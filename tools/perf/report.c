@@ -35,7 +35,9 @@ perf_find(const struct perf_run *run, enum cqwb_scn scn, size_t size,
 
 		if (gr->p.scn != scn || gr->p.size != size ||
 		    (scn == CQWB_FANOUT && (gr->p.workers != workers ||
-					    gr->p.inflight != inflight))) {
+					    gr->p.inflight != inflight)) ||
+		    (scn == CQWB_ECHO_CLIENTS && gr->p.workers != workers) ||
+		    (scn == CQWB_ACCEPT && gr->p.inflight != inflight)) {
 			continue;
 		}
 		for (k = 0; k < gr->ncases; k++) {
@@ -92,7 +94,19 @@ static const char *const scn_title[CQWB_NSCN] = {
 	"the last is acknowledged",
 	"fan-out: one parent, N forked workers x K requests in flight each; "
 	"latency per request",
+	"connections per second to a server process: N client processes x K "
+	"connections\n  in flight each connect, run the handshake (hmac), "
+	"one round trip, close; latency per connection",
+	"N concurrent clients of one echo server process, one round trip in "
+	"flight each;\n  latency per round trip",
 };
+
+/* The scenarios whose parent role is a server (CQWB_ACCEPT and after). */
+static int
+server_scn(enum cqwb_scn scn)
+{
+	return scn == CQWB_ACCEPT || scn == CQWB_ECHO_CLIENTS;
+}
 
 void
 perf_print_table(FILE *f, const struct perf_run *run)
@@ -127,7 +141,9 @@ perf_print_table(FILE *f, const struct perf_run *run)
 			    "%8s%s\n",
 			    "transport", "size", "workers", "p50 us", "p99 us",
 			    "p99.9 us", "msgs/s", "MB/s", "CPU us", "sys/msg",
-			    gr->p.scn == CQWB_FANOUT ? " parent CPU us" : "");
+			    gr->p.scn == CQWB_FANOUT ? " parent CPU us"
+			    : server_scn(gr->p.scn)  ? " server CPU us  RSS KiB"
+						     : "");
 		} else {
 			fprintf(f, "\n");
 		}
@@ -135,9 +151,12 @@ perf_print_table(FILE *f, const struct perf_run *run)
 			const struct perf_case *c = &gr->cases[k];
 
 			perf_size_str(gr->p.size, sz, sizeof(sz));
-			if (gr->p.scn == CQWB_FANOUT) {
+			if (gr->p.scn == CQWB_FANOUT ||
+			    gr->p.scn == CQWB_ACCEPT) {
 				snprintf(w, sizeof(w), "%dx%d", gr->p.workers,
 					 gr->p.inflight);
+			} else if (server_scn(gr->p.scn)) {
+				snprintf(w, sizeof(w), "%d", gr->p.workers);
 			} else {
 				snprintf(w, sizeof(w), "1");
 			}
@@ -160,9 +179,12 @@ perf_print_table(FILE *f, const struct perf_run *run)
 				rate(c->r_mps, d, sizeof(d)),
 				num(c->r_bps / 1e6, e, sizeof(e)),
 				num(c->r_cpu, g1, sizeof(g1)), h);
-			if (gr->p.scn == CQWB_FANOUT) {
+			if (gr->p.scn == CQWB_FANOUT || server_scn(gr->p.scn)) {
 				fprintf(f, " %14s",
 					num(c->r_pcpu, g1, sizeof(g1)));
+			}
+			if (server_scn(gr->p.scn)) {
+				fprintf(f, " %8.0f", c->r_rss);
 			}
 			fprintf(f, "\n");
 		}
@@ -172,7 +194,14 @@ perf_print_table(FILE *f, const struct perf_run *run)
 		   "CPU us: CPU time of every process involved per message "
 		   "(parent CPU us: the parent's alone)\n"
 		   "sys/msg: the parent's system calls per message, counted "
-		   "in an untimed step\n");
+		   "in an untimed step\n"
+		   "accept, echo-clients: msgs/s are connections or round "
+		   "trips per second; workers: client\n"
+		   "processes x connections in flight each (accept) or "
+		   "connections (echo-clients);\n"
+		   "server CPU us: the server process's CPU time per "
+		   "connection or round trip;\n"
+		   "RSS KiB: its resident memory after the step\n");
 	for (k = 0; k < run->nskips; k++) {
 		fprintf(f, "skipped %s: %s\n", run->skips[k].label,
 			run->skips[k].why);
@@ -591,10 +620,20 @@ perf_print_json(FILE *f, const struct perf_run *run)
 			}
 			json_kv_num(f, "size", (double)gr->p.size, &first);
 			json_kv_num(f, "workers",
-				    gr->p.scn == CQWB_FANOUT ? gr->p.workers
-							     : 1,
+				    gr->p.scn == CQWB_FANOUT ||
+					    server_scn(gr->p.scn)
+					? gr->p.workers
+					: 1,
 				    &first);
-			if (gr->p.scn == CQWB_FANOUT) {
+			if (gr->p.scn == CQWB_ACCEPT) {
+				json_kv_num(f, "client_processes",
+					    gr->p.workers, &first);
+			} else if (gr->p.scn == CQWB_ECHO_CLIENTS) {
+				json_kv_num(f, "clients", gr->p.workers,
+					    &first);
+			}
+			if (gr->p.scn == CQWB_FANOUT ||
+			    gr->p.scn == CQWB_ACCEPT) {
 				json_kv_num(f, "inflight", gr->p.inflight,
 					    &first);
 			}
@@ -606,6 +645,12 @@ perf_print_json(FILE *f, const struct perf_run *run)
 			json_kv_num(f, "cpu_us_per_msg", c->r_cpu, &first);
 			json_kv_num(f, "parent_cpu_us_per_msg", c->r_pcpu,
 				    &first);
+			if (server_scn(gr->p.scn)) {
+				json_kv_num(f, "server_cpu_us_per_msg",
+					    c->r_pcpu, &first);
+				json_kv_num(f, "server_rss_kib", c->r_rss,
+					    &first);
+			}
 			json_kv_num(f, "parent_syscalls_per_msg", c->r_sys,
 				    &first);
 			json_kv_num(f, "rounds", c->nrounds, &first);
