@@ -143,6 +143,10 @@ CQW_EXTERN const char *cqw_err_name(int err);
 
 /* ----------------------------------------------------------------------
  * Connections: the synchronous API (Python's Connection)
+ *
+ * A connection is one thread's at a time, as Python's is: calls on one
+ * connection from two threads at once (two receives, say) tear its
+ * frames and its state. Different connections are independent.
  */
 typedef struct cqw_conn cqw_conn;
 
