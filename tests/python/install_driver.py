@@ -147,5 +147,40 @@ for key in KNOWN_FAILURES:
         setattr(cls, test_name,
                 unittest.expectedFailure(getattr(cls, test_name)))
 
+
+
+def interpreter_deadlocks_on_feeder_error():
+    """The interpreter's own lock cycle, whatever the connections are:
+    the executor manager thread joins the call queue's feeder thread while
+    it holds shutdown_lock (join_executor_internals), and the feeder
+    thread, on a pickling error, takes shutdown_lock
+    (_on_queue_feeder_error) -- so test_shutdown_deadlock_pickle hangs
+    when the error comes during the join (seen once in CI on 3.13.0 with
+    every thread of it in CPython code, none in cqwire's). Looked up in
+    the interpreter's own source, so a fixed interpreter runs the test."""
+    import inspect
+    from concurrent.futures import process as p
+    try:
+        join = inspect.getsource(
+            p._ExecutorManagerThread.join_executor_internals)
+        feeder = inspect.getsource(p._SafeQueue._on_queue_feeder_error)
+    except (AttributeError, OSError, TypeError):
+        return False
+    return "with self.shutdown_lock" in join and \
+        "with self.shutdown_lock" in feeder
+
+
+if SUITE == "futures" and interpreter_deadlocks_on_feeder_error():
+    reason = ("this interpreter's ProcessPoolExecutor can deadlock in this "
+              "test by itself (shutdown_lock held while joining the feeder "
+              "thread, which takes it on a pickling error)")
+    for name, cls in list(globals().items()):
+        if isinstance(cls, type) and hasattr(cls, "test_shutdown_deadlock_pickle"):
+            setattr(cls, "test_shutdown_deadlock_pickle",
+                    unittest.skip(reason)(cls.test_shutdown_deadlock_pickle))
+            if __name__ == "__main__":
+                print("skip %s.test_shutdown_deadlock_pickle: %s"
+                      % (name, reason))
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
