@@ -276,7 +276,8 @@ struct peer {
 	struct cqw_op op; /* RECV, then SEND of what came, then RECV... */
 	uint8_t *buf;	  /* small, or grown for a long message */
 	size_t cap;
-	int first; /* --once: the server ends with this one */
+	int first;		  /* --once: the server ends with this one */
+	struct peer *prev, *next; /* server.peers */
 	uint8_t small[SMALL_BUF];
 };
 
@@ -287,7 +288,8 @@ struct server {
 	struct cqw_op acc[HANDSHAKES];
 	struct cqw_op *idle_acc[HANDSHAKES]; /* accept ops not submitted */
 	unsigned nidle;
-	unsigned long long conns;     /* peers being served */
+	struct peer *peers;	      /* being served */
+	unsigned long long conns;     /* how many */
 	unsigned long long max_conns; /* from the descriptor limit */
 	unsigned max_handshakes;      /* accepts in flight, at most */
 	time_t logged_at;	      /* the second of the last resource line */
@@ -383,6 +385,14 @@ close_peer(struct server *srv, struct peer *p)
 		srv->done = 1;
 		srv->status = 0;
 	}
+	if (p->prev != NULL) {
+		p->prev->next = p->next;
+	} else {
+		srv->peers = p->next;
+	}
+	if (p->next != NULL) {
+		p->next->prev = p->prev;
+	}
 	free(p);
 	srv->conns--;
 }
@@ -428,6 +438,11 @@ accepted(struct server *srv, struct cqw_op *op)
 	p->op.conn = p->conn;
 	p->op.user_data = p;
 	p->first = srv->opt->once && srv->accepted == 0;
+	p->next = srv->peers;
+	if (srv->peers != NULL) {
+		srv->peers->prev = p;
+	}
+	srv->peers = p;
 	srv->accepted++;
 	srv->conns++;
 	r = post(srv, p, CQW_OP_RECV, p->cap);
@@ -545,6 +560,29 @@ unlink_socket(const cqw_listener *l)
 #endif
 }
 
+/*
+ * The way out: every peer's connection closed (its op cancelled and
+ * waited for), the accepts cancelled by closing the listener and reaped,
+ * everything freed.
+ */
+static void
+shut_down(struct server *srv)
+{
+	struct cqw_op *ops[REAP_BATCH];
+	struct peer *p;
+	int n;
+
+	while ((p = srv->peers) != NULL) {
+		p->first = 0;
+		close_peer(srv, p);
+	}
+	cqw_listener_close(srv->l);
+	do {
+		n = cqw_reap(srv->loop, ops, REAP_BATCH, 1000);
+	} while (n > 0);
+	cqw_listener_free(srv->l);
+}
+
 static int
 serve(const struct options *opt, const struct cqw_auth *auth)
 {
@@ -614,7 +652,11 @@ serve(const struct options *opt, const struct cqw_auth *auth)
 		signal(got_signal, SIG_DFL);
 		raise(got_signal);
 	}
-	/* Peers still connected are closed with the process. */
+#ifndef _WIN32
+	cqw_conn_free(sigconn); /* its receive is cancelled and waited for */
+#endif
+	shut_down(&srv);
+	cqw_loop_free(srv.loop);
 	return srv.status;
 }
 
