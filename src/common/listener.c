@@ -110,11 +110,13 @@ answer_challenge(cqw_conn *c, const struct cqw_auth *auth, int64_t deadline)
 	return cqw__auth_check_welcome(resp, (size_t)n);
 }
 
-/* A frame over the cap, or a lie about a length, is a failed peer. */
-static int
-peer_failed(int r)
+int
+cqw__auth_peer_failed(int r)
 {
-	return r == CQW_EMSGSIZE || r == CQW_EPROTO ? CQW_EAUTH : r;
+	if (r == CQW_ETOOSHORT || r == CQW_EMSGSIZE || r == CQW_EPROTO) {
+		return CQW_EAUTH;
+	}
+	return r;
 }
 
 static int
@@ -134,7 +136,7 @@ handshake(cqw_conn *c, const struct cqw_auth *auth, int server)
 			r = deliver_challenge(c, auth, deadline);
 		}
 	}
-	return peer_failed(r);
+	return cqw__auth_peer_failed(r);
 }
 
 int
@@ -281,8 +283,8 @@ cqw_deliver_challenge(cqw_conn *c, const struct cqw_auth *auth)
 	int r = check_split(c, auth);
 
 	return r < 0 ? r
-		     : peer_failed(deliver_challenge(c, auth,
-						     cqw__auth_deadline(auth)));
+		     : cqw__auth_peer_failed(deliver_challenge(
+			   c, auth, cqw__auth_deadline(auth)));
 }
 
 int
@@ -291,7 +293,7 @@ cqw_answer_challenge(cqw_conn *c, const struct cqw_auth *auth)
 	int r = check_split(c, auth);
 
 	return r < 0 ? r
-		     : peer_failed(
+		     : cqw__auth_peer_failed(
 			   answer_challenge(c, auth, cqw__auth_deadline(auth)));
 }
 

@@ -321,16 +321,6 @@ finish(struct cqw__hs *hs)
 	}
 }
 
-/* A frame over the cap, or a lie about a length, is a failed peer. */
-static int
-peer_failed(int r)
-{
-	if (r == CQW_ETOOSHORT || r == CQW_EMSGSIZE || r == CQW_EPROTO) {
-		return CQW_EAUTH;
-	}
-	return r;
-}
-
 static void
 fail(struct cqw__hs *hs, int err)
 {
@@ -420,7 +410,8 @@ received(struct cqw__hs *hs, int st, size_t n)
 				     hs->auth.flags, hs->in, n, hs->out,
 				     sizeof(hs->out));
 		if (r < 0) {
-			fail(hs, peer_failed(r)); /* Python answers nothing */
+			fail(hs, cqw__auth_peer_failed(
+				     r)); /* Python answers nothing */
 			return;
 		}
 		hs->out_len = (size_t)r;
@@ -545,7 +536,8 @@ cqw__srv_run(cqw_loop *loop)
 		if (hs->rbusy && CQW__OP_STATE(&hs->rop) == CQW__OPS_IDLE) {
 			hs->rbusy = 0;
 			if (hs->rop.result < 0) {
-				fail(hs, peer_failed((int)hs->rop.result));
+				fail(hs, cqw__auth_peer_failed(
+					     (int)hs->rop.result));
 			} else if (hs->err == 0 && hs->abort == 0) {
 				received(hs, hs->rstep, (size_t)hs->rop.result);
 			}

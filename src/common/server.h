@@ -29,6 +29,12 @@ struct cqw_listener {
 
 /* 0 if auth (NULL: none) is one the handshake can use, else CQW_EINVAL. */
 int cqw__check_auth(const struct cqw_auth *auth);
+/*
+ * A handshake's error as the caller sees it: a frame over the 256-byte
+ * cap (CQW_ETOOSHORT on the loop, CQW_EMSGSIZE in the sync calls) or a
+ * lie about a length is a failed peer, CQW_EAUTH; the rest as it is.
+ */
+int cqw__auth_peer_failed(int r);
 /* The handshake's deadline under auth (absolute; -1: none). */
 int64_t cqw__auth_deadline(const struct cqw_auth *auth);
 /* Listener endpoint teardown once no op uses it (listener.c). */
