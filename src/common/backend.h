@@ -28,7 +28,14 @@
  *   CQW_E* code, and flags (CQW__CF_*). CQW_EAGAIN is never a result:
  *   waiting for readiness is the backend's job. An io that completes more
  *   than once (multishot) sets CQW__CF_MORE on every completion but the
- *   last.
+ *   last. While an io waits on the loop's list (io->queued), a backend
+ *   folds its next completions into that one (result and flags updated)
+ *   instead of queueing it twice.
+ * - A backend with buf_next() takes CQW__IO_RECV_MULTI on stream sockets
+ *   (internal.h); one without never sees it. Its bytes wait in the
+ *   backend's buffers, oldest first, until the framer gives each back
+ *   (buf_put), also after the io's last completion; a buffer given back
+ *   may be written by the kernel at once.
  * - cancel() asks; the io still completes once (maybe CQW_ECANCELED).
  * - All calls come from the loop's thread. wake() may come from any.
  * - after_fork() runs in a child on the loop's first use there. It must
@@ -69,6 +76,14 @@ struct cqw__backend_ops {
 	void (*cancel)(cqw_loop *loop, struct cqw__io *io);
 	int (*wake)(cqw_loop *loop);
 	int (*after_fork)(cqw_loop *loop);
+	/*
+	 * Optional, CQW__IO_RECV_MULTI: the oldest bytes io received that
+	 * were not given back (their length, *p their start; 0: none; *held
+	 * how many buffers io holds), and giving that buffer back.
+	 */
+	size_t (*buf_next)(cqw_loop *loop, struct cqw__io *io, uint8_t **p,
+			   unsigned *held);
+	void (*buf_put)(cqw_loop *loop, struct cqw__io *io);
 	/* Optional: what cqw_loop_features() reports (NULL: ""). */
 	const char *(*features)(const cqw_loop *loop);
 };

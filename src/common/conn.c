@@ -205,8 +205,10 @@ cqw__conn_poison(cqw_conn *c)
 }
 
 static int
-check_read(const cqw_conn *c)
+check_read(cqw_conn *c)
 {
+	int r;
+
 	if (c == NULL) {
 		return CQW_EINVAL;
 	}
@@ -218,6 +220,13 @@ check_read(const cqw_conn *c)
 	}
 	if (c->inflight) {
 		return CQW_EBUSY;
+	}
+	/* A multishot the loop kept armed ends first (stream.c). */
+	if (c->loop != NULL && c->recv_busy) {
+		r = cqw__loop_quiesce(c);
+		if (r < 0) {
+			return r;
+		}
 	}
 	return c->recv_error;
 }

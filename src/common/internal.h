@@ -56,6 +56,13 @@ enum cqw__io_op {
 				handle (platform: cqw__listen_accept_io) */
 	CQW__IO_CONNECT = 5, /* finish connecting handle (platform:
 				cqw__os_connect_begin); the result is 0 */
+	CQW__IO_RECV_MULTI = 6, /* stream sockets, backends with buf_next():
+				   receive again and again into buffers the
+				   backend provides. A completion with
+				   CQW__CF_MORE says bytes wait (buf_next());
+				   the last has none: 0 end of file, an
+				   error, or 1: it ended with nothing wrong
+				   (no buffer was free; arm it again) */
 };
 
 /* Completion flags (io->flags). */
@@ -82,6 +89,10 @@ struct cqw__io {
 	int backend_state;	  /* the backend's */
 	uint64_t backend_priv[8]; /* the backend's (uring: a msghdr; iocp:
 				     its OVERLAPPED) */
+	int queued; /* on the loop's list of completed ios (loop.c) */
+	int all;    /* stream receive: the len bytes are owed (a payload
+		       already begun): a backend may complete only once all
+		       are here, or at an end (MSG_WAITALL) */
 };
 
 struct cqw__transport;
@@ -143,9 +154,18 @@ struct cqw_conn {
 	struct cqw__io rio; /* the receive in flight */
 	uint8_t rhdr[CQW__HDR_LARGE]; /* frame-exact header reads land here */
 	int no_peek;		      /* this frame takes the one-frame path */
-	int rtarget;	/* what rio reads into: RT_* in channel.c */
-	int send_busy;	/* wio is started */
-	int recv_busy;	/* rio is started */
+	int rtarget;   /* what rio reads into: RT_* in channel.c */
+	int send_busy; /* wio is started */
+	int recv_busy; /* rio is started */
+	/*
+	 * CQW_EXCLUSIVE sockets on a backend with buf_next() (stream.c):
+	 * rio is a CQW__IO_RECV_MULTI, armed while ms_on; c->stage is one
+	 * of its buffers while stage_pbuf. ms_stop: the framer cancelled
+	 * it (idle, or a large payload next); ms_final: how it ended, owed
+	 * once the bytes it left are taken; no_multi: never again here.
+	 */
+	uint8_t ms_on, ms_stop, stage_pbuf, no_multi, ms_once;
+	int ms_final;
 	int send_error; /* sticky: the stream is broken */
 	int recv_error; /* sticky: the receive position is unknown (fork) */
 	int closing;	/* cqw_conn_close() is cancelling: start nothing */

@@ -123,7 +123,8 @@ cqw__loop_detach(cqw_conn *c)
 {
 	cqw_loop *loop = c->loop;
 
-	if (loop == NULL) {
+	/* A receive of the framer's own (a multishot) keeps it: quiesce. */
+	if (loop == NULL || c->recv_busy) {
 		return;
 	}
 	/*
@@ -165,6 +166,7 @@ cqw__loop_io_complete(cqw_loop *loop, struct cqw__io *io, int64_t result,
 {
 	io->result = result;
 	io->flags = flags;
+	io->queued = 1;
 	io->next = NULL;
 	if (loop->iodone_tail != NULL) {
 		loop->iodone_tail->next = io;
@@ -190,6 +192,7 @@ process_ios(cqw_loop *loop)
 			if (loop->iodone == NULL) {
 				loop->iodone_tail = NULL;
 			}
+			io->queued = 0;
 			if (io->conn != NULL) {
 				io->conn->tp->framer->io_done(loop, io);
 			} else {
@@ -347,7 +350,22 @@ cqw_loop_free(cqw_loop *loop)
 	 * (a caller that broke that rule), it must not point at freed memory.
 	 */
 	while (loop->conns != NULL) {
-		unlink_conn(loop, loop->conns);
+		cqw_conn *c = loop->conns;
+
+		/*
+		 * A multishot armed with no op: ended and waited for, so that
+		 * every byte it took stays with c; from a thread that may not
+		 * use the loop, only what it reported (the ring's end cancels
+		 * it).
+		 */
+		if (c->recv_busy && c->inflight == 0 &&
+		    cqw__loop_quiesce(c) == 0 && c->loop != loop) {
+			continue; /* let go */
+		}
+		if (c->tp->framer->quiesce != NULL) {
+			c->tp->framer->quiesce(loop, c, 1);
+		}
+		unlink_conn(loop, c);
 	}
 	loop->ops->fini(loop);
 	cqw__pool_fini(loop);
@@ -743,6 +761,40 @@ cqw_cancel(cqw_loop *loop, struct cqw_op *op)
 	}
 	r = check_use(loop, 0);
 	return r < 0 ? r : op->conn->tp->framer->cancel(loop, op);
+}
+
+int
+cqw__loop_quiesce(cqw_conn *c)
+{
+	cqw_loop *loop = c->loop;
+	int r;
+
+	if (loop == NULL || c->inflight != 0 || !c->recv_busy) {
+		return 0;
+	}
+	r = check_use(loop, 0);
+	if (r < 0) {
+		return r;
+	}
+	/* In a forked child the check may have ended it. */
+	if (c->loop == NULL || !c->recv_busy) {
+		return 0;
+	}
+	if (c->tp->framer->quiesce == NULL) {
+		return CQW_EBUSY;
+	}
+	c->tp->framer->quiesce(loop, c, 0);
+	while (c->recv_busy) {
+		r = loop->ops->flush(loop);
+		if (r == 0) {
+			r = loop->ops->wait(loop, -1);
+		}
+		if (r < 0 && r != CQW_EINTR) {
+			return r;
+		}
+		process_ios(loop);
+	}
+	return 0;
 }
 
 int

@@ -49,6 +49,13 @@ int cqw__loop_check_thread(cqw_loop *loop);
  */
 int cqw__loop_conn_close(cqw_loop *loop, cqw_conn *c);
 /*
+ * c has no op on its loop but a receive of the framer's own (a multishot)
+ * is armed: end it and wait, so that the synchronous half may read. 0 (c
+ * let go of its loop, its bytes kept), or CQW_EBUSY if the calling thread
+ * may not use the loop now.
+ */
+int cqw__loop_quiesce(cqw_conn *c);
+/*
  * c has nothing left on its loop: let it go (it may move or outlive it),
  * unless the backend keeps its handle (backend.h: detach).
  */

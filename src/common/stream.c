@@ -14,6 +14,21 @@
  *   RT_HDR      the header, into c->rhdr (the decoder takes it)
  *   RT_STAGE    CQW_EXCLUSIVE: up to the staging buffer, many frames
  *   RT_PAYLOAD  the payload, straight into the op's buffer
+ *   RT_MULTI    CQW_EXCLUSIVE sockets on a backend with buf_next(): one
+ *               multishot receive into the backend's buffers, armed
+ *               while c->ms_on, also between ops (so the connection
+ *               stays the loop's until it ends: see quiesce below)
+ *
+ * With RT_MULTI, c->stage is the oldest of the io's buffers
+ * (c->stage_pbuf) while its bytes are taken, and each buffer goes back
+ * the moment the last byte is out. The multishot is stopped (ms_stop)
+ * for a payload of CQW__STAGE_SIZE or more that nothing holds yet (it
+ * is then read straight into the op's buffer, once), and when bytes
+ * nobody asked for pile up (MS_HOLD_MAX buffers). When it ends, what its
+ * buffers still hold is copied into a stage block (flatten()), so that
+ * no buffer outlives it; an end of file or error it ended with is owed
+ * (ms_final) until those bytes are taken. After the kernel ran out of
+ * buffers (ENOBUFS) the next read is a plain one (ms_once).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +38,12 @@
 #include "pool.h"
 #include "transport.h"
 
-enum { RT_HDR = 1, RT_STAGE, RT_PAYLOAD, RT_PEEK };
+enum { RT_HDR = 1, RT_STAGE, RT_PAYLOAD, RT_PEEK, RT_MULTI };
+
+/* Buffers a multishot may hold with no receive queued before it stops. */
+#define MS_HOLD_MAX 8u
+/* ms_final for an end of file (0 means nothing owed). */
+#define MS_EOF 1
 
 static void
 start_read(cqw_loop *loop, cqw_conn *c, int target, void *buf, size_t len)
@@ -34,6 +54,7 @@ start_read(cqw_loop *loop, cqw_conn *c, int target, void *buf, size_t len)
 	c->rio.conn = c;
 	c->rio.buf = buf;
 	c->rio.len = len > 0x40000000 ? 0x40000000 : len;
+	c->rio.all = target == RT_PAYLOAD;
 	c->rtarget = target;
 	c->recv_busy = 1;
 	loop->ops->start(loop, &c->rio);
@@ -218,7 +239,10 @@ take_staged(cqw_conn *c, struct cqw_op *op)
 static void
 put_stage(cqw_loop *loop, cqw_conn *c)
 {
-	if (c->stage != NULL && c->stage != c->stage_small) {
+	if (c->stage_pbuf) {
+		loop->ops->buf_put(loop, &c->rio);
+		c->stage_pbuf = 0;
+	} else if (c->stage != NULL && c->stage != c->stage_small) {
 		cqw__pool_put(loop, CQW__POOL_STAGE, c->stage);
 	}
 	c->stage = NULL;
@@ -272,6 +296,167 @@ pick_stage(cqw_loop *loop, cqw_conn *c, uint64_t need)
 	return pick_stage_slow(loop, c, need);
 }
 
+static inline int
+multi_ok(const cqw_loop *loop, const cqw_conn *c)
+{
+	return loop->ops->buf_next != NULL && c->kind == CQW__FD_SOCK &&
+	       !c->no_multi && (c->flags & CQW_EXCLUSIVE);
+}
+
+static void
+start_multi(cqw_loop *loop, cqw_conn *c)
+{
+	c->rio.op = CQW__IO_RECV_MULTI;
+	c->rio.handle = c->fd;
+	c->rio.kind = c->kind;
+	c->rio.conn = c;
+	c->rio.buf = NULL;
+	c->rio.len = 0;
+	c->rio.all = 0;
+	c->rtarget = RT_MULTI;
+	c->recv_busy = 1;
+	c->ms_on = 1;
+	c->ms_stop = 0;
+	loop->ops->start(loop, &c->rio);
+}
+
+static void
+stop_multi(cqw_loop *loop, cqw_conn *c)
+{
+	if (c->ms_on && !c->ms_stop) {
+		c->ms_stop = 1;
+		loop->ops->cancel(loop, &c->rio);
+	}
+}
+
+/*
+ * The stage is empty: give its buffer back and make the next one the
+ * stage; 1 if there was one. *held: how many the io holds now.
+ */
+static int
+next_pbuf(cqw_loop *loop, cqw_conn *c, unsigned *held)
+{
+	uint8_t *p;
+	size_t n;
+
+	put_stage(loop, c);
+	n = loop->ops->buf_next(loop, &c->rio, &p, held);
+	if (n == 0) {
+		return 0;
+	}
+	c->stage = p;
+	c->stage_off = 0;
+	c->stage_len = n;
+	c->stage_pbuf = 1;
+	return 1;
+}
+
+/*
+ * The multishot ended: what its buffers hold moves into a stage block
+ * (one from malloc() when more than a block), and every buffer goes
+ * back. CQW_ENOMEM loses those bytes (the position is lost for good).
+ */
+static int
+flatten(cqw_loop *loop, cqw_conn *c)
+{
+	size_t cap = CQW__STAGE_SIZE, used = 0, n;
+	uint8_t *blk = NULL, *p, *nb;
+	unsigned held;
+	int r = 0;
+
+	if (!c->stage_pbuf &&
+	    loop->ops->buf_next(loop, &c->rio, &p, &held) == 0) {
+		return 0;
+	}
+	for (;;) {
+		if (c->stage_pbuf) {
+			p = c->stage + c->stage_off;
+			n = c->stage_len - c->stage_off;
+		} else {
+			n = loop->ops->buf_next(loop, &c->rio, &p, &held);
+			if (n == 0) {
+				break;
+			}
+			c->stage_pbuf = 1;
+		}
+		if (r == 0 && n > 0 && (blk == NULL || used + n > cap)) {
+			while (used + n > cap) {
+				cap *= 2;
+			}
+			nb = blk == NULL ? cqw__pool_get(loop, CQW__POOL_STAGE)
+					 : NULL;
+			if (nb == NULL || cap > CQW__STAGE_SIZE) {
+				if (nb != NULL) {
+					cqw__pool_put(loop, CQW__POOL_STAGE,
+						      nb);
+				}
+				nb = realloc(blk, cap);
+			}
+			if (nb == NULL) {
+				r = CQW_ENOMEM;
+			} else {
+				blk = nb;
+			}
+		}
+		if (r == 0 && n > 0) {
+			memcpy(blk + used, p, n);
+			used += n;
+		}
+		loop->ops->buf_put(loop, &c->rio);
+		c->stage_pbuf = 0;
+	}
+	c->stage = r == 0 ? blk : NULL;
+	c->stage_off = 0;
+	c->stage_len = r == 0 ? used : 0;
+	if (r < 0) {
+		free(blk);
+		c->recv_error = r;
+	}
+	return r;
+}
+
+/* A read ended with r <= 0 (0: end of file) for the head op. */
+static void
+recv_failed(cqw_loop *loop, cqw_conn *c, int64_t r)
+{
+	struct cqw_op *op = c->recvq.head;
+
+	if (r == 0) {
+		r = cqw__dec_want(&c->dec) > 0 ? cqw__dec_eof(&c->dec)
+					       : CQW_ETRUNC;
+		cqw__dec_reset(&c->dec);
+		c->pay_got = 0;
+	} else if (!c->closing && op != NULL) {
+		/* The part read so far is in this op's buffer only. */
+		cqw__chan_keep_part(c, op->buf);
+	}
+	if (op != NULL) {
+		cqw__opq_pop(&c->recvq);
+		cqw__loop_op_done(loop, op, r);
+	}
+}
+
+/*
+ * The receive's next bytes, with a multishot: 1 if the stage has some
+ * again, 0 to wait for it, -1 if it is not armed (start a read).
+ */
+static int
+multi_more(cqw_loop *loop, cqw_conn *c, uint64_t rest)
+{
+	unsigned held;
+
+	if (!c->ms_on) {
+		return -1;
+	}
+	if (next_pbuf(loop, c, &held)) {
+		return 1;
+	}
+	if (rest >= CQW__STAGE_SIZE) {
+		stop_multi(loop, c); /* it goes straight into the op's buffer */
+	}
+	return 0;
+}
+
 static void
 recv_kick(cqw_loop *loop, cqw_conn *c)
 {
@@ -279,9 +464,9 @@ recv_kick(cqw_loop *loop, cqw_conn *c)
 	int exclusive = (c->flags & CQW_EXCLUSIVE) != 0;
 	uint64_t len;
 	size_t want, slen;
-	int owed;
+	int owed, m;
 
-	while (!c->recv_busy && (op = c->recvq.head) != NULL) {
+	while ((op = c->recvq.head) != NULL && (!c->recv_busy || c->ms_on)) {
 		owed = cqw__chan_recv_owed(c);
 		if (owed < 0) {
 			cqw__opq_pop(&c->recvq);
@@ -313,6 +498,28 @@ recv_kick(cqw_loop *loop, cqw_conn *c)
 			cqw__loop_op_done(loop, op, (int64_t)len);
 			continue;
 		}
+		m = multi_more(loop, c, want > 0 ? 0 : len - c->pay_got);
+		if (m > 0) {
+			continue;
+		}
+		if (m == 0 || c->recv_busy) {
+			break; /* the multishot brings more, or is ending */
+		}
+		if (c->ms_final != 0) {
+			/* How the multishot ended, now that its bytes are out. */
+			int64_t r = c->ms_final == MS_EOF ? 0 : c->ms_final;
+
+			c->ms_final = 0;
+			recv_failed(loop, c, r);
+			continue;
+		}
+		if (multi_ok(loop, c) && !c->ms_once &&
+		    (want > 0 || len - c->pay_got < CQW__STAGE_SIZE)) {
+			put_stage(loop, c); /* empty: the buffers serve now */
+			start_multi(loop, c);
+			continue;
+		}
+		c->ms_once = 0;
 		if (exclusive &&
 		    (want > 0 || len - c->pay_got < CQW__STAGE_SIZE)) {
 			slen = pick_stage(loop, c,
@@ -336,8 +543,8 @@ recv_kick(cqw_loop *loop, cqw_conn *c)
 		}
 	}
 	/* No receive needs the stage: an empty block goes back. */
-	if (!c->recv_busy && c->stage != NULL && c->stage != c->stage_small &&
-	    c->stage_off == c->stage_len) {
+	if ((!c->recv_busy || c->stage_pbuf) && c->stage != NULL &&
+	    c->stage != c->stage_small && c->stage_off == c->stage_len) {
 		put_stage(loop, c);
 	}
 }
@@ -401,11 +608,72 @@ recv_peeked(cqw_loop *loop, cqw_conn *c, size_t avail)
 	}
 }
 
+/* A completion of the multishot (RT_MULTI). */
+static void
+multi_done(cqw_loop *loop, cqw_conn *c, int64_t r)
+{
+	unsigned held;
+	uint8_t *p;
+	int stop = c->ms_stop;
+
+	if (c->rio.flags & CQW__CF_MORE) {
+		recv_kick(loop, c);
+		if (c->recvq.head == NULL && !c->ms_stop &&
+		    loop->ops->buf_next(loop, &c->rio, &p, &held) > 0 &&
+		    held >= MS_HOLD_MAX) {
+			stop_multi(loop, c); /* nobody takes them: stop */
+		}
+		return;
+	}
+	c->recv_busy = 0;
+	c->ms_on = 0;
+	c->ms_stop = 0;
+	if (r == CQW_EFORK) {
+		/* The backend took the buffers back; the position is lost. */
+		c->stage_pbuf = 0;
+		c->stage = NULL;
+		c->stage_off = c->stage_len = 0;
+		c->recv_error = CQW_EFORK;
+		recv_failed(loop, c, r);
+	} else if (c->closing) {
+		put_stage(loop, c);
+		while (next_pbuf(loop, c, &held)) {
+			put_stage(loop, c);
+		}
+		c->stage = NULL;
+		c->stage_off = c->stage_len = 0;
+		if (r > 0) {
+			r = CQW_ECANCELED;
+		}
+		recv_failed(loop, c, r < 0 ? r : CQW_ECANCELED);
+	} else {
+		if (r == CQW_EOPNOTSUPP) {
+			c->no_multi = 1; /* this kernel: never again */
+		}
+		if (flatten(loop, c) < 0) {
+			recv_failed(loop, c, c->recv_error);
+		} else if (r == 1) {
+			c->ms_once = 1; /* no buffer was free: read once */
+		} else if (r <= 0 && r != CQW_EOPNOTSUPP &&
+			   !(r == CQW_ECANCELED && stop)) {
+			c->ms_final = r == 0 ? MS_EOF : (int)r;
+		}
+	}
+	recv_kick(loop, c);
+	if (c->inflight == 0 && !c->pending && !c->recv_busy) {
+		cqw__loop_detach(c);
+	}
+}
+
 static void
 recv_done(cqw_loop *loop, cqw_conn *c, int64_t r)
 {
 	struct cqw_op *op = c->recvq.head;
 
+	if (c->rtarget == RT_MULTI) {
+		multi_done(loop, c, r);
+		return;
+	}
 	c->recv_busy = 0;
 	if (r == CQW_EFORK) {
 		/* The parent may have read for it: the position is lost. */
@@ -475,15 +743,70 @@ stream_cancel(cqw_loop *loop, struct cqw_op *op)
 {
 	cqw_conn *c = op->conn;
 
+	if (c->ms_on && op == c->recvq.head &&
+	    CQW__OP_STATE(op) == CQW__OPS_QUEUED) {
+		/* The multishot reads into its own buffers, not the op's. */
+		if (c->pay_got > 0) {
+			return CQW_EBUSY;
+		}
+		cqw__opq_pop(&c->recvq);
+		cqw__loop_op_done(loop, op, CQW_ECANCELED);
+		return 0;
+	}
+
 	/* A receive whose frame is partly read cannot stop: it would tear. */
 	return cqw__chan_cancel(loop, op,
 				c->pay_got > 0 || c->rtarget == RT_PAYLOAD);
+}
+
+static void
+stream_cancel_all(cqw_loop *loop, cqw_conn *c)
+{
+	cqw__chan_cancel_all(loop, c);
+	if (c->ms_on && c->recvq.head == NULL) {
+		loop->ops->cancel(loop, &c->rio); /* armed with no op */
+	}
+}
+
+static void
+stream_fork_fail(cqw_loop *loop, cqw_conn *c)
+{
+	cqw__chan_fork_fail(loop, c);
+	if (c->stage_pbuf) {
+		/* The backend's buffers are the kernel's again in the child. */
+		c->stage_pbuf = 0;
+		c->stage = NULL;
+		c->stage_off = c->stage_len = 0;
+		c->recv_error = CQW_EFORK;
+	}
+}
+
+/*
+ * The multishot armed with no op: asked to end (the loop waits for its
+ * last completion), or, with gone, forgotten now (the loop goes, and its
+ * backend with every io): its bytes move into a stage block first.
+ */
+static void
+stream_quiesce(cqw_loop *loop, cqw_conn *c, int gone)
+{
+	if (!c->ms_on) {
+		return;
+	}
+	if (!gone) {
+		stop_multi(loop, c);
+		return;
+	}
+	c->ms_on = 0;
+	c->ms_stop = 0;
+	c->recv_busy = 0;
+	flatten(loop, c);
 }
 
 const struct cqw__framer cqw__stream_framer = {
 	.kick = stream_kick,
 	.io_done = stream_io_done,
 	.cancel = stream_cancel,
-	.cancel_all = cqw__chan_cancel_all,
-	.fork_fail = cqw__chan_fork_fail,
+	.cancel_all = stream_cancel_all,
+	.fork_fail = stream_fork_fail,
+	.quiesce = stream_quiesce,
 };

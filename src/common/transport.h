@@ -36,6 +36,13 @@ struct cqw__framer {
 	void (*cancel_all)(cqw_loop *loop, cqw_conn *c);
 	/* In a forked child: end queued ops with CQW_EFORK (see loop.c). */
 	void (*fork_fail)(cqw_loop *loop, cqw_conn *c);
+	/*
+	 * Optional. c has no op, and a receive of the framer's own is in
+	 * flight (stream.c's multishot): ask it to end (the loop waits for
+	 * that), or with gone, the loop is going: forget it now, keeping
+	 * every byte it received for the connection.
+	 */
+	void (*quiesce)(cqw_loop *loop, cqw_conn *c, int gone);
 };
 
 /*

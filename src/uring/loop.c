@@ -21,6 +21,17 @@
  * argument, or on kernels without it (5.10) a timeout SQE of ours. A
  * read on an eventfd stays armed for cqw_loop_wake().
  *
+ * CQW_EXCLUSIVE sockets receive with one multishot RECV each on a ring of
+ * buffers the loop provides (struct pbufs: PB_COUNT of PB_SIZE, shared by
+ * every connection, registered the first time one is armed). A buffer a
+ * completion names goes on its io's list (linked by buffer id, oldest
+ * first) until the framer gives it back, which puts it in the ring again
+ * at once. A connection holds buffers only while it has bytes nobody took
+ * yet; when the ring is empty the kernel ends that receive (ENOBUFS) and
+ * the framer reads once the plain way (stream.c). Where the kernel lacks
+ * buffer rings or multishot receive (or CQW_URING_NO_MULTISHOT=1), the
+ * first arm says CQW_EOPNOTSUPP and the framer never asks again.
+ *
  * After fork() the child must not touch the parent's ring (its SQEs would
  * run in the parent's queue): after_fork() builds a new ring, drops the
  * child's mapping of the old one without submitting anything, and ends
@@ -37,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -67,6 +79,30 @@
 
 enum { SLOT_FREE = 0, SLOT_FIFO, SLOT_KERNEL };
 
+/* The provided buffers (see the top). PB_COUNT: a power of two. */
+#define PB_COUNT 256u
+#define PB_SIZE 4096u
+#define PB_BGID 0
+#define PB_NONE 0xffffu
+
+struct pbufs {
+	struct io_uring_buf_ring *br; /* PB_COUNT entries, page-aligned */
+	uint8_t *mem;		      /* PB_COUNT * PB_SIZE */
+	uint16_t next[PB_COUNT];      /* an io's list, by buffer id */
+	uint32_t len[PB_COUNT];	      /* bytes in each */
+	int registered;		      /* with the current ring */
+};
+
+/* An io's list of buffers, in its backend area (receives use no msghdr). */
+struct pblist {
+	uint16_t head, tail;
+	uint32_t count;
+};
+
+_Static_assert(sizeof(struct pblist) <=
+		   sizeof(((struct cqw__io *)0)->backend_priv),
+	       "a buffer list fits an io's backend area");
+
 struct slot {
 	struct cqw__io *io; /* NULL: free (or waiting for its cancel entry) */
 	uint32_t gen;	    /* of the current submission */
@@ -95,6 +131,8 @@ struct uring_state {
 	pthread_t owner; /* that thread: the ring's single issuer */
 	int setup;	 /* SETUP_* from CQW_URING_SETUP */
 	int ext_arg; /* timed waits use io_uring_enter's extended argument */
+	struct pbufs *pb;  /* made at the first multishot receive */
+	int multi;	   /* 1 may, 0 not known yet, -1 may not (see top) */
 	char features[64]; /* what cqw_loop_features() reports */
 };
 
@@ -236,6 +274,156 @@ out_exit:
 	return r;
 }
 
+static struct pblist *
+pb_list(struct cqw__io *io)
+{
+	return (struct pblist *)io->backend_priv;
+}
+
+static void
+pb_free(struct uring_state *s)
+{
+	if (s->pb == NULL) {
+		return;
+	}
+	munmap(s->pb->br, PB_COUNT * sizeof(struct io_uring_buf));
+	munmap(s->pb->mem, (size_t)PB_COUNT * PB_SIZE);
+	free(s->pb);
+	s->pb = NULL;
+}
+
+/* Every buffer into the ring (none is on a list). */
+static void
+pb_fill(struct pbufs *pb)
+{
+	unsigned i;
+
+	io_uring_buf_ring_init(pb->br);
+	for (i = 0; i < PB_COUNT; i++) {
+		io_uring_buf_ring_add(pb->br, pb->mem + (size_t)i * PB_SIZE,
+				      PB_SIZE, (unsigned short)i,
+				      io_uring_buf_ring_mask(PB_COUNT), (int)i);
+	}
+	io_uring_buf_ring_advance(pb->br, PB_COUNT);
+}
+
+/*
+ * The buffer ring, made and registered the first time: 0, or an error
+ * (CQW_EOPNOTSUPP where the kernel has no buffer rings: never again).
+ */
+static int
+pb_ready(struct uring_state *s)
+{
+	struct io_uring_buf_reg reg;
+	struct pbufs *pb = s->pb;
+	const char *no = getenv("CQW_URING_NO_MULTISHOT");
+	int r;
+
+	if (s->multi < 0 || (no != NULL && strcmp(no, "1") == 0)) {
+		s->multi = -1;
+		return CQW_EOPNOTSUPP;
+	}
+	if (pb == NULL) {
+		pb = calloc(1, sizeof(*pb));
+		if (pb == NULL) {
+			return CQW_ENOMEM;
+		}
+		pb->br = mmap(NULL, PB_COUNT * sizeof(struct io_uring_buf),
+			      PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		pb->mem = mmap(NULL, (size_t)PB_COUNT * PB_SIZE,
+			       PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		s->pb = pb;
+		if (pb->br == MAP_FAILED || pb->mem == MAP_FAILED) {
+			if (pb->br == MAP_FAILED) {
+				pb->br = NULL;
+			}
+			if (pb->mem == MAP_FAILED) {
+				pb->mem = NULL;
+			}
+			pb_free(s);
+			return CQW_ENOMEM;
+		}
+		pb_fill(pb);
+	}
+	if (!pb->registered) {
+		memset(&reg, 0, sizeof(reg));
+		reg.ring_addr = (uint64_t)(uintptr_t)pb->br;
+		reg.ring_entries = PB_COUNT;
+		reg.bgid = PB_BGID;
+		r = io_uring_register_buf_ring(&s->ring, &reg, 0);
+		if (r == -EINVAL || r == -ENOSYS || r == -EOPNOTSUPP) {
+			s->multi = -1;
+			return CQW_EOPNOTSUPP;
+		}
+		if (r < 0) {
+			return r;
+		}
+		pb->registered = 1;
+		if (strstr(s->features, "recv_multishot") == NULL &&
+		    strlen(s->features) + 16 < sizeof(s->features)) {
+			strcat(s->features, s->features[0] != '\0'
+						? ",recv_multishot"
+						: "recv_multishot");
+		}
+	}
+	return 0;
+}
+
+static void
+pb_append(struct pbufs *pb, struct cqw__io *io, unsigned bid, int len)
+{
+	struct pblist *l = pb_list(io);
+
+	pb->next[bid] = PB_NONE;
+	pb->len[bid] = (uint32_t)len;
+	if (l->count++ == 0) {
+		l->head = (uint16_t)bid;
+	} else {
+		pb->next[l->tail] = (uint16_t)bid;
+	}
+	l->tail = (uint16_t)bid;
+}
+
+static void
+pb_recycle(struct pbufs *pb, unsigned bid)
+{
+	io_uring_buf_ring_add(pb->br, pb->mem + (size_t)bid * PB_SIZE, PB_SIZE,
+			      (unsigned short)bid,
+			      io_uring_buf_ring_mask(PB_COUNT), 0);
+	io_uring_buf_ring_advance(pb->br, 1);
+}
+
+static size_t
+uring_buf_next(cqw_loop *loop, struct cqw__io *io, uint8_t **p, unsigned *held)
+{
+	struct pbufs *pb = state(loop)->pb;
+	struct pblist *l = pb_list(io);
+
+	*held = l->count;
+	if (l->count == 0) {
+		return 0;
+	}
+	*p = pb->mem + (size_t)l->head * PB_SIZE;
+	return pb->len[l->head];
+}
+
+static void
+uring_buf_put(cqw_loop *loop, struct cqw__io *io)
+{
+	struct pbufs *pb = state(loop)->pb;
+	struct pblist *l = pb_list(io);
+	unsigned bid = l->head;
+
+	if (l->count == 0) {
+		return;
+	}
+	l->head = pb->next[bid];
+	l->count--;
+	pb_recycle(pb, bid);
+}
+
 static int
 uring_init(cqw_loop *loop, unsigned entries)
 {
@@ -275,6 +463,7 @@ uring_fini(cqw_loop *loop)
 
 	io_uring_queue_exit(&s->ring);
 	close(s->wakefd);
+	pb_free(s);
 	free(s->slots);
 	free(s);
 	loop->backend = NULL;
@@ -477,10 +666,15 @@ prep_io(struct io_uring_sqe *sqe, struct uring_state *s, uint32_t i)
 	} else if (io->op == CQW__IO_CONNECT) {
 		/* The connect is begun (EINPROGRESS): wait for its end. */
 		io_uring_prep_poll_add(sqe, io->handle, POLLOUT);
+	} else if (io->op == CQW__IO_RECV_MULTI) {
+		io_uring_prep_recv_multishot(sqe, io->handle, NULL, 0, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = PB_BGID;
 	} else if (io->op == CQW__IO_RECV) {
 		if (io->kind == CQW__FD_SOCK) {
+			/* A payload begun completes once, not per segment. */
 			io_uring_prep_recv(sqe, io->handle, io->buf, io->len,
-					   0);
+					   io->all ? MSG_WAITALL : 0);
 		} else {
 			io_uring_prep_read(sqe, io->handle, io->buf,
 					   (unsigned)io->len, (uint64_t)-1);
@@ -491,7 +685,9 @@ prep_io(struct io_uring_sqe *sqe, struct uring_state *s, uint32_t i)
 		memset(m, 0, sizeof(*m));
 		m->msg_iov = io->iov;
 		m->msg_iovlen = (size_t)io->iovcnt;
-		io_uring_prep_sendmsg(sqe, io->handle, m, MSG_NOSIGNAL);
+		/* The whole gather in one completion (a large one too). */
+		io_uring_prep_sendmsg(sqe, io->handle, m,
+				      MSG_NOSIGNAL | MSG_WAITALL);
 	} else {
 		io_uring_prep_writev(sqe, io->handle, io->iov,
 				     (unsigned)io->iovcnt, (uint64_t)-1);
@@ -524,8 +720,16 @@ static void
 uring_start(cqw_loop *loop, struct cqw__io *io)
 {
 	struct uring_state *s = state(loop);
-	int r = slot_get(s, io);
+	int r = 0;
 
+	if (io->op == CQW__IO_RECV_MULTI) {
+		/* The framer arms one only when its list is empty. */
+		memset(pb_list(io), 0, sizeof(struct pblist));
+		r = pb_ready(s);
+	}
+	if (r == 0) {
+		r = slot_get(s, io);
+	}
 	if (r < 0) {
 		cqw__loop_io_complete(loop, io, r, 0);
 		return;
@@ -550,13 +754,66 @@ arm_wake(struct uring_state *s)
 	s->wake_armed = 1;
 }
 
+/*
+ * A CQE of a multishot receive: its buffer on the io's list, and the
+ * framer told, once per stay on the loop's list (backend.h).
+ */
+static void
+multi_cqe(cqw_loop *loop, uint32_t i, int res, unsigned flags)
+{
+	struct uring_state *s = state(loop);
+	struct cqw__io *io = s->slots[i].io;
+	int64_t result;
+
+	if (flags & IORING_CQE_F_BUFFER) {
+		unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+
+		if (res > 0 && !s->slots[i].io->conn->closing) {
+			pb_append(s->pb, io, bid, res);
+		} else {
+			pb_recycle(s->pb, bid);
+		}
+	}
+	if (flags & IORING_CQE_F_MORE) {
+		if (res > 0 && !io->queued) {
+			cqw__loop_io_complete(loop, io, 1,
+					      CQW__CF_MORE | CQW__CF_BUFFER);
+		}
+		return;
+	}
+	/* The last: ended (bytes, or no buffer free), end of file, error. */
+	if (res > 0 || res == -ENOBUFS) {
+		result = 1;
+	} else if (res == -EINVAL && pb_list(io)->count == 0) {
+		s->multi = -1; /* a kernel with buffer rings, not this */
+		result = CQW_EOPNOTSUPP;
+	} else {
+		result = res;
+	}
+	if (res != -EINVAL) {
+		s->multi = 1;
+	}
+	slot_put(s, i);
+	if (io->queued) {
+		io->result = result;
+		io->flags = 0;
+	} else {
+		cqw__loop_io_complete(loop, io, result, 0);
+	}
+}
+
 /* One CQE of slot i's io: finish it, or take its next step. */
 static void
-io_cqe(cqw_loop *loop, uint32_t i, int res)
+io_cqe(cqw_loop *loop, uint32_t i, int res, unsigned flags)
 {
 	struct uring_state *s = state(loop);
 	struct slot *sl = &s->slots[i];
 	struct cqw__io *io = sl->io;
+
+	if (io->op == CQW__IO_RECV_MULTI) {
+		multi_cqe(loop, i, res, flags);
+		return;
+	}
 
 	if (sl->polling) {
 		/* Writable, or the reader is gone (POLLERR): write again. */
@@ -615,7 +872,7 @@ reap_cqes(cqw_loop *loop)
 		    s->slots[i].gen != (uint32_t)(tag >> 32)) {
 			continue; /* cannot happen: each io completes once */
 		}
-		io_cqe(loop, i, cqe->res);
+		io_cqe(loop, i, cqe->res, cqe->flags);
 	}
 	io_uring_cq_advance(&s->ring, n);
 }
@@ -993,12 +1250,33 @@ uring_after_fork(cqw_loop *loop)
 	 * Never reissue (a send would go twice, a read would lose its
 	 * place): they end here with CQW_EFORK, and their cancels with them.
 	 */
+	/*
+	 * The buffers: the child's own copies, every one back in the ring,
+	 * registered again with the new ring at the next arm (the framer
+	 * lets go of what it held at CQW_EFORK, without giving it back).
+	 */
+	if (s->pb != NULL) {
+		struct cqw__io *done;
+
+		/* Done, not yet processed: the framer drops it (EFORK). */
+		for (done = loop->iodone; done != NULL; done = done->next) {
+			if (done->op == CQW__IO_RECV_MULTI) {
+				memset(pb_list(done), 0, sizeof(struct pblist));
+			}
+		}
+		s->pb->registered = 0;
+		pb_fill(s->pb);
+	}
 	s->free_head = NO_SLOT;
 	for (i = s->nslots; i-- > 0;) {
 		struct slot *sl = &s->slots[i];
 
 		sl->cancel = 0;
 		if (sl->io != NULL) {
+			if (sl->io->op == CQW__IO_RECV_MULTI) {
+				memset(pb_list(sl->io), 0,
+				       sizeof(struct pblist));
+			}
 			finish(loop, i, CQW_EFORK);
 		} else {
 			sl->next = s->free_head;
@@ -1024,5 +1302,7 @@ const struct cqw__backend_ops cqw__uring_backend = {
 	.cancel = uring_cancel,
 	.wake = uring_wake,
 	.after_fork = uring_after_fork,
+	.buf_next = uring_buf_next,
+	.buf_put = uring_buf_put,
 	.features = uring_features,
 };

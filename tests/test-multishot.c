@@ -1,0 +1,451 @@
+/*
+ * CQW_EXCLUSIVE receives on the loop (issue 11, item 1). On io_uring they
+ * use one multishot receive per connection on the loop's provided
+ * buffers (src/common/stream.c, src/uring/loop.c); the test checks that
+ * it does (the loop's features say recv_multishot), unless the run sets
+ * CQW_URING_NO_MULTISHOT=1, the fallback a kernel without it takes. On
+ * poll the same bodies check the plain exclusive receive.
+ *
+ * What is checked: frames of every size arrive whole and in order
+ * (spanning buffers, and large payloads read straight into the op's
+ * buffer), a too-small receive keeps its frame, bytes that came while no
+ * op asked are kept (for the next op, for the synchronous API, across
+ * cqw_loop_free()), end of file after queued frames, cancel, close with
+ * the receive armed, fork, and more connections than the loop has
+ * buffers.
+ */
+#include "t-conn.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define BIG (300u * 1024)
+
+static cqw_loop *
+new_loop(void)
+{
+	cqw_loop *loop;
+
+	T_OK(cqw_loop_new(&loop, NULL));
+	return loop;
+}
+
+/* Should this run's loop receive with a multishot? */
+static int
+want_multishot(cqw_loop *loop)
+{
+	const char *no = getenv("CQW_URING_NO_MULTISHOT");
+
+	return strcmp(cqw_loop_backend(loop), "uring") == 0 &&
+	       !(no != NULL && strcmp(no, "1") == 0);
+}
+
+/* The loop must say it used a multishot receive when it should have. */
+static void
+check_multishot(cqw_loop *loop)
+{
+	int want = want_multishot(loop);
+	int has = strstr(cqw_loop_features(loop), "recv_multishot") != NULL;
+
+	if (want != has) {
+		fail_msg("backend %s, features \"%s\": multishot %s",
+			 cqw_loop_backend(loop), cqw_loop_features(loop),
+			 want ? "expected" : "not expected");
+	}
+}
+
+/* Message i's length and bytes, so the receiver can check each. */
+static size_t
+msg_len(unsigned i)
+{
+	static const size_t sizes[] = { 0,    1,    3,	   64,	 1000,
+					4095, 4096, 4097,  9000, 70000,
+					BIG,  17,   65536, 2,	 8191 };
+
+	return sizes[(i * 7u) % (sizeof(sizes) / sizeof(sizes[0]))];
+}
+
+static void
+fill(uint8_t *p, size_t len, unsigned i)
+{
+	size_t k;
+
+	for (k = 0; k < len; k++) {
+		p[k] = (uint8_t)(i * 131u + k * 7u);
+	}
+}
+
+static void
+check(const uint8_t *p, size_t len, unsigned i)
+{
+	size_t k;
+
+	for (k = 0; k < len; k++) {
+		if (p[k] != (uint8_t)(i * 131u + k * 7u)) {
+			fail_msg("message %u byte %zu of %zu wrong", i, k, len);
+		}
+	}
+}
+
+/* A forked writer of n messages on c (sync), then exit (closes c). */
+static pid_t
+writer(cqw_conn *c, cqw_conn *other, unsigned n)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		uint8_t *buf = malloc(BIG);
+		unsigned i;
+
+		cqw_conn_free(other);
+		for (i = 0; i < n; i++) {
+			fill(buf, msg_len(i), i);
+			if (cqw_send_bytes(c, buf, msg_len(i)) != 0) {
+				_exit(1);
+			}
+		}
+		_exit(0);
+	}
+	return pid;
+}
+
+static void
+reap_child(pid_t pid)
+{
+	int st;
+
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static struct cqw_op *
+reap_one(cqw_loop *loop)
+{
+	struct cqw_op *done[1];
+
+	assert_int_equal(cqw_reap(loop, done, 1, T_IO_DEADLINE_MS), 1);
+	return done[0];
+}
+
+/* Every size in order through a window of receives, then end of file. */
+static void
+test_sizes_in_order(void **state)
+{
+	enum { N = 300, WIN = 6 };
+	struct cqw_op ops[WIN], *op;
+	uint8_t *bufs[WIN];
+	cqw_conn *a, *b;
+	cqw_loop *loop = new_loop();
+	unsigned next = 0, got = 0, i;
+	pid_t pid;
+
+	(void)state;
+	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX | CQW_EXCLUSIVE));
+	pid = writer(a, b, N);
+	cqw_conn_free(a);
+	for (i = 0; i < WIN; i++) {
+		bufs[i] = malloc(BIG);
+		t_io_op(&ops[i], CQW_OP_RECV, b, bufs[i], BIG);
+		ops[i].user_data = bufs[i];
+		T_OK(cqw_submit(loop, &ops[i]));
+	}
+	while (got < N) {
+		op = reap_one(loop);
+		T_EXPECT(op->result, (int64_t)msg_len(next));
+		check(op->buf, (size_t)op->result, next);
+		next++;
+		got++;
+		T_OK(cqw_submit(loop, op));
+	}
+	check_multishot(loop);
+	/* The writer is gone: every queued receive says end of file. */
+	for (i = 0; i < WIN; i++) {
+		op = reap_one(loop);
+		T_EXPECT(op->result, CQW_EOF);
+	}
+	reap_child(pid);
+	cqw_conn_free(b);
+	cqw_loop_free(loop);
+	for (i = 0; i < WIN; i++) {
+		free(bufs[i]);
+	}
+}
+
+/* A receive too small for the frame keeps it for the next. */
+static void
+test_too_short_keeps_frame(void **state)
+{
+	struct cqw_op op, *d;
+	cqw_conn *a, *b;
+	cqw_loop *loop = new_loop();
+	uint8_t small[1024], *big = malloc(16384);
+
+	(void)state;
+	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX | CQW_EXCLUSIVE));
+	fill(big, 100, 0);
+	T_OK(cqw_send_bytes(a, big, 100));
+	fill(big, 10240, 1);
+	T_OK(cqw_send_bytes(a, big, 10240));
+	fill(big, 50, 2);
+	T_OK(cqw_send_bytes(a, big, 50));
+	t_io_op(&op, CQW_OP_RECV, b, small, sizeof(small));
+	T_OK(cqw_submit(loop, &op));
+	d = reap_one(loop);
+	T_EXPECT(d->result, 100);
+	check(small, 100, 0);
+	T_OK(cqw_submit(loop, &op));
+	d = reap_one(loop);
+	T_EXPECT(d->result, CQW_ETOOSHORT);
+	T_EXPECT((int64_t)d->needed, 10240);
+	t_io_op(&op, CQW_OP_RECV, b, big, 16384);
+	T_OK(cqw_submit(loop, &op));
+	d = reap_one(loop);
+	T_EXPECT(d->result, 10240);
+	check(big, 10240, 1);
+	T_OK(cqw_submit(loop, &op));
+	d = reap_one(loop);
+	T_EXPECT(d->result, 50);
+	check(big, 50, 2);
+	check_multishot(loop);
+	cqw_conn_free(a);
+	cqw_conn_free(b);
+	cqw_loop_free(loop);
+	free(big);
+}
+
+/*
+ * Frames that came while no op asked (the receive stays armed between
+ * ops) go to the next op, to the synchronous API, and survive the loop.
+ */
+static void
+test_bytes_kept_between_ops(void **state)
+{
+	struct cqw_op op, *d, *none[1];
+	cqw_conn *a, *b;
+	cqw_loop *loop = new_loop();
+	uint8_t buf[256];
+	int i;
+
+	(void)state;
+	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX | CQW_EXCLUSIVE));
+	T_OK(cqw_send_bytes(a, "one", 3));
+	t_io_op(&op, CQW_OP_RECV, b, buf, sizeof(buf));
+	T_OK(cqw_submit(loop, &op));
+	d = reap_one(loop);
+	T_EXPECT(d->result, 3);
+	/* Nothing queued; these arrive on the armed receive (if any). */
+	for (i = 0; i < 5; i++) {
+		T_OK(cqw_send_bytes(a, "abcdefgh", (size_t)(i + 1)));
+	}
+	usleep(20000);
+	assert_int_equal(cqw_reap(loop, none, 1, 20), 0);
+	/* The next op takes the first of them. */
+	T_OK(cqw_submit(loop, &op));
+	d = reap_one(loop);
+	T_EXPECT(d->result, 1);
+	/* The synchronous API takes the next (the receive ends first). */
+	T_EXPECT(cqw_recv_bytes_into(b, buf, sizeof(buf), 0, NULL), 2);
+	assert_memory_equal(buf, "ab", 2);
+	T_EXPECT(cqw_recv_bytes_into(b, buf, sizeof(buf), 0, NULL), 3);
+	/* It ended: a frame sent now waits for the synchronous reader. */
+	T_OK(cqw_send_bytes(a, "later", 5));
+	usleep(20000);
+	assert_int_equal(cqw_reap(loop, none, 1, 20), 0);
+	T_EXPECT(cqw_recv_bytes_into(b, buf, sizeof(buf), 0, NULL), 4);
+	T_EXPECT(cqw_recv_bytes_into(b, buf, sizeof(buf), 0, NULL), 5);
+	assert_memory_equal(buf, "abcde", 5);
+	T_EXPECT(cqw_poll(b, 5000), 1);
+	T_EXPECT(cqw_recv_bytes_into(b, buf, sizeof(buf), 0, NULL), 5);
+	assert_memory_equal(buf, "later", 5);
+	/* On the loop again, then the loop goes with bytes still kept. */
+	T_OK(cqw_send_bytes(a, "again", 5));
+	T_OK(cqw_submit(loop, &op));
+	d = reap_one(loop);
+	T_EXPECT(d->result, 5);
+	T_OK(cqw_send_bytes(a, "kept", 4));
+	usleep(20000);
+	assert_int_equal(cqw_reap(loop, none, 1, 20), 0);
+	check_multishot(loop);
+	cqw_loop_free(loop);
+	T_EXPECT(cqw_recv_bytes_into(b, buf, sizeof(buf), 0, NULL), 4);
+	assert_memory_equal(buf, "kept", 4);
+	cqw_conn_free(a);
+	cqw_conn_free(b);
+}
+
+/* Cancel of a queued receive, and close with the receive armed. */
+static void
+test_cancel_and_close(void **state)
+{
+	struct cqw_op op, op2, *d;
+	cqw_conn *a, *b;
+	cqw_loop *loop = new_loop();
+	uint8_t buf[64];
+
+	(void)state;
+	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX | CQW_EXCLUSIVE));
+	T_OK(cqw_send_bytes(a, "x", 1));
+	t_io_op(&op, CQW_OP_RECV, b, buf, sizeof(buf));
+	T_OK(cqw_submit(loop, &op));
+	T_EXPECT(reap_one(loop)->result, 1);
+	T_OK(cqw_submit(loop, &op));
+	T_OK(cqw_flush(loop));
+	T_OK(cqw_cancel(loop, &op));
+	d = reap_one(loop);
+	assert_ptr_equal(d, &op);
+	T_EXPECT(d->result, CQW_ECANCELED);
+	/* Nothing was lost by it. */
+	T_OK(cqw_send_bytes(a, "yz", 2));
+	t_io_op(&op2, CQW_OP_RECV, b, buf, sizeof(buf));
+	T_OK(cqw_submit(loop, &op2));
+	T_EXPECT(reap_one(loop)->result, 2);
+	assert_memory_equal(buf, "yz", 2);
+	/* Armed with no op, and bytes waiting: close. */
+	T_OK(cqw_send_bytes(a, "w", 1));
+	usleep(10000);
+	cqw_conn_free(b);
+	cqw_conn_free(a);
+	cqw_loop_free(loop);
+}
+
+/*
+ * fork() with the receive armed: the child's ends with CQW_EFORK (the
+ * bytes it may have taken are the parent's), the parent goes on. Without
+ * a multishot nothing is in flight at the fork, and the child is left
+ * alone (it could read the parent's next frame, as any process could).
+ */
+static void
+test_fork_armed(void **state)
+{
+	struct cqw_op op, *d;
+	cqw_conn *a, *b;
+	cqw_loop *loop = new_loop();
+	uint8_t buf[64];
+	pid_t pid;
+	int st;
+
+	(void)state;
+	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX | CQW_EXCLUSIVE));
+	T_OK(cqw_send_bytes(a, "1", 1));
+	t_io_op(&op, CQW_OP_RECV, b, buf, sizeof(buf));
+	T_OK(cqw_submit(loop, &op));
+	T_EXPECT(reap_one(loop)->result, 1);
+	T_OK(cqw_send_bytes(a, "22", 2));
+	usleep(10000);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct cqw_op *cd[1];
+		int r;
+
+		if (!want_multishot(loop)) {
+			_exit(0);
+		}
+		/* The position is the parent's: the child gets EFORK. */
+		T_OK(cqw_submit(loop, &op));
+		r = cqw_reap(loop, cd, 1, 5000);
+		_exit(r == 1 && cd[0]->result == CQW_EFORK ? 0 : 10 + r);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	T_OK(cqw_submit(loop, &op));
+	d = reap_one(loop);
+	T_EXPECT(d->result, 2);
+	assert_memory_equal(buf, "22", 2);
+	T_OK(cqw_send_bytes(a, "333", 3));
+	T_OK(cqw_submit(loop, &op));
+	T_EXPECT(reap_one(loop)->result, 3);
+	check_multishot(loop);
+	cqw_conn_free(a);
+	cqw_conn_free(b);
+	cqw_loop_free(loop);
+}
+
+/*
+ * More connections than the loop has buffers, half of them with bytes
+ * that no op takes for a while: every frame still arrives, once.
+ */
+static void
+test_more_conns_than_buffers(void **state)
+{
+	enum { NC = 400, PER = 3 };
+	cqw_conn **a = calloc(NC, sizeof(*a)), **b = calloc(NC, sizeof(*b));
+	struct cqw_op *ops = calloc(NC, sizeof(*ops)), *done[64];
+	uint8_t(*bufs)[5000] = calloc(NC, sizeof(*bufs));
+	unsigned *got = calloc(NC, sizeof(*got));
+	cqw_loop *loop = new_loop();
+	unsigned i, k, left;
+	int n, j;
+
+	(void)state;
+	for (i = 0; i < NC; i++) {
+		T_OK(cqw_pipe(&a[i], &b[i], CQW_DUPLEX | CQW_EXCLUSIVE));
+		t_io_op(&ops[i], CQW_OP_RECV, b[i], bufs[i], sizeof(bufs[i]));
+		ops[i].user_data = (void *)(uintptr_t)i;
+	}
+	/* One round each, so every receive is armed. */
+	for (i = 0; i < NC; i++) {
+		T_OK(cqw_send_bytes(a[i], "arm", 3));
+		T_OK(cqw_submit(loop, &ops[i]));
+	}
+	for (left = NC; left > 0; left -= (unsigned)n) {
+		n = cqw_reap(loop, done, 64, T_IO_DEADLINE_MS);
+		assert_true(n > 0);
+		for (j = 0; j < n; j++) {
+			T_EXPECT(done[j]->result, 3);
+		}
+	}
+	/* PER frames of 4000 B each, with no op queued anywhere. */
+	for (i = 0; i < NC; i++) {
+		for (k = 0; k < PER; k++) {
+			fill(bufs[i], 4000, i * PER + k);
+			T_OK(cqw_send_bytes(a[i], bufs[i], 4000));
+		}
+	}
+	usleep(20000);
+	assert_int_equal(cqw_reap(loop, done, 64, 50), 0);
+	for (i = 0; i < NC; i++) {
+		T_OK(cqw_submit(loop, &ops[i]));
+	}
+	for (left = NC * PER; left > 0; left -= (unsigned)n) {
+		n = cqw_reap(loop, done, 64, T_IO_DEADLINE_MS);
+		assert_true(n > 0);
+		for (j = 0; j < n; j++) {
+			i = (unsigned)(uintptr_t)done[j]->user_data;
+			T_EXPECT(done[j]->result, 4000);
+			check(done[j]->buf, 4000, i * PER + got[i]);
+			if (++got[i] < PER) {
+				T_OK(cqw_submit(loop, done[j]));
+			}
+		}
+	}
+	for (i = 0; i < NC; i++) {
+		assert_int_equal(got[i], PER);
+		cqw_conn_free(a[i]);
+		cqw_conn_free(b[i]);
+	}
+	check_multishot(loop);
+	cqw_loop_free(loop);
+	free(a);
+	free(b);
+	free(ops);
+	free(bufs);
+	free(got);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_sizes_in_order),
+		cmocka_unit_test(test_too_short_keeps_frame),
+		cmocka_unit_test(test_bytes_kept_between_ops),
+		cmocka_unit_test(test_cancel_and_close),
+		cmocka_unit_test(test_fork_armed),
+		cmocka_unit_test(test_more_conns_than_buffers),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
