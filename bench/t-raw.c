@@ -68,6 +68,7 @@ struct raw_sess {
 	uint8_t *contig; /* raw-contig: the frames of one write */
 	struct iovec *iov;
 	size_t ceil_n;
+	uint64_t total; /* messages sent in the session (stream) */
 };
 
 static void
@@ -369,7 +370,11 @@ rtt_step(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
 	return cqwb__rtt_loop(s, max_ops, max_ns, lat, out, rtt_once);
 }
 
-/* Send the 0-length marker and wait for the receiver's count. */
+/*
+ * Send the 0-length marker and wait for the receiver's count, which must
+ * be every message sent in the session so far (the ceilings' receiver
+ * walks headers across reads: a slip there shows here).
+ */
 static int
 stream_sync(struct raw_sess *rs)
 {
@@ -380,7 +385,17 @@ stream_sync(struct raw_sess *rs)
 	if (r == 0) {
 		r = cqwb__read_full(rs->fd, &count, sizeof(count));
 	}
-	return r < 0 ? cqwb__fail(r, "raw stream ack") : 0;
+	if (r < 0) {
+		return cqwb__fail(r, "raw stream ack");
+	}
+	if (count != rs->total) {
+		return cqwb__fail(-EPROTO,
+				  "raw stream: the receiver counted %llu of "
+				  "%llu messages",
+				  (unsigned long long)count,
+				  (unsigned long long)rs->total);
+	}
+	return 0;
 }
 
 /*
@@ -447,6 +462,7 @@ stream_step(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
 			break;
 		}
 	}
+	rs->total += sent;
 	r = stream_sync(rs);
 	out->ops = sent;
 	out->ns = cqwb_now_ns() - start;
