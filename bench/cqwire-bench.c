@@ -160,6 +160,10 @@ add_case(const struct cqwb_transport *t, const struct cqwb_params *p,
 		len += (size_t)snprintf(c->name + len, sizeof(c->name) - len,
 					"/%s", t->wait);
 	}
+	if (cqwb_channel(t) != NULL) {
+		len += (size_t)snprintf(c->name + len, sizeof(c->name) - len,
+					"/%s", cqwb_channel(t));
+	}
 	len += (size_t)snprintf(c->name + len, sizeof(c->name) - len,
 				"/size:%zu", p->size);
 	if (p->scn == CQWB_FANOUT) {
@@ -228,7 +232,9 @@ main(int argc, char **argv)
 			       "[--benchmark_filter=REGEX] [--benchmark_...]\n"
 			       "Google Benchmark suites of cqwire against raw "
 			       "system calls, ZeroMQ, nng and Python.\n"
-			       "Names: SCENARIO/TRANSPORT[/API][/MODE]/size:N"
+			       "Names: "
+			       "SCENARIO/TRANSPORT[/API][/MODE][/WAIT][/pipe]/"
+			       "size:N"
 			       "[/workers:N/inflight:K]\n"
 			       "--smoke  every benchmark, two tiny iterations "
 			       "(CI)\n"

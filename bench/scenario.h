@@ -79,13 +79,26 @@ struct cqwb_transport {
 		    const struct cqwb_params *p);
 };
 
+/*
+ * An arg bit that means the same for every transport: the session runs
+ * over pipe()s instead of a socket pair, as Python's Pipe(duplex=False)
+ * (billiard's pool uses them): rtt over two pipes, one each way; stream
+ * with the messages on one pipe and the receiver's count back on another.
+ */
+#define CQWB_V_PIPE 0x1000u
+/* "pipe" for a CQWB_V_PIPE transport, NULL for a socket pair. */
+const char *cqwb_channel(const struct cqwb_transport *t);
+
 /* Every transport, in display order; the list ends with a NULL name. */
 extern const struct cqwb_transport cqwb_transports[];
 
 /* Why t cannot run params p here (NULL if it can). */
 const char *cqwb_unavailable(const struct cqwb_transport *t,
 			     const struct cqwb_params *p);
-/* "cqwire-uring batch exclusive": name, then api, mode, wait if set. */
+/*
+ * "cqwire-uring batch exclusive": name, then api, mode, wait if set, then
+ * "pipe" for a pipe transport.
+ */
 void cqwb_label(const struct cqwb_transport *t, char *buf, size_t len);
 
 struct cqwb_step {

@@ -62,10 +62,12 @@ cqwb_now_ns(void)
 void
 cqwb_label(const struct cqwb_transport *t, char *buf, size_t len)
 {
-	snprintf(buf, len, "%s%s%s%s%s%s%s", t->name, t->api ? " " : "",
+	const char *ch = cqwb_channel(t);
+
+	snprintf(buf, len, "%s%s%s%s%s%s%s%s%s", t->name, t->api ? " " : "",
 		 t->api ? t->api : "", t->mode ? " " : "",
 		 t->mode ? t->mode : "", t->wait ? " " : "",
-		 t->wait ? t->wait : "");
+		 t->wait ? t->wait : "", ch ? " " : "", ch ? ch : "");
 }
 
 const char *

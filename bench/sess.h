@@ -26,7 +26,9 @@ enum {
 	CQWB_RAW_BUFFERED,
 	CQWB_RAW_SPIN,
 	CQWB_RAW_WRITEV,
-	CQWB_RAW_EPOLL
+	CQWB_RAW_EPOLL,
+	CQWB_RAW_WRITEV512, /* stream ceilings (t-raw.c) */
+	CQWB_RAW_CONTIG
 };
 enum { CQWB_PY_MP, CQWB_PY_BILLIARD };
 
@@ -86,6 +88,17 @@ int cqwb__rtt_loop(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
 int cqwb__read_full(int fd, void *buf, size_t n);
 int cqwb__write_full(int fd, const void *buf, size_t n);
 int cqwb__writev_full(int fd, struct iovec *iov, int cnt);
+/*
+ * The connection of a session with one peer: a socket pair, or two pipes
+ * for a CQWB_V_PIPE transport. end[0] is the parent's, end[1] the peer's;
+ * rd and wr are one descriptor on a socket. (t-raw.c)
+ */
+struct cqwb__chan {
+	int rd, wr;
+};
+int cqwb__chan_open(const struct cqwb_transport *t, struct cqwb__chan end[2]);
+/* Close both descriptors of one end (once if they are the same). */
+void cqwb__chan_close(struct cqwb__chan *e);
 /* Poll for POLLIN (-1: forever); then a non-blocking fd can be read. */
 int cqwb__wait_in(int fd);
 

@@ -10,6 +10,8 @@
  *
  * Receive mode (frame-exact or CQW_EXCLUSIVE) applies to every connection
  * that cqwire drives; fan-out workers are the shared raw workers.
+ * Over pipes (CQWB_V_PIPE) each side has a read-only connection on one
+ * pipe and a write-only one on the other, as two Pipe(duplex=False).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,7 +28,8 @@
 
 struct cqw_sess {
 	struct cqwb_session base;
-	cqw_conn *c;
+	cqw_conn *c;   /* sends (and receives, on a socket pair) */
+	cqw_conn *cin; /* pipes: receives */
 	unsigned flags;
 	size_t size;
 	uint8_t *buf;
@@ -42,9 +45,8 @@ struct cqw_sess {
 };
 
 static int
-wrap(cqw_conn **c, int fd, const struct cqwb_transport *t)
+wrap_as(cqw_conn **c, int fd, const struct cqwb_transport *t, unsigned flags)
 {
-	unsigned flags = CQW_DUPLEX;
 	int r;
 
 	if (t->arg & CQWB_V_EXCL) {
@@ -57,13 +59,42 @@ wrap(cqw_conn **c, int fd, const struct cqwb_transport *t)
 	return r;
 }
 
+static int
+wrap(cqw_conn **c, int fd, const struct cqwb_transport *t)
+{
+	return wrap_as(c, fd, t, CQW_DUPLEX);
+}
+
+/*
+ * One side's connections: *out sends, *in receives (the same connection
+ * on a socket pair). The connections own the descriptors, also on failure.
+ */
+static int
+wrap_chan(cqw_conn **out, cqw_conn **in, struct cqwb__chan *ch,
+	  const struct cqwb_transport *t)
+{
+	int r;
+
+	if (ch->rd == ch->wr) {
+		r = wrap(out, ch->rd, t);
+		*in = r == 0 ? *out : NULL;
+		return r;
+	}
+	r = wrap_as(in, ch->rd, t, CQW_READABLE);
+	if (r < 0) {
+		close(ch->wr);
+		return r;
+	}
+	return wrap_as(out, ch->wr, t, CQW_WRITABLE);
+}
+
 static void __attribute__((noreturn))
-echo_peer(struct cqw_sess *cs, cqw_conn *c)
+echo_peer(struct cqw_sess *cs, cqw_conn *c, cqw_conn *in)
 {
 	int64_t n;
 
 	for (;;) {
-		n = cqw_recv_bytes_into(c, cs->buf, cs->size, 0, NULL);
+		n = cqw_recv_bytes_into(in, cs->buf, cs->size, 0, NULL);
 		if (n < 0) {
 			cqwb__peer_end(n);
 		}
@@ -76,7 +107,7 @@ echo_peer(struct cqw_sess *cs, cqw_conn *c)
 
 /* Count messages; a 0-length one asks for the count (8 bytes). */
 static void __attribute__((noreturn))
-stream_peer(struct cqw_sess *cs, cqw_conn *c, int batch)
+stream_peer(struct cqw_sess *cs, cqw_conn *c, cqw_conn *in, int batch)
 {
 	uint64_t count = 0;
 	size_t i;
@@ -85,7 +116,7 @@ stream_peer(struct cqw_sess *cs, cqw_conn *c, int batch)
 
 	for (;;) {
 		if (batch) {
-			got = cqw_recv_batch(c, cs->msgs, cs->batch, -1);
+			got = cqw_recv_batch(in, cs->msgs, cs->batch, -1);
 			if (got < 0) {
 				cqwb__peer_end(got);
 			}
@@ -102,7 +133,7 @@ stream_peer(struct cqw_sess *cs, cqw_conn *c, int batch)
 			}
 			continue;
 		}
-		n = cqw_recv_bytes_into(c, cs->rx, cs->size, 0, NULL);
+		n = cqw_recv_bytes_into(in, cs->rx, cs->size, 0, NULL);
 		if (n < 0) {
 			cqwb__peer_end(n);
 		}
@@ -124,7 +155,7 @@ rtt_once(struct cqwb_session *s)
 	int64_t r = cqw_send_bytes(cs->c, cs->buf, cs->size);
 
 	if (r == 0) {
-		r = cqw_recv_bytes_into(cs->c, cs->rx, cs->size, 0, NULL);
+		r = cqw_recv_bytes_into(cs->cin, cs->rx, cs->size, 0, NULL);
 	}
 	if (r < 0) {
 		return cqwb__fail(-EIO, "cqwire rtt: %s", cqw_strerror((int)r));
@@ -170,7 +201,8 @@ stream_step(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
 	}
 	r = cqw_send_bytes(cs->c, cs->buf, 0);
 	if (r == 0) {
-		r = cqw_recv_bytes_into(cs->c, &count, sizeof(count), 0, NULL);
+		r = cqw_recv_bytes_into(cs->cin, &count, sizeof(count), 0,
+					NULL);
 	}
 	if (r < 0) {
 		return cqwb__fail(-EIO, "cqwire stream ack: %s",
@@ -240,6 +272,9 @@ cqw_close(struct cqwb_session *s)
 	struct cqw_sess *cs = (struct cqw_sess *)s;
 	int i, r;
 
+	if (cs->cin != cs->c) {
+		cqw_conn_free(cs->cin);
+	}
 	cqw_conn_free(cs->c);
 	for (i = 0; cs->conns != NULL && i < cs->n; i++) {
 		cqw_conn_free(cs->conns[i]);
@@ -331,8 +366,9 @@ cqwb__cqw_open(struct cqwb_session **out, const struct cqwb_transport *t,
 						 ? &stream_ops
 						 : &fanout_ops;
 	struct cqw_sess *cs = cqwb__sess_new(sizeof(*cs), ops, t, p);
-	int sv[2], r;
+	struct cqwb__chan ch[2];
 	size_t i;
+	int r;
 	pid_t pid;
 
 	if (cs == NULL) {
@@ -360,17 +396,17 @@ cqwb__cqw_open(struct cqwb_session **out, const struct cqwb_transport *t,
 		cqw_close(&cs->base);
 		return cqwb__fail(-ENOMEM, "session");
 	}
-	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
-		r = cqwb__fail(-errno, "socketpair");
+	r = cqwb__chan_open(t, ch);
+	if (r < 0) {
 		cqw_close(&cs->base);
 		return r;
 	}
 	pid = cqwb__fork(0);
 	if (pid == 0) {
-		cqw_conn *c;
+		cqw_conn *c, *in;
 
-		close(sv[0]);
-		if (wrap(&c, sv[1], t) < 0) {
+		cqwb__chan_close(&ch[0]);
+		if (wrap_chan(&c, &in, &ch[1], t) < 0) {
 			_exit(1);
 		}
 		/* The receiver's batch slots all land in one buffer. */
@@ -378,17 +414,17 @@ cqwb__cqw_open(struct cqwb_session **out, const struct cqwb_transport *t,
 			cs->msgs[i] = (struct cqw_msg){ cs->rx, cs->size, 0 };
 		}
 		if (p->scn == CQWB_RTT) {
-			echo_peer(cs, c);
+			echo_peer(cs, c, in);
 		}
-		stream_peer(cs, c, (t->arg & CQWB_V_BATCH) != 0);
+		stream_peer(cs, c, in, (t->arg & CQWB_V_BATCH) != 0);
 	}
-	close(sv[1]);
+	cqwb__chan_close(&ch[1]);
 	if (pid < 0 || cqwb__add_peer(&cs->base, pid) < 0) {
-		close(sv[0]);
+		cqwb__chan_close(&ch[0]);
 		cqw_close(&cs->base);
 		return cqwb__fail(-ECHILD, "fork");
 	}
-	r = wrap(&cs->c, sv[0], t);
+	r = wrap_chan(&cs->c, &cs->cin, &ch[0], t);
 	if (r < 0) {
 		cqw_close(&cs->base);
 		return cqwb__fail(-EIO, "cqw_conn_from_fd: %s",

@@ -9,6 +9,10 @@
  *           (one gather per flush) and as many RECVs queued
  *   fanout  K RECVs queued per worker; each response resubmits its RECV
  *           and sends the next request; the workers are the raw workers
+ *
+ * Over pipes (CQWB_V_PIPE, rtt and stream) each side has a read-only
+ * connection on one pipe and a write-only one on the other: RECVs go to
+ * the first, SENDs to the second.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -39,7 +43,8 @@ struct fo_worker {
 struct loop_sess {
 	struct cqwb_session base;
 	cqw_loop *loop;
-	cqw_conn *c;
+	cqw_conn *c;   /* SENDs (and RECVs, on a socket pair) */
+	cqw_conn *cin; /* pipes: RECVs */
 	size_t size;
 	uint8_t *buf;
 	uint8_t *rx;
@@ -85,10 +90,39 @@ cqwb__loop_unavailable(const struct cqwb_transport *t)
 }
 
 static int
-wrap(cqw_conn **c, int fd, const struct cqwb_transport *t)
+wrap_as(cqw_conn **c, int fd, const struct cqwb_transport *t, unsigned flags)
 {
 	return cqw_conn_from_fd(
-	    c, fd, CQW_DUPLEX | ((t->arg & CQWB_V_EXCL) ? CQW_EXCLUSIVE : 0));
+	    c, fd, flags | ((t->arg & CQWB_V_EXCL) ? CQW_EXCLUSIVE : 0));
+}
+
+static int
+wrap(cqw_conn **c, int fd, const struct cqwb_transport *t)
+{
+	return wrap_as(c, fd, t, CQW_DUPLEX);
+}
+
+/*
+ * One side's connections: *out sends, *in receives (the same connection
+ * on a socket pair). The connections own the descriptors, also on failure.
+ */
+static int
+wrap_chan(cqw_conn **out, cqw_conn **in, struct cqwb__chan *ch,
+	  const struct cqwb_transport *t)
+{
+	int r;
+
+	if (ch->rd == ch->wr) {
+		r = wrap(out, ch->rd, t);
+		*in = r == 0 ? *out : NULL;
+		return r;
+	}
+	r = wrap_as(in, ch->rd, t, CQW_READABLE);
+	if (r < 0) {
+		close(ch->wr);
+		return r;
+	}
+	return wrap_as(out, ch->wr, t, CQW_WRITABLE);
 }
 
 static void
@@ -105,7 +139,7 @@ set_op(struct cqw_op *op, int kind, cqw_conn *c, void *buf, size_t len)
  */
 
 static void __attribute__((noreturn))
-echo_peer(struct loop_sess *ls, cqw_conn *c)
+echo_peer(struct loop_sess *ls, cqw_conn *c, cqw_conn *in)
 {
 	struct cqw_op rop, sop[ECHO_SLOTS], *done[8];
 	int busy[ECHO_SLOTS] = { 0 }, slot = 0, i, n, j;
@@ -119,7 +153,7 @@ echo_peer(struct loop_sess *ls, cqw_conn *c)
 	}
 	memset(&rop, 0, sizeof(rop));
 	memset(sop, 0, sizeof(sop));
-	set_op(&rop, CQW_OP_RECV, c, bufs[slot], ls->size);
+	set_op(&rop, CQW_OP_RECV, in, bufs[slot], ls->size);
 	if (cqw_submit(ls->loop, &rop) < 0) {
 		_exit(1);
 	}
@@ -152,7 +186,7 @@ echo_peer(struct loop_sess *ls, cqw_conn *c)
 			if (busy[slot]) {
 				_exit(2);
 			}
-			set_op(&rop, CQW_OP_RECV, c, bufs[slot], ls->size);
+			set_op(&rop, CQW_OP_RECV, in, bufs[slot], ls->size);
 			if (cqw_submit(ls->loop, &rop) < 0) {
 				_exit(1);
 			}
@@ -162,7 +196,7 @@ echo_peer(struct loop_sess *ls, cqw_conn *c)
 
 /* Count messages; a 0-length one asks for the count (8 bytes). */
 static void __attribute__((noreturn))
-stream_peer(struct loop_sess *ls, cqw_conn *c, size_t nrecv)
+stream_peer(struct loop_sess *ls, cqw_conn *c, cqw_conn *in, size_t nrecv)
 {
 	struct cqw_op *rops = calloc(nrecv, sizeof(*rops)), ack[2], *op;
 	int ack_busy[2] = { 0, 0 }, a = 0, i, n;
@@ -174,7 +208,7 @@ stream_peer(struct loop_sess *ls, cqw_conn *c, size_t nrecv)
 	}
 	memset(ack, 0, sizeof(ack));
 	for (j = 0; j < nrecv; j++) {
-		set_op(&rops[j], CQW_OP_RECV, c, ls->rx, ls->size);
+		set_op(&rops[j], CQW_OP_RECV, in, ls->rx, ls->size);
 		if (cqw_submit(ls->loop, &rops[j]) < 0) {
 			_exit(1);
 		}
@@ -263,7 +297,7 @@ rtt_once(struct cqwb_session *s)
 	int r;
 
 	set_op(sop, CQW_OP_SEND, ls->c, ls->buf, ls->size);
-	set_op(rop, CQW_OP_RECV, ls->c, ls->rx, ls->size);
+	set_op(rop, CQW_OP_RECV, ls->cin, ls->rx, ls->size);
 	if (cqw_submit(ls->loop, sop) < 0 || cqw_submit(ls->loop, rop) < 0) {
 		return cqwb__fail(-EIO, "cqw_submit");
 	}
@@ -324,7 +358,7 @@ stream_step(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
 		}
 	}
 	set_op(&mark, CQW_OP_SEND, ls->c, ls->buf, 0);
-	set_op(&ack, CQW_OP_RECV, ls->c, &count, sizeof(count));
+	set_op(&ack, CQW_OP_RECV, ls->cin, &count, sizeof(count));
 	if (cqw_submit(ls->loop, &mark) < 0 || cqw_submit(ls->loop, &ack) < 0) {
 		return cqwb__fail(-EIO, "cqw_submit");
 	}
@@ -413,6 +447,9 @@ loop_close(struct cqwb_session *s)
 	struct loop_sess *ls = (struct loop_sess *)s;
 	int i, r;
 
+	if (ls->cin != ls->c) {
+		cqw_conn_free(ls->cin);
+	}
 	cqw_conn_free(ls->c);
 	for (i = 0; ls->w != NULL && i < ls->n; i++) {
 		cqw_conn_free(ls->w[i].c);
@@ -513,7 +550,8 @@ cqwb__loop_open(struct cqwb_session **out, const struct cqwb_transport *t,
 						 ? &stream_ops
 						 : &fanout_ops;
 	struct loop_sess *ls = cqwb__sess_new(sizeof(*ls), ops, t, p);
-	int sv[2], r;
+	struct cqwb__chan ch[2];
+	int r;
 	size_t nrecv;
 	pid_t pid;
 
@@ -538,36 +576,37 @@ cqwb__loop_open(struct cqwb_session **out, const struct cqwb_transport *t,
 		*out = &ls->base;
 		return 0;
 	}
-	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
-		r = cqwb__fail(-errno, "socketpair");
+	r = cqwb__chan_open(t, ch);
+	if (r < 0) {
 		loop_close(&ls->base);
 		return r;
 	}
 	pid = cqwb__fork(0);
 	if (pid == 0) {
-		cqw_conn *c;
+		cqw_conn *c, *in;
 
-		close(sv[0]);
-		if (new_loop(&ls->loop, t) < 0 || wrap(&c, sv[1], t) < 0) {
+		cqwb__chan_close(&ch[0]);
+		if (new_loop(&ls->loop, t) < 0 ||
+		    wrap_chan(&c, &in, &ch[1], t) < 0) {
 			_exit(1);
 		}
 		if (p->scn == CQWB_RTT) {
-			echo_peer(ls, c);
+			echo_peer(ls, c, in);
 		}
 		nrecv = ls->window;
-		stream_peer(ls, c, nrecv);
+		stream_peer(ls, c, in, nrecv);
 	}
-	close(sv[1]);
+	cqwb__chan_close(&ch[1]);
 	if (pid < 0 || cqwb__add_peer(&ls->base, pid) < 0) {
-		close(sv[0]);
+		cqwb__chan_close(&ch[0]);
 		loop_close(&ls->base);
 		return cqwb__fail(-ECHILD, "fork");
 	}
 	r = new_loop(&ls->loop, t);
 	if (r == 0) {
-		r = wrap(&ls->c, sv[0], t);
+		r = wrap_chan(&ls->c, &ls->cin, &ch[0], t);
 	} else {
-		close(sv[0]);
+		cqwb__chan_close(&ch[0]);
 	}
 	if (r < 0) {
 		loop_close(&ls->base);

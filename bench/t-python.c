@@ -6,7 +6,8 @@
  * Python (peers/pypeer.py, embedded at build time and run with python3
  * -c). The harness drives it over pipes (ctl.c) and reads back its own
  * timings and latencies; CPU time is read from its processes, whose pids
- * it reports.
+ * it reports. A CQWB_V_PIPE transport runs rtt and stream over two
+ * Pipe(duplex=False), one each way.
  *
  * python-cqwire takes the module from the build tree this binary was
  * built in (CQWB_PYMOD_DIR, the py<MAJOR><MINOR> directory matching the
@@ -70,7 +71,8 @@ module(const struct cqwb_transport *t)
 	if (is_cqwire(t)) {
 		return "cqwire";
 	}
-	return t->arg == CQWB_PY_BILLIARD ? "billiard" : "multiprocessing";
+	return (t->arg & ~CQWB_V_PIPE) == CQWB_PY_BILLIARD ? "billiard"
+							   : "multiprocessing";
 }
 
 static const char *
@@ -87,7 +89,7 @@ variant(const struct cqwb_transport *t)
 	if (is_cqwire(t)) {
 		return strcmp(api(t), "batch") == 0 ? 3 : 2;
 	}
-	return t->arg == CQWB_PY_BILLIARD;
+	return (t->arg & ~CQWB_V_PIPE) == CQWB_PY_BILLIARD;
 }
 
 /* Run pypeer.py's check (the imports t needs) quietly: 0 if it worked. */
@@ -199,6 +201,7 @@ cqwb__py_open(struct cqwb_session **out, const struct cqwb_transport *t,
 			 (char *)cqwb__peer_cpus(pcpus, sizeof(pcpus)),
 			 (char *)api(t),
 			 CQWB_PYMOD_DIR,
+			 cqwb_channel(t) != NULL ? "pipe" : "socket",
 			 NULL };
 	int r;
 

@@ -8,11 +8,21 @@
  *   raw-spin      rtt: non-blocking reads spinning on EAGAIN
  *   raw-writev    stream: one gather write of up to 64 frames; buffered
  *                 reads on the receiving side
+ *   raw-writev512 stream ceiling: one gather write of 512 frames
+ *                 ([header, payload] x 512); the receiver reads 1 MiB at a
+ *                 time and walks the headers (a frame may span reads)
+ *   raw-contig    stream ceiling: 512 frames copied into one contiguous
+ *                 buffer per write() (what coalescing small sends can
+ *                 reach); the same 1 MiB receiver
  *   epoll         fanout: an epoll parent, read() into a buffer per worker,
  *                 one write() of all the new requests of a worker
  *
+ * raw (rtt, stream) also runs over pipe()s (CQWB_V_PIPE): one write()
+ * and two read()s per message as on the socket pair.
+ *
  * The raw fan-out worker, which every C fan-out parent talks to, is here
- * too.
+ * too, and cqwb__chan_open(), the socket pair or pipes of every C
+ * transport with one peer.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,6 +36,9 @@
 #include "sess.h"
 
 #define WRITEV_FRAMES 64
+/* The ceilings: frames per write, and the receiver's read size. */
+#define CEIL_FRAMES 512
+#define BULK_READ (1u << 20)
 
 struct fo_worker {
 	int fd;
@@ -37,8 +50,10 @@ struct fo_worker {
 
 struct raw_sess {
 	struct cqwb_session base;
-	int fd;
+	int fd;	 /* rtt, stream: what the parent reads */
+	int wfd; /* and writes (fd on a socket pair) */
 	int variant;
+	int pipe; /* CQWB_V_PIPE */
 	size_t size;
 	uint8_t *frame; /* header + payload */
 	uint8_t *rx;	/* receive buffer (size bytes) */
@@ -49,12 +64,42 @@ struct raw_sess {
 	struct fo_worker *w;
 	uint8_t *reqs; /* k request frames back to back */
 	struct epoll_event *evs;
+	/* stream ceilings */
+	uint8_t *contig; /* raw-contig: the frames of one write */
+	struct iovec *iov;
+	size_t ceil_n;
+	uint64_t total; /* messages sent in the session (stream) */
 };
 
 static void
 set_nonblock(int fd)
 {
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+/*
+ * A whole write: cqwb__write_full() tries send() first, which costs a
+ * failed system call per write on a pipe.
+ */
+static int
+put(int fd, int pipe, const void *buf, size_t n)
+{
+	const uint8_t *p = buf;
+	ssize_t r;
+
+	if (!pipe) {
+		return cqwb__write_full(fd, buf, n);
+	}
+	while (n > 0) {
+		r = write(fd, p, n);
+		if (r >= 0) {
+			p += r;
+			n -= (size_t)r;
+		} else if (errno != EINTR) {
+			return -errno;
+		}
+	}
+	return 0;
 }
 
 /* Receive one frame the variant's way; payload into dst. */
@@ -85,17 +130,18 @@ raw_recv(struct raw_sess *rs, int fd, uint8_t *dst, size_t cap)
  * Peers
  */
 
-static void __attribute__((noreturn)) echo_peer(struct raw_sess *rs, int fd)
+static void __attribute__((noreturn))
+echo_peer(struct raw_sess *rs, struct cqwb__chan *ch)
 {
 	int64_t n;
 
 	for (;;) {
-		n = raw_recv(rs, fd, rs->frame + 4, rs->size);
+		n = raw_recv(rs, ch->rd, rs->frame + 4, rs->size);
 		if (n < 0) {
 			cqwb__peer_end(n);
 		}
 		cqwb__put_hdr(rs->frame, (uint32_t)n);
-		n = cqwb__write_full(fd, rs->frame, 4 + (size_t)n);
+		n = put(ch->wr, rs->pipe, rs->frame, 4 + (size_t)n);
 		if (n < 0) {
 			cqwb__peer_end(n);
 		}
@@ -103,13 +149,14 @@ static void __attribute__((noreturn)) echo_peer(struct raw_sess *rs, int fd)
 }
 
 /* Count frames; a 0-length frame asks for the count as an 8-byte ack. */
-static void __attribute__((noreturn)) stream_peer(struct raw_sess *rs, int fd)
+static void __attribute__((noreturn))
+stream_peer(struct raw_sess *rs, struct cqwb__chan *ch)
 {
 	uint64_t count = 0;
 	int64_t n;
 
 	for (;;) {
-		n = raw_recv(rs, fd, rs->rx, rs->size);
+		n = raw_recv(rs, ch->rd, rs->rx, rs->size);
 		if (n < 0) {
 			cqwb__peer_end(n);
 		}
@@ -117,9 +164,69 @@ static void __attribute__((noreturn)) stream_peer(struct raw_sess *rs, int fd)
 			count++;
 			continue;
 		}
-		n = cqwb__write_full(fd, &count, sizeof(count));
+		n = put(ch->wr, rs->pipe, &count, sizeof(count));
 		if (n < 0) {
 			cqwb__peer_end(n);
+		}
+	}
+}
+
+/*
+ * The ceilings' receiver: read() 1 MiB at a time and walk the headers
+ * without copying a payload anywhere. A header or a payload may span two
+ * reads: want is what is left of the current payload, hdr collects a
+ * header cut in two. Frames are counted at their header; the 0-length
+ * marker comes after every frame it acknowledges.
+ */
+static void __attribute__((noreturn)) bulk_peer(struct cqwb__chan *ch)
+{
+	uint8_t *buf = malloc(BULK_READ), hdr[4];
+	uint64_t count = 0, want = 0;
+	size_t p, n, k, nh = 0;
+	uint32_t len;
+	ssize_t r;
+	int e;
+
+	if (buf == NULL) {
+		_exit(1);
+	}
+	for (;;) {
+		r = read(ch->rd, buf, BULK_READ);
+		if (r <= 0) {
+			if (r < 0 && errno == EINTR) {
+				continue;
+			}
+			cqwb__peer_end(r == 0 ? -EPIPE : -errno);
+		}
+		n = (size_t)r;
+		p = 0;
+		while (p < n) {
+			if (want > 0) {
+				k = want < n - p ? (size_t)want : n - p;
+				want -= k;
+				p += k;
+				continue;
+			}
+			if (nh == 0 && n - p >= 4) {
+				len = cqwb__get_hdr(buf + p);
+				p += 4;
+			} else {
+				hdr[nh++] = buf[p++];
+				if (nh < 4) {
+					continue;
+				}
+				nh = 0;
+				len = cqwb__get_hdr(hdr);
+			}
+			if (len > 0) {
+				count++;
+				want = len;
+				continue;
+			}
+			e = cqwb__write_full(ch->wr, &count, sizeof(count));
+			if (e < 0) {
+				cqwb__peer_end(e);
+			}
 		}
 	}
 }
@@ -246,7 +353,7 @@ rtt_once(struct cqwb_session *s)
 	struct raw_sess *rs = (struct raw_sess *)s;
 	int64_t n;
 
-	if (cqwb__write_full(rs->fd, rs->frame, 4 + rs->size) < 0) {
+	if (put(rs->wfd, rs->pipe, rs->frame, 4 + rs->size) < 0) {
 		return cqwb__fail(-errno, "raw send");
 	}
 	n = raw_recv(rs, rs->fd, rs->rx, rs->size);
@@ -263,18 +370,48 @@ rtt_step(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
 	return cqwb__rtt_loop(s, max_ops, max_ns, lat, out, rtt_once);
 }
 
-/* Send the 0-length marker and wait for the receiver's count. */
+/*
+ * Send the 0-length marker and wait for the receiver's count, which must
+ * be every message sent in the session so far (the ceilings' receiver
+ * walks headers across reads: a slip there shows here).
+ */
 static int
 stream_sync(struct raw_sess *rs)
 {
 	uint8_t hdr[4] = { 0, 0, 0, 0 };
 	uint64_t count;
-	int r = cqwb__write_full(rs->fd, hdr, 4);
+	int r = put(rs->wfd, rs->pipe, hdr, 4);
 
 	if (r == 0) {
 		r = cqwb__read_full(rs->fd, &count, sizeof(count));
 	}
-	return r < 0 ? cqwb__fail(r, "raw stream ack") : 0;
+	if (r < 0) {
+		return cqwb__fail(r, "raw stream ack");
+	}
+	if (count != rs->total) {
+		return cqwb__fail(-EPROTO,
+				  "raw stream: the receiver counted %llu of "
+				  "%llu messages",
+				  (unsigned long long)count,
+				  (unsigned long long)rs->total);
+	}
+	return 0;
+}
+
+/*
+ * raw-contig's write: copy m frames into one buffer, as a library that
+ * coalesces small sends would, and write it.
+ */
+static int
+contig_write(struct raw_sess *rs, size_t m)
+{
+	size_t fsz = 4 + rs->size, i;
+
+	for (i = 0; i < m; i++) {
+		cqwb__put_hdr(rs->contig + i * fsz, (uint32_t)rs->size);
+		memcpy(rs->contig + i * fsz + 4, rs->frame + 4, rs->size);
+	}
+	return cqwb__write_full(rs->wfd, rs->contig, m * fsz);
 }
 
 static int
@@ -285,27 +422,36 @@ stream_step(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
 	struct iovec iov[2 * WRITEV_FRAMES];
 	uint64_t start = cqwb_now_ns(), sent = 0;
 	size_t batch = cqwb__batch(rs->size), i, m;
+	int ceil =
+	    rs->variant == CQWB_RAW_WRITEV512 || rs->variant == CQWB_RAW_CONTIG;
 	int r;
 
 	(void)lat;
-	if (batch > WRITEV_FRAMES) {
+	if (ceil) {
+		batch = rs->ceil_n;
+	} else if (batch > WRITEV_FRAMES) {
 		batch = WRITEV_FRAMES;
 	}
 	while (sent < max_ops) {
 		m = max_ops - sent < batch ? (size_t)(max_ops - sent) : batch;
-		if (rs->variant == CQWB_RAW_WRITEV) {
+		if (rs->variant == CQWB_RAW_WRITEV ||
+		    rs->variant == CQWB_RAW_WRITEV512) {
+			struct iovec *v = ceil ? rs->iov : iov;
+
 			for (i = 0; i < m; i++) {
-				iov[2 * i].iov_base = rs->frame;
-				iov[2 * i].iov_len = 4;
-				iov[2 * i + 1].iov_base = rs->frame + 4;
-				iov[2 * i + 1].iov_len = rs->size;
+				v[2 * i].iov_base = rs->frame;
+				v[2 * i].iov_len = 4;
+				v[2 * i + 1].iov_base = rs->frame + 4;
+				v[2 * i + 1].iov_len = rs->size;
 			}
-			r = cqwb__writev_full(rs->fd, iov, (int)(2 * m));
+			r = cqwb__writev_full(rs->wfd, v, (int)(2 * m));
+		} else if (rs->variant == CQWB_RAW_CONTIG) {
+			r = contig_write(rs, m);
 		} else {
 			/* One write() per message. */
 			for (i = 0, r = 0; i < m && r == 0; i++) {
-				r = cqwb__write_full(rs->fd, rs->frame,
-						     4 + rs->size);
+				r = put(rs->wfd, rs->pipe, rs->frame,
+					4 + rs->size);
 			}
 		}
 		if (r < 0) {
@@ -316,6 +462,7 @@ stream_step(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
 			break;
 		}
 	}
+	rs->total += sent;
 	r = stream_sync(rs);
 	out->ops = sent;
 	out->ns = cqwb_now_ns() - start;
@@ -400,6 +547,9 @@ raw_close(struct cqwb_session *s)
 	struct raw_sess *rs = (struct raw_sess *)s;
 	int i, r;
 
+	if (rs->wfd >= 0 && rs->wfd != rs->fd) {
+		close(rs->wfd);
+	}
 	if (rs->fd >= 0) {
 		close(rs->fd);
 	}
@@ -419,6 +569,8 @@ raw_close(struct cqwb_session *s)
 	free(rs->reqs);
 	free(rs->frame);
 	free(rs->rx);
+	free(rs->contig);
+	free(rs->iov);
 	cqwb__rbuf_free(&rs->rb);
 	cqwb__sess_free(s);
 	return r;
@@ -484,6 +636,63 @@ fanout_open(struct raw_sess *rs)
 }
 
 int
+cqwb__chan_open(const struct cqwb_transport *t, struct cqwb__chan end[2])
+{
+	int sv[2], back[2];
+
+	if ((t->arg & CQWB_V_PIPE) == 0) {
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) !=
+		    0) {
+			return cqwb__fail(-errno, "socketpair");
+		}
+		end[0] = (struct cqwb__chan){ sv[0], sv[0] };
+		end[1] = (struct cqwb__chan){ sv[1], sv[1] };
+		return 0;
+	}
+	/* sv: parent to peer; back: peer to parent. */
+	if (pipe2(sv, O_CLOEXEC) != 0) {
+		return cqwb__fail(-errno, "pipe");
+	}
+	if (pipe2(back, O_CLOEXEC) != 0) {
+		int e = errno;
+
+		close(sv[0]);
+		close(sv[1]);
+		return cqwb__fail(-e, "pipe");
+	}
+	end[0] = (struct cqwb__chan){ back[0], sv[1] };
+	end[1] = (struct cqwb__chan){ sv[0], back[1] };
+	return 0;
+}
+
+void
+cqwb__chan_close(struct cqwb__chan *e)
+{
+	if (e->wr >= 0 && e->wr != e->rd) {
+		close(e->wr);
+	}
+	if (e->rd >= 0) {
+		close(e->rd);
+	}
+	e->rd = e->wr = -1;
+}
+
+/* raw-writev512 and raw-contig: frames per write, and their buffers. */
+static int
+ceil_open(struct raw_sess *rs)
+{
+	size_t n = CQWB_BATCH_BYTES / (4 + rs->size);
+
+	rs->ceil_n = n < 1 ? 1 : n > CEIL_FRAMES ? CEIL_FRAMES : n;
+	if (rs->variant == CQWB_RAW_CONTIG) {
+		rs->contig = malloc(rs->ceil_n * (4 + rs->size));
+		return rs->contig != NULL ? 0 : -ENOMEM;
+	}
+	rs->iov = calloc(2 * rs->ceil_n, sizeof(*rs->iov));
+	return rs->iov != NULL ? 0 : -ENOMEM;
+}
+
+int
 cqwb__raw_open(struct cqwb_session **out, const struct cqwb_transport *t,
 	       const struct cqwb_params *p)
 {
@@ -492,20 +701,26 @@ cqwb__raw_open(struct cqwb_session **out, const struct cqwb_transport *t,
 						 ? &stream_ops
 						 : &fanout_ops;
 	struct raw_sess *rs = cqwb__sess_new(sizeof(*rs), ops, t, p);
-	int sv[2], r;
+	struct cqwb__chan ch[2];
+	int r;
 	pid_t pid;
 
 	if (rs == NULL) {
 		return cqwb__fail(-ENOMEM, "session");
 	}
 	rs->fd = -1;
+	rs->wfd = -1;
 	rs->ep = -1;
-	rs->variant = t->arg;
+	rs->variant = (int)((unsigned)t->arg & ~CQWB_V_PIPE);
+	rs->pipe = ((unsigned)t->arg & CQWB_V_PIPE) != 0;
 	rs->size = p->size;
 	rs->frame = calloc(1, 4 + p->size);
 	rs->rx = malloc(p->size);
 	if (rs->frame == NULL || rs->rx == NULL ||
-	    cqwb__rbuf_init(&rs->rb) < 0) {
+	    cqwb__rbuf_init(&rs->rb) < 0 ||
+	    ((rs->variant == CQWB_RAW_WRITEV512 ||
+	      rs->variant == CQWB_RAW_CONTIG) &&
+	     ceil_open(rs) < 0)) {
 		raw_close(&rs->base);
 		return cqwb__fail(-ENOMEM, "session");
 	}
@@ -520,21 +735,25 @@ cqwb__raw_open(struct cqwb_session **out, const struct cqwb_transport *t,
 		*out = &rs->base;
 		return 0;
 	}
-	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
-		r = cqwb__fail(-errno, "socketpair");
+	r = cqwb__chan_open(t, ch);
+	if (r < 0) {
 		raw_close(&rs->base);
 		return r;
 	}
 	pid = cqwb__fork(0);
 	if (pid == 0) {
-		close(sv[0]);
+		cqwb__chan_close(&ch[0]);
 		if (p->scn == CQWB_RTT) {
-			echo_peer(rs, sv[1]);
+			echo_peer(rs, &ch[1]);
 		}
-		stream_peer(rs, sv[1]);
+		if (rs->iov != NULL || rs->contig != NULL) {
+			bulk_peer(&ch[1]);
+		}
+		stream_peer(rs, &ch[1]);
 	}
-	close(sv[1]);
-	rs->fd = sv[0];
+	cqwb__chan_close(&ch[1]);
+	rs->fd = ch[0].rd;
+	rs->wfd = ch[0].wr;
 	if (pid < 0 || cqwb__add_peer(&rs->base, pid) < 0) {
 		r = cqwb__fail(-errno, "fork");
 		raw_close(&rs->base);

@@ -3,7 +3,10 @@
  * the message libraries people reach for instead. Each process makes its
  * context or socket after the fork (neither library survives a fork).
  * Payloads of 64 KiB and more are sent by ZeroMQ without a copy
- * (zmq_send_const); receivers copy into their own buffer as cqwire's
+ * (zmq_send_const). ZeroMQ's receivers take each message with
+ * zmq_msg_recv(), in the library's own buffer, as a ZeroMQ user would
+ * (no copy), and the echo peer sends that message back with
+ * zmq_msg_send(); nng's receivers copy into their own buffer as cqwire's
  * recv_bytes_into does. nng sessions run in a forked driver process
  * (ctl.c): nng may not be used in a process that forks afterwards.
  * Control messages: 0 bytes asks the stream
@@ -40,6 +43,8 @@ struct mq_sess {
 	uint8_t *buf, *rx;
 #ifdef CQW_HAVE_ZMQ
 	void *zctx, *zsock;
+	zmq_msg_t zmsg; /* what zmq_msg_recv() received last */
+	int zmsg_init;
 #endif
 #ifdef CQW_HAVE_NNG
 	nng_socket nsock;
@@ -79,6 +84,8 @@ mq_open(struct mq_sess *ms, int listen)
 		if (ms->zctx == NULL) {
 			return -errno;
 		}
+		zmq_msg_init(&ms->zmsg);
+		ms->zmsg_init = 1;
 		ms->zsock = zmq_socket(ms->zctx, ZMQ_PAIR);
 		if (ms->zsock == NULL) {
 			return -errno;
@@ -128,6 +135,10 @@ static void
 mq_close(struct mq_sess *ms)
 {
 #ifdef CQW_HAVE_ZMQ
+	if (ms->zmsg_init) {
+		zmq_msg_close(&ms->zmsg);
+		ms->zmsg_init = 0;
+	}
 	if (ms->zsock != NULL) {
 		zmq_close(ms->zsock);
 		ms->zsock = NULL;
@@ -171,7 +182,11 @@ mq_send(struct mq_sess *ms, const void *buf, size_t len)
 	return -ENOTSUP;
 }
 
-/* Receive one message into buf; its length, or -errno. */
+/*
+ * Receive one message: its length, or -errno. ZeroMQ's stays in ms->zmsg
+ * (zmq_msg_data(); buf is not touched, the length is not capped at cap);
+ * nng's is copied into buf.
+ */
 static int64_t
 mq_recv(struct mq_sess *ms, void *buf, size_t cap)
 {
@@ -179,8 +194,10 @@ mq_recv(struct mq_sess *ms, void *buf, size_t cap)
 	if (ms->lib == LIB_ZMQ) {
 		int r;
 
+		(void)buf;
+		(void)cap;
 		do {
-			r = zmq_recv(ms->zsock, buf, cap, 0);
+			r = zmq_msg_recv(&ms->zmsg, ms->zsock, 0);
 		} while (r < 0 && errno == EINTR);
 		return r < 0 ? -errno : r;
 	}
@@ -196,6 +213,24 @@ mq_recv(struct mq_sess *ms, void *buf, size_t cap)
 	(void)buf;
 	(void)cap;
 	return -ENOTSUP;
+}
+
+/* Send back what mq_recv() received (n bytes). */
+static int
+mq_echo(struct mq_sess *ms, size_t n)
+{
+#ifdef CQW_HAVE_ZMQ
+	if (ms->lib == LIB_ZMQ) {
+		int r;
+
+		/* The message itself goes back; ms->zmsg is empty after. */
+		do {
+			r = zmq_msg_send(&ms->zmsg, ms->zsock, 0);
+		} while (r < 0 && errno == EINTR);
+		return r < 0 ? -errno : 0;
+	}
+#endif
+	return mq_send(ms, ms->rx, n);
 }
 
 /* ---- peers ---- */
@@ -217,7 +252,7 @@ static void __attribute__((noreturn)) peer(struct mq_sess *ms)
 			break;
 		}
 		if (ms->base.p.scn == CQWB_RTT) {
-			if (mq_send(ms, ms->rx, (size_t)n) < 0) {
+			if (mq_echo(ms, (size_t)n) < 0) {
 				_exit(1);
 			}
 		} else if (n > 0) {

@@ -9,6 +9,10 @@
  * for stream.
  * The server scenarios (accept, echo-clients) add cqwire-echo; there the
  * transport names the server, and "mode" is hmac or no-auth.
+ * The stream ceilings raw-writev512 (one gather write of 512 frames) and
+ * raw-contig (512 frames copied into one buffer per write) have a receiver
+ * that reads 1 MiB at a time and walks the headers.
+ * Pipe variants (CQWB_V_PIPE) keep their name and add "channel": "pipe".
  */
 #include <stddef.h>
 
@@ -22,6 +26,7 @@
 #define U CQWB_V_URING
 #define X CQWB_V_EXCL
 #define B CQWB_V_BATCH
+#define P CQWB_V_PIPE
 
 #define RAWT(name, scns, v)                                           \
 	{                                                             \
@@ -55,6 +60,8 @@ const struct cqwb_transport cqwb_transports[] = {
 	RAWT("raw-buffered", RTT, CQWB_RAW_BUFFERED),
 	RAWT("raw-spin", RTT, CQWB_RAW_SPIN),
 	RAWT("raw-writev", STREAM, CQWB_RAW_WRITEV),
+	RAWT("raw-writev512", STREAM, CQWB_RAW_WRITEV512),
+	RAWT("raw-contig", STREAM, CQWB_RAW_CONTIG),
 	RAWT("epoll", FANOUT, CQWB_RAW_EPOLL),
 
 	CQW("sync", FE, NULL, RTT | FANOUT, 0),
@@ -94,6 +101,25 @@ const struct cqwb_transport cqwb_transports[] = {
 	{ "python-cqwire", "batch", NULL, NULL, STREAM, CQWB_PY_MP,
 	  cqwb__py_unavailable, cqwb__py_open },
 
+	/* The same over pipe()s (rtt: two, one each way). */
+	RAWT("raw", RTT | STREAM, CQWB_RAW | P),
+	CQW("sync", FE, NULL, RTT, P),
+	CQW("sync", EX, NULL, RTT, X | P),
+	CQW("per-message", FE, NULL, STREAM, P),
+	CQW("per-message", EX, NULL, STREAM, X | P),
+	CQW("batch", FE, NULL, STREAM, B | P),
+	CQW("batch", EX, NULL, STREAM, X | B | P),
+	LOOP("cqwire-uring", "async", FE, RTT, U | P),
+	LOOP("cqwire-uring", "async", EX, RTT, U | X | P),
+	LOOP("cqwire-uring", "batch", FE, STREAM, U | B | P),
+	LOOP("cqwire-uring", "batch", EX, STREAM, U | X | B | P),
+	LOOP("cqwire-poll", "async", FE, RTT, P),
+	LOOP("cqwire-poll", "async", EX, RTT, X | P),
+	LOOP("cqwire-poll", "batch", FE, STREAM, B | P),
+	LOOP("cqwire-poll", "batch", EX, STREAM, X | B | P),
+	{ "python", NULL, NULL, NULL, RTT | STREAM, CQWB_PY_MP | P,
+	  cqwb__py_unavailable, cqwb__py_open },
+
 	/*
 	 * The server scenarios: the server is the transport ("cqwire" is a
 	 * forked C server on the synchronous API, "cqwire-echo" the
@@ -118,3 +144,9 @@ const struct cqwb_transport cqwb_transports[] = {
 	ECHO("zeromq", NULL, NULL, CQWB_SRV_ZMQ),
 	{ NULL, NULL, NULL, NULL, 0, 0, NULL, NULL },
 };
+
+const char *
+cqwb_channel(const struct cqwb_transport *t)
+{
+	return (t->arg & CQWB_V_PIPE) != 0 ? "pipe" : NULL;
+}

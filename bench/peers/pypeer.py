@@ -7,7 +7,8 @@ the library's own Process and Pipe (cqwire: multiprocessing's Process,
 cqwire.connection's Pipe and wait). The C harness drives it through
 stdin/stdout (it is embedded in the binary and run with python3 -c):
 
-    argv: LIB SCENARIO SIZE WORKERS INFLIGHT [PEER-CPUS [API [MODDIR]]]
+    argv: LIB SCENARIO SIZE WORKERS INFLIGHT [PEER-CPUS [API [MODDIR
+          [CHANNEL]]]]
           LIB is multiprocessing, billiard or cqwire; SCENARIO rtt,
           stream, fanout, or check (only import LIB's modules: exit 0, or
           print why not and exit 1);
@@ -16,7 +17,9 @@ stdin/stdout (it is embedded in the binary and run with python3 -c):
           API per-message (the default) or batch: stream with
           send_batch/recv_batch (cqwire only);
           MODDIR a build tree's python/ directory: its py<MAJOR><MINOR>
-          subdirectory, if there is one, goes first on sys.path, "-": none
+          subdirectory, if there is one, goes first on sys.path, "-": none;
+          CHANNEL socket (Pipe(), the default) or pipe: rtt and stream
+          over two Pipe(duplex=False), one each way
     out:  ready PID PEER-PIDS...
     in:   run MAX_OPS MAX_NS WANT_LAT
     out:  done OPS NS
@@ -63,26 +66,45 @@ def pinned(idx, fn, *args):
     fn(*args)
 
 
-def echo(conn, size):
+def pair(lib, pipes):
+    """(parent's receiving end, parent's sending end), and the child's.
+
+    With pipes, two Pipe(duplex=False) as billiard's pool uses them;
+    else one duplex Pipe(), whose ends both send and receive.
+    """
+    if not pipes:
+        conn, child = lib.Pipe()
+        return (conn, conn), (child, child)
+    up_r, up_w = lib.Pipe(duplex=False)  # child to parent
+    down_r, down_w = lib.Pipe(duplex=False)  # parent to child
+    return (up_r, down_w), (down_r, up_w)
+
+
+def close_ends(ends):
+    for c in set(ends):
+        c.close()
+
+
+def echo(rconn, wconn, size):
     buf = bytearray(size)
     try:
         while True:
-            n = conn.recv_bytes_into(buf)
-            conn.send_bytes(buf, 0, n)
+            n = rconn.recv_bytes_into(buf)
+            wconn.send_bytes(buf, 0, n)
     except (EOFError, OSError):
         pass
 
 
-def receiver(conn, size):
+def receiver(rconn, wconn, size):
     buf = bytearray(max(size, 8))
     count = 0
     try:
         while True:
-            n = conn.recv_bytes_into(buf)
+            n = rconn.recv_bytes_into(buf)
             if n:
                 count += 1
             else:
-                conn.send_bytes(count.to_bytes(8, "little"))
+                wconn.send_bytes(count.to_bytes(8, "little"))
     except (EOFError, OSError):
         pass
 
@@ -92,13 +114,13 @@ def batch_len(size):
     return max(1, min(256, (4 << 20) // max(size, 1)))
 
 
-def batch_receiver(conn, size):
+def batch_receiver(rconn, wconn, size):
     """recv_batch() of what is there; the empty message ends a step.
 
     The sender waits for the count after its empty message, so that
     message is always the last one a recv_batch() returns.
     """
-    recv, most = conn.recv_batch, batch_len(size)
+    recv, most = rconn.recv_batch, batch_len(size)
     count = 0
     try:
         while True:
@@ -106,24 +128,26 @@ def batch_receiver(conn, size):
             count += len(got)
             if not got[-1]:
                 count -= 1
-                conn.send_bytes(count.to_bytes(8, "little"))
+                wconn.send_bytes(count.to_bytes(8, "little"))
     except (EOFError, OSError):
         pass
 
 
 class Rtt:
-    def __init__(self, lib, size, workers, inflight):
-        self.conn, child = lib.Pipe()
+    def __init__(self, lib, size, workers, inflight, pipes=False):
+        (self.rconn, self.wconn), child = pair(lib, pipes)
         self.procs = [
-            lib.Process(target=pinned, args=(0, echo, child, size), daemon=True)
+            lib.Process(
+                target=pinned, args=(0, echo, *child, size), daemon=True
+            )
         ]
         self.procs[0].start()
-        child.close()
+        close_ends(child)
         self.payload = bytes(size)
         self.buf = bytearray(size)
 
     def run(self, max_ops, max_ns, lat):
-        send, recv = self.conn.send_bytes, self.conn.recv_bytes_into
+        send, recv = self.wconn.send_bytes, self.rconn.recv_bytes_into
         payload, buf, now = self.payload, self.buf, time.perf_counter_ns
         start = t1 = now()
         n = 0
@@ -140,20 +164,20 @@ class Rtt:
 
 
 class Stream:
-    def __init__(self, lib, size, workers, inflight):
-        self.conn, child = lib.Pipe()
+    def __init__(self, lib, size, workers, inflight, pipes=False):
+        (self.rconn, self.wconn), child = pair(lib, pipes)
         self.procs = [
             lib.Process(
-                target=pinned, args=(0, receiver, child, size), daemon=True
+                target=pinned, args=(0, receiver, *child, size), daemon=True
             )
         ]
         self.procs[0].start()
-        child.close()
+        close_ends(child)
         self.payload = bytes(size)
         self.every = 64 if size < 65536 else 1
 
     def run(self, max_ops, max_ns, lat):
-        send, now = self.conn.send_bytes, time.perf_counter_ns
+        send, now = self.wconn.send_bytes, time.perf_counter_ns
         payload, every = self.payload, self.every
         start = now()
         n = 0
@@ -163,28 +187,28 @@ class Stream:
             if n % every == 0 and now() - start >= max_ns:
                 break
         send(b"")
-        self.conn.recv_bytes()
+        self.rconn.recv_bytes()
         return n, now() - start
 
 
 class BatchStream:
     """The stream with send_batch() of batch_len() messages at a time."""
 
-    def __init__(self, lib, size, workers, inflight):
-        self.conn, child = lib.Pipe()
+    def __init__(self, lib, size, workers, inflight, pipes=False):
+        (self.rconn, self.wconn), child = pair(lib, pipes)
         self.procs = [
             lib.Process(
                 target=pinned,
-                args=(0, batch_receiver, child, size),
+                args=(0, batch_receiver, *child, size),
                 daemon=True,
             )
         ]
         self.procs[0].start()
-        child.close()
+        close_ends(child)
         self.msgs = [bytes(size)] * batch_len(size)
 
     def run(self, max_ops, max_ns, lat):
-        send, now = self.conn.send_batch, time.perf_counter_ns
+        send, now = self.wconn.send_batch, time.perf_counter_ns
         msgs, most = self.msgs, len(self.msgs)
         start = now()
         n = 0
@@ -194,15 +218,15 @@ class BatchStream:
             n += m
             if now() - start >= max_ns:
                 break
-        self.conn.send_bytes(b"")
-        self.conn.recv_bytes()
+        self.wconn.send_bytes(b"")
+        self.rconn.recv_bytes()
         return n, now() - start
 
 
 class Fanout:
     """A pool parent: wait() on every worker, one response then one request."""
 
-    def __init__(self, lib, size, workers, inflight):
+    def __init__(self, lib, size, workers, inflight, pipes=False):
         self.wait = lib.wait
         self.conns, self.procs, self.sent = [], [], {}
         self.payload = bytes(size)
@@ -210,7 +234,7 @@ class Fanout:
         for i in range(workers):
             conn, child = lib.Pipe()
             p = lib.Process(
-                target=pinned, args=(i, echo, child, size), daemon=True
+                target=pinned, args=(i, echo, child, child, size), daemon=True
             )
             p.start()
             child.close()
@@ -242,7 +266,7 @@ class Fanout:
 
 def main():
     args = sys.argv[1:]
-    args += ["-", "per-message", "-"][len(args) - 5 :]
+    args += ["-", "per-message", "-", "socket"][len(args) - 5 :]
     name, scenario = args[0], args[1]
     size, workers, inflight = (int(a) for a in args[2:5])
     if args[5] != "-":
@@ -263,7 +287,7 @@ def main():
         "stream": BatchStream if batch else Stream,
         "fanout": Fanout,
     }
-    s = kinds[scenario](lib, size, workers, inflight)
+    s = kinds[scenario](lib, size, workers, inflight, args[8] == "pipe")
     pids = [os.getpid()] + [p.pid for p in s.procs]
     out = sys.stdout
     out.write("ready " + " ".join(str(p) for p in pids) + "\n")

@@ -168,6 +168,16 @@ wanted(const struct cqwb_transport *t, const struct cqwb_params *p)
 			return 0;
 		}
 	}
+	/* Pipes: 64 B (the targets) and, in the default suite, 1 MiB. */
+	if (cqwb_channel(t) != NULL && p->size != 64 &&
+	    (opt.quick || p->size != (1u << 20))) {
+		return 0;
+	}
+	/* The ceilings are for small frames: one copy of 16 MiB is no ceiling. */
+	if ((is_peer(t, "raw-writev512") || is_peer(t, "raw-contig")) &&
+	    p->size > (1u << 20)) {
+		return 0;
+	}
 	switch (p->scn) {
 	case CQWB_RTT:
 		/* Spinning is the 64 B target; billiard is python's code. */
