@@ -225,7 +225,8 @@ wanted(const struct cqwb_transport *t, const struct cqwb_params *p)
 			       (!opt.quick || p->inflight == 1);
 		}
 		if (opt.quick) {
-			return excl || is_peer(t, "epoll");
+			return excl || is_peer(t, "epoll") ||
+			       is_peer(t, "io_uring");
 		}
 		return 1;
 	}
