@@ -584,7 +584,9 @@ uring_setup(struct uring_sess *us)
 	}
 	/* Sends and re-arms of one iteration: two SQEs per worker. */
 	sq = pow2_at_least((size_t)us->n * 2 + 8);
-	r = ring_init(&us->ring, sq, pow2_at_least((size_t)us->nbufs * 2));
+	/* Completions: a receive per buffer at most, and the sends' errors. */
+	r = ring_init(&us->ring, sq,
+		      pow2_at_least((size_t)us->nbufs * 2 + (size_t)sq));
 	if (r < 0) {
 		return cqwb__fail(r, "io_uring: %s", note);
 	}
