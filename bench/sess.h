@@ -199,7 +199,15 @@ int cqwb__nng_open(struct cqwb_session **out, const struct cqwb_transport *t,
 		   const struct cqwb_params *p);
 int cqwb__py_open(struct cqwb_session **out, const struct cqwb_transport *t,
 		  const struct cqwb_params *p);
+int cqwb__uring_open(struct cqwb_session **out, const struct cqwb_transport *t,
+		     const struct cqwb_params *p);
 const char *cqwb__loop_unavailable(const struct cqwb_transport *t);
+const char *cqwb__uring_unavailable(const struct cqwb_transport *t);
+/*
+ * The setup flags of the last ring t-uring.c made in this process
+ * ("SINGLE_ISSUER|DEFER_TASKRUN", or the fallback and why).
+ */
+const char *cqwb__uring_note(void);
 const char *cqwb__zmq_unavailable(const struct cqwb_transport *t);
 const char *cqwb__nng_unavailable(const struct cqwb_transport *t);
 const char *cqwb__py_unavailable(const struct cqwb_transport *t);

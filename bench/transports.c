@@ -7,6 +7,7 @@
  * both ends as python, over the project's cqwire.connection module).
  * "api" says which calls: sync/async for rtt and fanout, per-message/batch
  * for stream.
+ * io_uring is a fan-out parent written by hand with liburing (t-uring.c).
  * The server scenarios (accept, echo-clients) add cqwire-echo; there the
  * transport names the server, and "mode" is hmac or no-auth.
  * The stream ceilings raw-writev512 (one gather write of 512 frames) and
@@ -63,6 +64,8 @@ const struct cqwb_transport cqwb_transports[] = {
 	RAWT("raw-writev512", STREAM, CQWB_RAW_WRITEV512),
 	RAWT("raw-contig", STREAM, CQWB_RAW_CONTIG),
 	RAWT("epoll", FANOUT, CQWB_RAW_EPOLL),
+	{ "io_uring", NULL, NULL, NULL, FANOUT, 0, cqwb__uring_unavailable,
+	  cqwb__uring_open },
 
 	CQW("sync", FE, NULL, RTT | FANOUT, 0),
 	CQW("sync", EX, NULL, RTT | FANOUT, X),

@@ -28,10 +28,13 @@ struct perf_case {
 	struct cqwb_hist *hist; /* every round's latencies, merged */
 	int failed;
 	char why[200];
+	char note[96]; /* io_uring: the ring's setup flags (and any fallback) */
 	/* Results: medians of the rounds (tails from the merged histogram). */
 	int done;
 	double r_p50, r_p99, r_p999; /* us; NAN when absent */
 	double r_mps, r_bps, r_cpu, r_pcpu, r_sys, r_rss;
+	/* (max - min) / median of the rounds' msgs/s; NAN under 2 rounds */
+	double r_spread;
 };
 
 struct perf_group {

@@ -146,6 +146,8 @@ void
 perf_print_table(FILE *f, const struct perf_run *run)
 {
 	char a[32], b[32], c1[32], d[32], e[32], g1[32], h[32], sz[32], w[32];
+	char sp[32], label[128];
+	const char *ring = NULL;
 	int g, k, last = -1;
 
 	fprintf(f,
@@ -169,15 +171,16 @@ perf_print_table(FILE *f, const struct perf_run *run)
 			last = (int)gr->p.scn;
 			fprintf(f, "\n%s: %s\n", cqwb_scn_name(gr->p.scn),
 				scn_title[gr->p.scn]);
-			fprintf(
-			    f,
-			    "%-38s %7s %7s %8s %8s %8s %10s %9s %8s "
-			    "%8s%s\n",
-			    "transport", "size", "workers", "p50 us", "p99 us",
-			    "p99.9 us", "msgs/s", "MB/s", "CPU us", "sys/msg",
-			    gr->p.scn == CQWB_FANOUT ? " parent CPU us"
-			    : server_scn(gr->p.scn)  ? " server CPU us  RSS KiB"
-						     : "");
+			fprintf(f,
+				"%-38s %7s %7s %8s %8s %8s %10s %9s %8s "
+				"%8s %7s%s\n",
+				"transport", "size", "workers", "p50 us",
+				"p99 us", "p99.9 us", "msgs/s", "MB/s",
+				"CPU us", "sys/msg", "spread",
+				gr->p.scn == CQWB_FANOUT ? " parent CPU us"
+				: server_scn(gr->p.scn)
+				    ? " server CPU us  RSS KiB"
+				    : "");
 		} else {
 			fprintf(f, "\n");
 		}
@@ -204,15 +207,29 @@ perf_print_table(FILE *f, const struct perf_run *run)
 			} else {
 				snprintf(h, sizeof(h), "%.3f", c->r_sys);
 			}
+			if (isnan(c->r_spread)) {
+				snprintf(sp, sizeof(sp), "-");
+			} else {
+				snprintf(sp, sizeof(sp), "%.1f%%",
+					 100 * c->r_spread);
+			}
+			/* A ring that fell back says so on its row. */
+			snprintf(label, sizeof(label), "%s%s", c->label,
+				 strstr(c->note, "fallback") != NULL
+				     ? " (no DEFER_TASKRUN)"
+				     : "");
+			if (c->note[0] != '\0' && ring == NULL) {
+				ring = c->note;
+			}
 			fprintf(f,
 				"%-38s %7s %7s %8s %8s %8s %10s %9s %8s "
-				"%8s",
-				c->label, sz, w, num(c->r_p50, a, sizeof(a)),
+				"%8s %7s",
+				label, sz, w, num(c->r_p50, a, sizeof(a)),
 				num(c->r_p99, b, sizeof(b)),
 				num(c->r_p999, c1, sizeof(c1)),
 				rate(c->r_mps, d, sizeof(d)),
 				num(c->r_bps / 1e6, e, sizeof(e)),
-				num(c->r_cpu, g1, sizeof(g1)), h);
+				num(c->r_cpu, g1, sizeof(g1)), h, sp);
 			if (gr->p.scn == CQWB_FANOUT || server_scn(gr->p.scn)) {
 				fprintf(f, " %14s",
 					num(c->r_pcpu, g1, sizeof(g1)));
@@ -229,6 +246,8 @@ perf_print_table(FILE *f, const struct perf_run *run)
 		   "(parent CPU us: the parent's alone)\n"
 		   "sys/msg: the parent's system calls per message, counted "
 		   "in an untimed step\n"
+		   "spread: (max - min) / median of the rounds' msgs/s "
+		   "(each round a fresh session)\n"
 		   "accept, echo-clients: msgs/s are connections or round "
 		   "trips per second; workers: client\n"
 		   "processes x connections in flight each (accept) or "
@@ -236,6 +255,12 @@ perf_print_table(FILE *f, const struct perf_run *run)
 		   "server CPU us: the server process's CPU time per "
 		   "connection or round trip;\n"
 		   "RSS KiB: its resident memory after the step\n");
+	if (ring != NULL) {
+		fprintf(f,
+			"io_uring: the hand-written liburing fan-out parent; "
+			"its ring: %s\n",
+			ring);
+	}
 	for (k = 0; k < run->nskips; k++) {
 		fprintf(f, "skipped %s: %s\n", run->skips[k].label,
 			run->skips[k].why);
@@ -1032,6 +1057,11 @@ perf_print_json(FILE *f, const struct perf_run *run)
 			json_kv_num(f, "parent_syscalls_per_msg", c->r_sys,
 				    &first);
 			json_kv_num(f, "rounds", c->nrounds, &first);
+			json_kv_num(f, "msgs_per_s_spread", c->r_spread,
+				    &first);
+			if (c->note[0] != '\0') {
+				json_kv_str(f, "ring_setup", c->note, &first);
+			}
 			if (c->samples) {
 				json_kv_num(f, "samples", (double)c->samples,
 					    &first);
