@@ -33,6 +33,16 @@
 #define CQW__STAGE_SMALL 1536
 /* Messages per gather write: two iovecs each, within IOV_MAX. */
 #define CQW__GATHER_MSGS (CQW__IOV_MAX / 2)
+/*
+ * Send coalescing: payloads up to CQW__COPY_MAX bytes are copied with
+ * their headers into one contiguous area of CQW__SEND_AREA bytes (the
+ * loop's send block, pool.h; the sync sender's, borrowed for the call),
+ * so that a gather of many small messages is a handful of iovecs: the
+ * kernel copies each iovec segment on its own. Larger payloads go from
+ * the caller's buffer.
+ */
+#define CQW__COPY_MAX 512
+#define CQW__SEND_AREA (64 * 1024)
 
 struct cqw__opq {
 	struct cqw_op *head;
