@@ -26,7 +26,7 @@ t_plan_len(size_t k)
 {
 	static const size_t first[] = { 0,     1,     3,    4,	    5,
 					63,    64,    65,   511,    512,
-					513,   1000,  1024, 4096,   0,
+					513,   1025,  1024, 4096,   0,
 					65536, 70000, 2,    100000, 7 };
 
 	if (k < sizeof(first) / sizeof(first[0])) {
@@ -219,7 +219,7 @@ static const char t_py_reader[] =
     "from multiprocessing.connection import Connection\n"
     "n, duplex = int(sys.argv[1]), sys.argv[2] == '1'\n"
     "c = Connection(3, readable=True, writable=duplex)\n"
-    "first = [0, 1, 3, 4, 5, 63, 64, 65, 511, 512, 513, 1000, 1024, 4096,\n"
+    "first = [0, 1, 3, 4, 5, 63, 64, 65, 511, 512, 513, 1025, 1024, 4096,\n"
     "         0, 65536, 70000, 2, 100000, 7]\n"
     "def plan_len(k):\n"
     "    if k < len(first): return first[k]\n"
