@@ -26,11 +26,13 @@
  * over 1 KiB that the kernel cannot hold whole, or that stalls, is
  * committed to: its writer may be blocked until it is read.)
  * CQW_EXCLUSIVE: reads smaller than the staging buffer fill it instead,
- * so many small frames cost one system call; large payloads still go
+ * so many small frames cost one system call, and a batch receive walks
+ * the staged frames in place (recv_staged()); large payloads still go
  * straight into the caller's buffer.
  *
- * Sends gather [hdr0, p0, hdr1, p1, ...] into one write and resume after
- * partial writes from (iov index, offset).
+ * Sends gather the frames into one write, small ones copied whole into
+ * one contiguous area, large payloads from the caller's buffer, and
+ * resume after partial writes from (iov index, offset).
  */
 #include <stdlib.h>
 #include <string.h>
