@@ -17,11 +17,19 @@
 
 enum { CQW__POOL_SEND = 0, CQW__POOL_STAGE = 1, CQW__POOL_KINDS };
 
-/* The send state of one gather of up to CQW__GATHER_MSGS messages. */
+/*
+ * The send state of one gather of up to CQW__GATHER_MSGS messages: the
+ * area holds small frames copied whole and the headers of large ones
+ * (hdr those of messages the area had no room for). The kernel may read
+ * the area and hdr until the write completes: nothing writes them while
+ * the connection's send is in flight, and the block goes back to the
+ * pool only after.
+ */
 struct cqw__sendbuf {
 	struct cqw_op *ops[CQW__GATHER_MSGS];
 	cqw__iov iov[2 * CQW__GATHER_MSGS];
 	uint8_t hdr[CQW__GATHER_MSGS][CQW__HDR_LARGE];
+	uint8_t area[CQW__SEND_AREA];
 };
 
 /* A block of kind (struct cqw__sendbuf, or a stage), or NULL. */

@@ -8,6 +8,14 @@
  * on framing and a connection may go from one to the other between
  * frames.
  *
+ * A gather of several messages is built in a send block from the loop's
+ * pool (pool.h): small frames (payloads up to CQW__COPY_MAX) are copied
+ * whole into its area, so that the kernel copies one segment for many
+ * of them; large payloads go from the op's buffer. The wire bytes are
+ * the same either way. Every op of a gather completes when the whole
+ * gather is written, copied or not: completing a copied op at copy time
+ * would report success for bytes a later failed write never delivered.
+ *
  * The receive in flight reads into one of (c->rtarget):
  *   RT_PEEK     frame-exact socket at a boundary: see what is queued, then
  *               take the whole frames that fit with one exact read
@@ -112,11 +120,71 @@ pick_gather(cqw_loop *loop, cqw_conn *c)
 	return 1;
 }
 
+/* The gather's next iovec: area[*seg..used), if not empty. */
+static inline unsigned
+close_seg(cqw_conn *c, unsigned cnt, uint8_t *area, size_t *seg, size_t used)
+{
+	if (used > *seg) {
+		CQW__IOV_BASE(&c->siov[cnt]) = (char *)area + *seg;
+		CQW__IOV_LEN(&c->siov[cnt]) = used - *seg;
+		cnt++;
+		*seg = used;
+	}
+	return cnt;
+}
+
+/*
+ * Put the frame of op (the gather's n-th) into the gather: copied whole
+ * into the area (area[*seg..*used) is the segment not yet in siov) while
+ * it has room and the payload is small; else its header there, or in
+ * shdr[n] once the area is full, and the payload from the op's buffer.
+ * Returns the iovec count.
+ */
+static unsigned
+gather_op(cqw_conn *c, const struct cqw_op *op, unsigned n, unsigned cnt,
+	  uint8_t *area, size_t *seg, size_t *used)
+{
+	size_t len = op->len;
+	uint8_t *p;
+
+	if (area != NULL && len <= CQW__COPY_MAX &&
+	    CQW__SEND_AREA - *used >= CQW__HDR_SMALL + len) {
+		p = area + *used;
+		p[0] = (uint8_t)(len >> 24);
+		p[1] = (uint8_t)(len >> 16);
+		p[2] = (uint8_t)(len >> 8);
+		p[3] = (uint8_t)len;
+		if (len > 0) {
+			memcpy(p + CQW__HDR_SMALL, op->buf, len);
+		}
+		*used += CQW__HDR_SMALL + len;
+		return cnt;
+	}
+	if (area != NULL && CQW__SEND_AREA - *used >= CQW__HDR_LARGE) {
+		*used += cqw__frame_header(area + *used, len);
+		cnt = close_seg(c, cnt, area, seg, *used);
+	} else {
+		cnt = close_seg(c, cnt, area, seg, *used);
+		CQW__IOV_BASE(&c->siov[cnt]) = (char *)c->shdr[n];
+		CQW__IOV_LEN(&c->siov[cnt]) =
+		    cqw__frame_header(c->shdr[n], len);
+		cnt++;
+	}
+	if (len > 0) {
+		CQW__IOV_BASE(&c->siov[cnt]) = op->buf;
+		CQW__IOV_LEN(&c->siov[cnt]) = len;
+		cnt++;
+	}
+	return cnt;
+}
+
 static void
 send_kick(cqw_loop *loop, cqw_conn *c)
 {
 	struct cqw_op *op;
 	unsigned n = 0, cnt = 0, max;
+	uint8_t *area;
+	size_t seg = 0, used = 0;
 
 	if (c->send_busy || (c->sendq.head == NULL && c->sbuf == NULL)) {
 		return;
@@ -130,21 +198,15 @@ send_kick(cqw_loop *loop, cqw_conn *c)
 		return;
 	}
 	max = pick_gather(loop, c);
+	/* A gather of one (a round trip's) goes as [hdr, payload]. */
+	area = max > 1 ? c->sbuf->area : NULL;
 	while (n < max && (op = cqw__opq_pop(&c->sendq)) != NULL) {
 		if ((c->flags & CQW_NO_LARGE_FRAMES) &&
 		    op->len > CQW__SMALL_MAX) {
 			cqw__loop_op_done(loop, op, CQW_EMSGSIZE);
 			continue;
 		}
-		CQW__IOV_BASE(&c->siov[cnt]) = (char *)c->shdr[n];
-		CQW__IOV_LEN(&c->siov[cnt]) =
-		    cqw__frame_header(c->shdr[n], op->len);
-		cnt++;
-		if (op->len > 0) {
-			CQW__IOV_BASE(&c->siov[cnt]) = op->buf;
-			CQW__IOV_LEN(&c->siov[cnt]) = op->len;
-			cnt++;
-		}
+		cnt = gather_op(c, op, n, cnt, area, &seg, &used);
 		CQW__OP_SET_STATE(op, CQW__OPS_SENDING);
 		c->gather[n++] = op;
 	}
@@ -152,6 +214,7 @@ send_kick(cqw_loop *loop, cqw_conn *c)
 		put_sendbuf(loop, c); /* every op was refused */
 		return;
 	}
+	cnt = close_seg(c, cnt, area, &seg, used);
 	c->ngather = n;
 	c->siov_first = 0;
 	c->siov_cnt = cnt;

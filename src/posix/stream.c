@@ -26,11 +26,13 @@
  * over 1 KiB that the kernel cannot hold whole, or that stalls, is
  * committed to: its writer may be blocked until it is read.)
  * CQW_EXCLUSIVE: reads smaller than the staging buffer fill it instead,
- * so many small frames cost one system call; large payloads still go
+ * so many small frames cost one system call, and a batch receive walks
+ * the staged frames in place (recv_staged()); large payloads still go
  * straight into the caller's buffer.
  *
- * Sends gather [hdr0, p0, hdr1, p1, ...] into one write and resume after
- * partial writes from (iov index, offset).
+ * Sends gather the frames into one write, small ones copied whole into
+ * one contiguous area, large payloads from the caller's buffer, and
+ * resume after partial writes from (iov index, offset).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -650,44 +652,112 @@ write_all(cqw_conn *c, cqw__iov *iov, int cnt, int wrote)
 	return 0;
 }
 
-/* Sync gathers go in chunks of this many messages (stack-sized). */
-#define SYNC_CHUNK 128
+/*
+ * Small frames are copied, header and payload, into one contiguous area,
+ * so that a write of hundreds of them is a handful of iovecs: the kernel
+ * copies each segment on its own, and two segments per 64-byte message
+ * cost several times what one contiguous buffer does (see BENCHMARKS.md,
+ * "One-way stream"). Payloads over CQW__COPY_MAX go from the caller's
+ * buffer, their header in the area. The area is on the stack for a few
+ * messages (a round trip's) and borrowed from malloc() for the call when
+ * a batch needs more, so an idle connection holds none of it.
+ */
+#define COPY_MAX CQW__COPY_MAX
+#define AREA_STACK 2048
+#define AREA_HEAP CQW__SEND_AREA
+/* iovecs per write (stack-sized): two per large message at most. */
+#define SYNC_IOV 256
+
+_Static_assert(AREA_STACK >= CQW__HDR_LARGE + COPY_MAX, "a frame fits");
+
+/* Bytes of small frames in msgs[0..n), counted only as far as over cap. */
+static size_t
+small_bytes(const struct cqw_msg *msgs, size_t n, size_t cap)
+{
+	size_t i, sum = 0;
+
+	for (i = 0; i < n && sum <= cap; i++) {
+		if (msgs[i].len <= COPY_MAX) {
+			sum += CQW__HDR_SMALL + msgs[i].len;
+		}
+	}
+	return sum;
+}
+
+/* The gather's next iovec: area[*seg..used), if not empty. */
+static inline int
+close_seg(cqw__iov *iov, int cnt, uint8_t *area, size_t *seg, size_t used)
+{
+	if (used > *seg) {
+		CQW__IOV_BASE(&iov[cnt]) = (char *)area + *seg;
+		CQW__IOV_LEN(&iov[cnt]) = used - *seg;
+		cnt++;
+		*seg = used;
+	}
+	return cnt;
+}
 
 static int
 stream_send(cqw_conn *c, const struct cqw_msg *msgs, size_t n)
 {
-	uint8_t hdr[SYNC_CHUNK][CQW__HDR_LARGE];
-	cqw__iov iov[2 * SYNC_CHUNK];
-	size_t i, done = 0;
-	int cnt, r;
+	uint8_t stack_area[AREA_STACK], *area = stack_area, *heap = NULL, *p;
+	cqw__iov iov[SYNC_IOV];
+	size_t cap = sizeof(stack_area), used, seg, len, i = 0;
+	int cnt, wrote = 0, r;
 
 	r = cqw__chan_check_sizes(c, msgs, n);
 	if (r < 0) {
 		return r;
 	}
-	while (done < n) {
-		cnt = 0;
-		for (i = 0; i < SYNC_CHUNK && done + i < n; i++) {
-			const struct cqw_msg *m = &msgs[done + i];
-
-			CQW__IOV_BASE(&iov[cnt]) = (char *)hdr[i];
-			CQW__IOV_LEN(&iov[cnt]) =
-			    cqw__frame_header(hdr[i], m->len);
-			cnt++;
-			if (m->len > 0) {
-				CQW__IOV_BASE(&iov[cnt]) = m->buf;
-				CQW__IOV_LEN(&iov[cnt]) = m->len;
-				cnt++;
-			}
+	if (n > 1 && small_bytes(msgs, n, AREA_STACK) > AREA_STACK) {
+		/* Without memory the stack area serves: more writes. */
+		heap = malloc(AREA_HEAP);
+		if (heap != NULL) {
+			area = heap;
+			cap = AREA_HEAP;
 		}
-		/* After a first chunk, a signal must not stop the call. */
-		r = write_all(c, iov, cnt, done > 0);
-		if (r < 0) {
-			return r;
-		}
-		done += i;
 	}
-	return 0;
+	while (i < n) {
+		/* area[seg..used) is the segment not yet in iov. */
+		cnt = 0;
+		used = seg = 0;
+		for (; i < n; i++) {
+			len = msgs[i].len;
+			if (len <= COPY_MAX) {
+				if (cap - used < CQW__HDR_SMALL + len) {
+					break; /* full: write this part first */
+				}
+				p = area + used;
+				p[0] = (uint8_t)(len >> 24);
+				p[1] = (uint8_t)(len >> 16);
+				p[2] = (uint8_t)(len >> 8);
+				p[3] = (uint8_t)len;
+				if (len > 0) {
+					memcpy(p + CQW__HDR_SMALL, msgs[i].buf,
+					       len);
+				}
+				used += CQW__HDR_SMALL + len;
+				continue;
+			}
+			if (cnt + 3 > SYNC_IOV || cap - used < CQW__HDR_LARGE) {
+				break;
+			}
+			used += cqw__frame_header(area + used, len);
+			cnt = close_seg(iov, cnt, area, &seg, used);
+			CQW__IOV_BASE(&iov[cnt]) = msgs[i].buf;
+			CQW__IOV_LEN(&iov[cnt]) = len;
+			cnt++;
+		}
+		cnt = close_seg(iov, cnt, area, &seg, used);
+		/* After a first part, a signal must not stop the call. */
+		r = write_all(c, iov, cnt, wrote);
+		if (r < 0) {
+			break;
+		}
+		wrote = 1;
+	}
+	free(heap);
+	return r < 0 ? r : 0;
 }
 
 /*
@@ -869,6 +939,83 @@ wait_frame(cqw_conn *c, size_t cap, int64_t deadline)
 	}
 }
 
+/*
+ * CQW_EXCLUSIVE, at a frame boundary: the read-ahead path of a batch. Hand
+ * up the whole frames the stage holds that fit their buffers, walking the
+ * headers in place (one length load, two compares and a copy per frame);
+ * when the stage runs short, move the frame it ends with to its front and
+ * read more without waiting (with read, or once a frame was taken). How
+ * many were taken; *r is then 1 if the next frame needs the one-frame path
+ * (not at a clean boundary, a large or negative header, a payload that
+ * goes straight to the caller's buffer, a buffer too small), 0 if nothing
+ * more is queued now (or end of file, which the next call sees), or an
+ * error of the read.
+ */
+static size_t
+recv_staged(cqw_conn *c, struct cqw_msg *msgs, size_t n, int read, int *r)
+{
+	const uint8_t *p, *end;
+	size_t k = 0, rest;
+	uint32_t len = 0;
+	int64_t got;
+
+	*r = 1;
+	if (cqw__dec_started(&c->dec) || c->deferred_err < 0 ||
+	    c->recv_error < 0) {
+		return 0;
+	}
+	for (;;) {
+		if (c->stage_len > c->stage_off) {
+			p = c->stage + c->stage_off;
+			end = c->stage + c->stage_len;
+			for (; k < n && end - p >= CQW__HDR_SMALL; k++) {
+				len = (uint32_t)p[0] << 24 |
+				      (uint32_t)p[1] << 16 |
+				      (uint32_t)p[2] << 8 | (uint32_t)p[3];
+				/* A large or negative header fails both. */
+				if (len > (size_t)(end - p) - CQW__HDR_SMALL ||
+				    len > msgs[k].cap) {
+					break;
+				}
+				memcpy(msgs[k].buf, p + CQW__HDR_SMALL, len);
+				msgs[k].len = len;
+				p += CQW__HDR_SMALL + len;
+			}
+			c->stage_off = (size_t)(p - c->stage);
+			if (k == n) {
+				return k;
+			}
+			rest = (size_t)(end - p);
+			if (rest >= CQW__HDR_SMALL &&
+			    (len > msgs[k].cap ||
+			     len > CQW__STAGE_SIZE - CQW__HDR_SMALL)) {
+				return k; /* the one-frame path takes it */
+			}
+		} else {
+			rest = 0;
+		}
+		if (!read && k == 0) {
+			return k; /* the caller waits first */
+		}
+		if (cqw__chan_stage(c) < 0) {
+			*r = CQW_ENOMEM;
+			return k;
+		}
+		if (c->stage_off > 0) {
+			memmove(c->stage, c->stage + c->stage_off, rest);
+			c->stage_off = 0;
+			c->stage_len = rest;
+		}
+		got = cqw__io_read(c->fd, &c->kind, c->stage + rest,
+				   CQW__STAGE_SIZE - rest);
+		if (got <= 0) {
+			*r = got == CQW_EAGAIN ? 0 : (int)got;
+			return k;
+		}
+		c->stage_len += (size_t)got;
+	}
+}
+
 static int
 stream_recv_batch(cqw_conn *c, struct cqw_msg *msgs, size_t n, int timeout_ms)
 {
@@ -878,12 +1025,27 @@ stream_recv_batch(cqw_conn *c, struct cqw_msg *msgs, size_t n, int timeout_ms)
 	int64_t len;
 	int r;
 
-	r = stream_poll(c, timeout_ms);
-	if (r > 0) {
-		r = wait_frame(c, msgs[0].cap, deadline);
+	if (c->flags & CQW_EXCLUSIVE) {
+		/* What is staged already needs no wait. */
+		got = recv_staged(c, msgs, n, 0, &r);
+		if (got == 0 && r < 0) {
+			return r;
+		}
+	}
+	if (got == 0) {
+		r = stream_poll(c, timeout_ms);
+		if (r > 0) {
+			r = wait_frame(c, msgs[0].cap, deadline);
+		}
 	}
 	while (r > 0 && got < n) {
-		if (!(c->flags & CQW_EXCLUSIVE)) {
+		if (c->flags & CQW_EXCLUSIVE) {
+			got += recv_staged(c, msgs + got, n - got, 1, &r);
+			if (got == n || r < 0 || (r == 0 && got > 0)) {
+				break;
+			}
+			r = 1; /* the one-frame path: it waits if it must */
+		} else {
 			r = recv_peeked(c, msgs + got, n - got);
 			if (r > 0) {
 				got += (size_t)r;
