@@ -59,6 +59,38 @@ t_recv_waited(cqw_loop *loop, cqw_conn *c, int peer, const char *msg)
 	assert_memory_equal(buf, msg, strlen(msg));
 }
 
+/*
+ * Read the frame of total bytes that send s (on the loop) is writing to
+ * peer, reaping whenever the socket runs dry, until s completed once.
+ */
+static void
+t_drain_send(cqw_loop *loop, struct cqw_op *s, int peer, size_t total)
+{
+	static unsigned char sink[1 << 16];
+	struct cqw_op *done[4];
+	size_t got = 0;
+	int sent = 0, k;
+
+	while (!sent || got < total) {
+		ssize_t n = recv(peer, sink, sizeof(sink), MSG_DONTWAIT);
+
+		if (n > 0) {
+			got += (size_t)n;
+			continue;
+		}
+		assert_true(n < 0 && errno == EAGAIN);
+		k = cqw_reap(loop, done, 4, 1);
+		assert_true(k == 0 || k == 1);
+		if (k == 1) {
+			assert_ptr_equal(done[0], s);
+			assert_false(sent);
+			sent = 1;
+		}
+	}
+	T_RESULT(got, total);
+	T_RESULT(s->result, 0);
+}
+
 /* Put fd's file under number want (the number a closed one had). */
 static int
 t_renumber(int fd, int want)
@@ -208,6 +240,84 @@ test_poll_epoll_closed_while_waiting(void **state)
 }
 
 /*
+ * Edge-triggered, a message that arrived while no receive was waiting
+ * has had its edge: a receive that does not try first must still find
+ * it. Here the connection's last receive had to wait, it was let go and
+ * comes back with a message queued (and again with EOF queued).
+ */
+static void
+test_poll_epoll_queued_before_resubmit(void **state)
+{
+	struct cqw_op r;
+	cqw_loop *loop;
+	cqw_conn *c;
+	char buf[16];
+	int peer, i;
+
+	(void)state;
+	loop = t_loop_new();
+	c = t_pair(&peer);
+	for (i = 0; i < 3; i++) {
+		t_recv_waited(loop, c, peer, "waited");
+		t_send_raw(peer, "queued");
+		/* Let the loop see the edge with nobody waiting. */
+		T_RESULT(cqw_reap(loop, (struct cqw_op *[4]){ 0 }, 4, 0), 0);
+		t_op(&r, CQW_OP_RECV, c, buf, sizeof(buf), NULL);
+		T_RESULT(cqw_submit(loop, &r), 0);
+		t_reap_one(loop, &r);
+		T_RESULT(r.result, 6);
+		assert_memory_equal(buf, "queued", 6);
+	}
+	t_recv_waited(loop, c, peer, "waited");
+	close(peer);
+	t_op(&r, CQW_OP_RECV, c, buf, sizeof(buf), NULL);
+	T_RESULT(cqw_submit(loop, &r), 0);
+	t_reap_one(loop, &r);
+	T_RESULT(r.result, CQW_EOF);
+	cqw_conn_free(c);
+	cqw_loop_free(loop);
+}
+
+/*
+ * Two messages come in one write while a receive waits: the edge is
+ * taken by the receive that gets the first, the second stays queued, and
+ * the connection is let go. The next receive (its last one waited) does
+ * not try first: the check it makes instead must report the second.
+ */
+static void
+test_poll_epoll_second_of_one_edge(void **state)
+{
+	static const unsigned char two[] = { 0, 0, 0, 1, 'a', 0, 0, 0, 1, 'b' };
+	struct cqw_op r, *done[4];
+	cqw_loop *loop;
+	cqw_conn *c;
+	char buf[16];
+	int peer, i;
+
+	(void)state;
+	loop = t_loop_new();
+	c = t_pair(&peer);
+	for (i = 0; i < 3; i++) {
+		t_op(&r, CQW_OP_RECV, c, buf, sizeof(buf), NULL);
+		T_RESULT(cqw_submit(loop, &r), 0);
+		T_RESULT(cqw_flush(loop), 0);
+		T_RESULT(cqw_reap(loop, done, 4, 0), 0); /* waiting */
+		t_write_all(peer, two, sizeof(two));
+		t_reap_one(loop, &r);
+		T_RESULT(r.result, 1);
+		assert_int_equal(buf[0], 'a');
+		t_op(&r, CQW_OP_RECV, c, buf, sizeof(buf), NULL);
+		T_RESULT(cqw_submit(loop, &r), 0);
+		t_reap_one(loop, &r);
+		T_RESULT(r.result, 1);
+		assert_int_equal(buf[0], 'b');
+	}
+	cqw_conn_free(c);
+	close(peer);
+	cqw_loop_free(loop);
+}
+
+/*
  * A receive and a send wait on one descriptor at once (the interest is
  * their union): the peer's message completes the receive while the send
  * still waits for room; draining completes the send. Each once.
@@ -217,18 +327,15 @@ test_poll_epoll_send_and_recv_on_one_fd(void **state)
 {
 	enum { BIG = 4 << 20 };
 	struct cqw_op r, s, *done[4];
-	unsigned char *big, *sink;
+	unsigned char *big;
 	cqw_loop *loop;
 	cqw_conn *c;
-	size_t got = 0;
 	char buf[16];
-	int peer, sent = 0;
+	int peer;
 
 	(void)state;
 	big = malloc(BIG);
-	sink = malloc(1 << 16);
 	assert_non_null(big);
-	assert_non_null(sink);
 	memset(big, 0x5a, BIG);
 	loop = t_loop_new();
 	c = t_pair(&peer);
@@ -242,38 +349,13 @@ test_poll_epoll_send_and_recv_on_one_fd(void **state)
 	t_reap_one(loop, &r);
 	T_RESULT(r.result, 4);
 	assert_memory_equal(buf, "ping", 4);
-	/*
-	 * The send still waits; drain the frame (4-byte header + BIG),
-	 * letting the loop write more whenever the socket runs dry.
-	 */
-	while (!sent || got < BIG + 4) {
-		ssize_t n = recv(peer, sink, 1 << 16, MSG_DONTWAIT);
-		int k;
-
-		if (n > 0) {
-			if (got == 0) {
-				assert_int_equal(sink[0], 0);
-			}
-			got += (size_t)n;
-			continue;
-		}
-		assert_true(n < 0 && errno == EAGAIN);
-		k = cqw_reap(loop, done, 4, 1);
-		assert_true(k == 0 || k == 1);
-		if (k == 1) {
-			assert_ptr_equal(done[0], &s);
-			assert_false(sent);
-			sent = 1;
-		}
-	}
-	T_RESULT(got, BIG + 4);
+	/* The send still waits: drain its frame (4-byte header + BIG). */
+	t_drain_send(loop, &s, peer, BIG + 4);
 	T_RESULT(cqw_reap(loop, done, 4, 0), 0);
-	T_RESULT(s.result, 0);
 	cqw_conn_free(c);
 	close(peer);
 	cqw_loop_free(loop);
 	free(big);
-	free(sink);
 }
 
 /*
@@ -404,6 +486,8 @@ main(void)
 		cmocka_unit_test(
 		    test_poll_epoll_number_reused_while_old_file_lives),
 		cmocka_unit_test(test_poll_epoll_closed_while_waiting),
+		cmocka_unit_test(test_poll_epoll_queued_before_resubmit),
+		cmocka_unit_test(test_poll_epoll_second_of_one_edge),
 		cmocka_unit_test(test_poll_epoll_send_and_recv_on_one_fd),
 		cmocka_unit_test(
 		    test_poll_epoll_parent_receives_after_child_loop),

@@ -15,10 +15,16 @@
  * number.
  *
  * - Registration is lazy: the first io that meets EAGAIN after attach()
- *   registers its descriptor (EPOLL_CTL_ADD), or learns from EEXIST that
- *   the open file it names is registered already. It is kept across
- *   detach() and re-attach, so a connection that comes and goes once per
- *   message costs that one EPOLL_CTL_ADD, and one that stays costs none.
+ *   checks its descriptor's registration (EPOLL_CTL_MOD succeeds only if
+ *   the number still names the open file registered; else, or if there
+ *   was none, EPOLL_CTL_ADD with a new generation). It is kept across
+ *   detach() and re-attach, so a connection that stays costs no
+ *   epoll_ctl, and one that comes and goes once per message (loop.c lets
+ *   a connection go whenever nothing of it is left in flight: a worker's,
+ *   at one request in flight) one per message. For that one the check
+ *   replaces the read that would say EAGAIN: when the last receive on the
+ *   descriptor had to wait, the first after a re-attach does not try, and
+ *   the check (which has epoll look at the file) reports what is there.
  *   If epoll_ctl fails (ENOMEM, ENOSPC: max_user_watches) the io completes
  *   with that error through the normal path; start() itself never fails.
  * - The interest is the union of what the waiting ios need (EPOLLIN for
@@ -37,8 +43,8 @@
  *   io waits only after its own EAGAIN, after which the next data, space
  *   or peer queues an edge, and ADD and MOD report what is ready already.
  * - Reuse: attach() marks the entry unverified, so the number's next
- *   waiting io asks the kernel (ADD: EEXIST means the same open file,
- *   success means another one, with a new generation).
+ *   waiting io asks the kernel, as above: an fd closed and its number
+ *   reused between waits gets a registration of its own.
  * - Accepts of one listener share its entry and stop at their first
  *   EAGAIN: one peer wakes them all, and only one gets it. After an
  *   EAGAIN, further accepts on it wait without trying until its next
@@ -75,6 +81,7 @@ struct fdent {
 	uint8_t verified;    /* registration known good since attach() */
 	uint8_t attached;    /* between attach() and detach() */
 	uint8_t accept_idle; /* an accept said EAGAIN; no event since */
+	uint8_t read_waited; /* the last receive here met EAGAIN */
 };
 
 struct epoll_state {
@@ -250,43 +257,44 @@ attempt(cqw_loop *loop, struct cqw__io *io)
 	return 1;
 }
 
-/* epoll reports dir for fd from now on: 0, or the error of epoll_ctl. */
+/*
+ * epoll reports dir for fd from now on: 0, or the error of epoll_ctl.
+ * With repoll, or when the registration is not known good, the call made
+ * also has epoll look at the file now and report what is ready already.
+ */
 static int
-want(struct epoll_state *s, struct fdent *e, int fd, uint32_t dir)
+want(struct epoll_state *s, struct fdent *e, int fd, uint32_t dir, int repoll)
 {
 	int r;
 
-	if (!e->verified) {
-		r = ctl(s, EPOLL_CTL_ADD, fd, dir, e->gen + 1);
+	if (e->verified && (e->mask & dir) && !repoll) {
+		return 0;
+	}
+	if (e->registered) {
+		/* Succeeds only if fd still names the file registered. */
+		r = ctl(s, EPOLL_CTL_MOD, fd, e->mask | dir, e->gen);
 		if (r == 0) {
-			e->gen++;
-			e->mask = dir;
-			e->registered = 1;
+			e->mask |= dir;
 			e->verified = 1;
 			return 0;
 		}
-		if (r != CQW_EEXIST) {
+		if (r != CQW_ENOENT) {
 			return r;
 		}
-		e->verified = 1; /* the same open file as before */
-		if (!e->registered) {
-			/* Not by this table's account: take it over. */
-			e->registered = 1;
-			e->mask = 0;
-			e->gen++;
-		} else if (e->mask & dir) {
-			return 0;
-		}
-	} else if (e->mask & dir) {
-		return 0;
+		e->registered = 0; /* another file under the number */
 	}
-	r = ctl(s, EPOLL_CTL_MOD, fd, e->mask | dir, e->gen);
+	r = ctl(s, EPOLL_CTL_ADD, fd, dir, e->gen + 1);
+	if (r == CQW_EEXIST) {
+		/* Registered, but not by this table's account: take it over. */
+		r = ctl(s, EPOLL_CTL_MOD, fd, dir, e->gen + 1);
+	}
 	if (r < 0) {
-		e->registered = 0;
-		e->verified = 0;
 		return r;
 	}
-	e->mask |= dir;
+	e->gen++;
+	e->mask = dir;
+	e->registered = 1;
+	e->verified = 1;
 	return 0;
 }
 
@@ -302,6 +310,12 @@ append(struct fdent *e, struct cqw__io *io)
 	e->tail = io;
 }
 
+static int
+is_read(const struct cqw__io *io)
+{
+	return io->op == CQW__IO_RECV || io->op == CQW__IO_PEEK;
+}
+
 static void
 epoll_start(cqw_loop *loop, struct cqw__io *io)
 {
@@ -315,15 +329,33 @@ epoll_start(cqw_loop *loop, struct cqw__io *io)
 		return;
 	}
 	e = &s->fds[io->handle];
+	if (is_read(io) && !e->verified && e->read_waited) {
+		/*
+		 * Re-attached, so the registration must be checked anyway,
+		 * and the last read here had to wait: the check reports
+		 * what is there already, in place of a read that would
+		 * most likely say EAGAIN (a worker's connection, once per
+		 * message).
+		 */
+		r = want(s, e, io->handle, EPOLLIN, 1);
+		goto out_wait;
+	}
 	if (!(io->op == CQW__IO_ACCEPT && e->accept_idle)) {
 		if (attempt(loop, io)) {
+			if (is_read(io)) {
+				e->read_waited = 0;
+			}
 			return;
 		}
 		if (io->op == CQW__IO_ACCEPT) {
 			e->accept_idle = 1;
 		}
+		if (is_read(io)) {
+			e->read_waited = 1;
+		}
 	}
-	r = want(s, e, io->handle, direction(io));
+	r = want(s, e, io->handle, direction(io), 0);
+out_wait:
 	if (r < 0) {
 		cqw__loop_io_complete(loop, io, r, 0); /* never lost */
 		return;
@@ -529,6 +561,7 @@ epoll_after_fork(cqw_loop *loop)
 		e->verified = 0;
 		e->mask = 0;
 		e->accept_idle = 0;
+		e->read_waited = 0;
 	}
 	return 0;
 }
