@@ -23,8 +23,10 @@
  *   a connection go whenever nothing of it is left in flight: a worker's,
  *   at one request in flight) one per message. For that one the check
  *   replaces the read that would say EAGAIN: when the last receive on the
- *   descriptor had to wait, the first after a re-attach does not try, and
- *   the check (which has epoll look at the file) reports what is there.
+ *   descriptor that tried had to wait, the first after a re-attach does
+ *   not try (three times in four: the fourth tries, to notice when the
+ *   data has started to be there first), and the check (which has epoll
+ *   look at the file) reports what is there.
  *   If epoll_ctl fails (ENOMEM, ENOSPC: max_user_watches) the io completes
  *   with that error through the normal path; start() itself never fails.
  * - The interest is the union of what the waiting ios need (EPOLLIN for
@@ -72,6 +74,7 @@
 
 #define WAKE_DATA UINT64_MAX
 enum { EVENTS = 128 }; /* per epoll_wait; more stay queued for the next */
+enum { SKIPS = 3 };    /* see epoll_start() */
 
 struct fdent {
 	struct cqw__io *head, *tail; /* waiting on it, oldest first */
@@ -82,6 +85,7 @@ struct fdent {
 	uint8_t attached;    /* between attach() and detach() */
 	uint8_t accept_idle; /* an accept said EAGAIN; no event since */
 	uint8_t read_waited; /* the last receive here met EAGAIN */
+	uint8_t skips;	     /* receives since that did not try first */
 };
 
 struct epoll_state {
@@ -335,10 +339,15 @@ epoll_start(cqw_loop *loop, struct cqw__io *io)
 		 * and the last read here had to wait: the check reports
 		 * what is there already, in place of a read that would
 		 * most likely say EAGAIN (a worker's connection, once per
-		 * message).
+		 * message). Every SKIPS + 1th time the read goes first
+		 * all the same, to learn whether that still holds.
 		 */
-		r = want(s, e, io->handle, EPOLLIN, 1);
-		goto out_wait;
+		if (e->skips < SKIPS) {
+			e->skips++;
+			r = want(s, e, io->handle, EPOLLIN, 1);
+			goto out_wait;
+		}
+		e->skips = 0;
 	}
 	if (!(io->op == CQW__IO_ACCEPT && e->accept_idle)) {
 		if (attempt(loop, io)) {
@@ -562,6 +571,7 @@ epoll_after_fork(cqw_loop *loop)
 		e->mask = 0;
 		e->accept_idle = 0;
 		e->read_waited = 0;
+		e->skips = 0;
 	}
 	return 0;
 }
