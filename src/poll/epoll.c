@@ -24,8 +24,8 @@
  *   at one request in flight) one per message. For that one the check
  *   replaces the read that would say EAGAIN: when the last receive on the
  *   descriptor that tried had to wait, the first after a re-attach does
- *   not try (three times in four: the fourth tries, to notice when the
- *   data has started to be there first), and the check (which has epoll
+ *   not try (but now and then one does, to notice when the data has
+ *   started to be there first), and the check (which has epoll
  *   look at the file) reports what is there.
  *   If epoll_ctl fails (ENOMEM, ENOSPC: max_user_watches) the io completes
  *   with that error through the normal path; start() itself never fails.
@@ -74,7 +74,8 @@
 
 #define WAKE_DATA UINT64_MAX
 enum { EVENTS = 128 }; /* per epoll_wait; more stay queued for the next */
-enum { SKIPS = 3 };    /* see epoll_start() */
+/* Reads skipped between two that try (epoll_start): 4 << 0..4, less 1. */
+enum { SKIPS_MIN = 3, SKIPS_BACKOFF = 4 };
 
 struct fdent {
 	struct cqw__io *head, *tail; /* waiting on it, oldest first */
@@ -86,6 +87,7 @@ struct fdent {
 	uint8_t accept_idle; /* an accept said EAGAIN; no event since */
 	uint8_t read_waited; /* the last receive here met EAGAIN */
 	uint8_t skips;	     /* receives since that did not try first */
+	uint8_t backoff;     /* times the one that tried met EAGAIN again */
 };
 
 struct epoll_state {
@@ -325,7 +327,7 @@ epoll_start(cqw_loop *loop, struct cqw__io *io)
 {
 	struct epoll_state *s = state(loop);
 	struct fdent *e;
-	int r;
+	int r, sampled = 0;
 
 	if (io->handle < 0 || (size_t)io->handle >= s->cap) {
 		assert(!"an io on a handle never attached");
@@ -339,20 +341,23 @@ epoll_start(cqw_loop *loop, struct cqw__io *io)
 		 * and the last read here had to wait: the check reports
 		 * what is there already, in place of a read that would
 		 * most likely say EAGAIN (a worker's connection, once per
-		 * message). Every SKIPS + 1th time the read goes first
-		 * all the same, to learn whether that still holds.
+		 * message). Now and then the read goes first all the same,
+		 * to learn whether that still holds: after 3 skips, then
+		 * after twice as many each time it did say EAGAIN, up to 63.
 		 */
-		if (e->skips < SKIPS) {
+		if (e->skips < ((SKIPS_MIN + 1) << e->backoff) - 1) {
 			e->skips++;
 			r = want(s, e, io->handle, EPOLLIN, 1);
 			goto out_wait;
 		}
 		e->skips = 0;
+		sampled = 1;
 	}
 	if (!(io->op == CQW__IO_ACCEPT && e->accept_idle)) {
 		if (attempt(loop, io)) {
 			if (is_read(io)) {
 				e->read_waited = 0;
+				e->backoff = 0;
 			}
 			return;
 		}
@@ -361,6 +366,9 @@ epoll_start(cqw_loop *loop, struct cqw__io *io)
 		}
 		if (is_read(io)) {
 			e->read_waited = 1;
+			if (sampled && e->backoff < SKIPS_BACKOFF) {
+				e->backoff++;
+			}
 		}
 	}
 	r = want(s, e, io->handle, direction(io), 0);
@@ -572,6 +580,7 @@ epoll_after_fork(cqw_loop *loop)
 		e->accept_idle = 0;
 		e->read_waited = 0;
 		e->skips = 0;
+		e->backoff = 0;
 	}
 	return 0;
 }
