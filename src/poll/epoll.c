@@ -22,11 +22,11 @@
  *   epoll_ctl, and one that comes and goes once per message (loop.c lets
  *   a connection go whenever nothing of it is left in flight: a worker's,
  *   at one request in flight) one per message. For that one the check
- *   replaces the read that would say EAGAIN: when the last receive on the
- *   descriptor that tried had to wait, the first after a re-attach does
- *   not try (but now and then one does, to notice when the data has
- *   started to be there first), and the check (which has epoll
- *   look at the file) reports what is there.
+ *   replaces the read that would say EAGAIN: when the last receives on
+ *   the descriptor that tried all had to wait, the first after a
+ *   re-attach does not try (but now and then one does, to notice when
+ *   the data has started to be there first), and the check (which has
+ *   epoll look at the file) reports what is there.
  *   If epoll_ctl fails (ENOMEM, ENOSPC: max_user_watches) the io completes
  *   with that error through the normal path; start() itself never fails.
  * - The interest is the union of what the waiting ios need (EPOLLIN for
@@ -74,8 +74,11 @@
 
 #define WAKE_DATA UINT64_MAX
 enum { EVENTS = 128 }; /* per epoll_wait; more stay queued for the next */
-/* Reads skipped between two that try (epoll_start): 4 << 0..4, less 1. */
-enum { SKIPS_MIN = 3, SKIPS_BACKOFF = 4 };
+/*
+ * epoll_start() skips a read after WAITS in a row said EAGAIN, then tries
+ * one after 4 << 0..SKIPS_BACKOFF skips, less 1.
+ */
+enum { WAITS = 4, SKIPS_MIN = 3, SKIPS_BACKOFF = 4 };
 
 struct fdent {
 	struct cqw__io *head, *tail; /* waiting on it, oldest first */
@@ -85,7 +88,7 @@ struct fdent {
 	uint8_t verified;    /* registration known good since attach() */
 	uint8_t attached;    /* between attach() and detach() */
 	uint8_t accept_idle; /* an accept said EAGAIN; no event since */
-	uint8_t read_waited; /* the last receive here met EAGAIN */
+	uint8_t waits;	     /* receives in a row here that met EAGAIN */
 	uint8_t skips;	     /* receives since that did not try first */
 	uint8_t backoff;     /* times the one that tried met EAGAIN again */
 };
@@ -335,15 +338,18 @@ epoll_start(cqw_loop *loop, struct cqw__io *io)
 		return;
 	}
 	e = &s->fds[io->handle];
-	if (is_read(io) && !e->verified && e->read_waited) {
+	if (is_read(io) && !e->verified && e->waits >= WAITS) {
 		/*
 		 * Re-attached, so the registration must be checked anyway,
-		 * and the last read here had to wait: the check reports
-		 * what is there already, in place of a read that would
-		 * most likely say EAGAIN (a worker's connection, once per
-		 * message). Now and then the read goes first all the same,
-		 * to learn whether that still holds: after 3 skips, then
-		 * after twice as many each time it did say EAGAIN, up to 63.
+		 * and the last reads here all had to wait: the check
+		 * reports what is there already, in place of a read that
+		 * would most likely say EAGAIN (a worker's connection, once
+		 * per message). Now and then the read goes first all the
+		 * same, to learn whether that still holds: after 3 skips,
+		 * then after twice as many each time it did say EAGAIN, up
+		 * to 63. (A peer that often answers before the read, as
+		 * one that preempts us on our CPU does, seldom makes WAITS
+		 * in a row.)
 		 */
 		if (e->skips < ((SKIPS_MIN + 1) << e->backoff) - 1) {
 			e->skips++;
@@ -356,7 +362,7 @@ epoll_start(cqw_loop *loop, struct cqw__io *io)
 	if (!(io->op == CQW__IO_ACCEPT && e->accept_idle)) {
 		if (attempt(loop, io)) {
 			if (is_read(io)) {
-				e->read_waited = 0;
+				e->waits = 0;
 				e->backoff = 0;
 			}
 			return;
@@ -365,7 +371,7 @@ epoll_start(cqw_loop *loop, struct cqw__io *io)
 			e->accept_idle = 1;
 		}
 		if (is_read(io)) {
-			e->read_waited = 1;
+			e->waits += e->waits < WAITS;
 			if (sampled && e->backoff < SKIPS_BACKOFF) {
 				e->backoff++;
 			}
@@ -578,7 +584,7 @@ epoll_after_fork(cqw_loop *loop)
 		e->verified = 0;
 		e->mask = 0;
 		e->accept_idle = 0;
-		e->read_waited = 0;
+		e->waits = 0;
 		e->skips = 0;
 		e->backoff = 0;
 	}
