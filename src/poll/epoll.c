@@ -409,7 +409,7 @@ ready(cqw_loop *loop, struct epoll_state *s, struct fdent *e, int fd,
 {
 	struct cqw__io *io, *next;
 	uint32_t rdy = 0, need = 0, drop;
-	int accepts_stop = 0;
+	int accepts_stop = 0, r;
 
 	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
 		rdy |= EPOLLIN;
@@ -443,9 +443,12 @@ ready(cqw_loop *loop, struct epoll_state *s, struct fdent *e, int fd,
 	if (drop == 0) {
 		return;
 	}
-	if (ctl(s, EPOLL_CTL_MOD, fd, e->mask & ~drop, e->gen) == 0) {
+	r = ctl(s, EPOLL_CTL_MOD, fd, e->mask & ~drop, e->gen);
+	if (r == 0) {
 		e->mask &= ~drop;
-		return;
+	}
+	if (r != CQW_ENOENT && r != CQW_EBADF) {
+		return; /* dropped, or left for the next event (ENOMEM) */
 	}
 	/*
 	 * The number no longer names the file registered: closed under the
