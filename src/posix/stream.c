@@ -83,6 +83,18 @@ chan_read(cqw_conn *c, void *buf, size_t len)
 	return (int)cqw__io_read(c->fd, &c->kind, buf, len);
 }
 
+/* Sleep until readable or the deadline: 0, CQW_ETIMEDOUT or error. */
+static int
+wait_ready(cqw_conn *c, int64_t deadline)
+{
+	int r = cqw__io_wait(c->fd, 0, cqw__remaining_ms(deadline));
+
+	if (r == 0) {
+		return CQW_ETIMEDOUT;
+	}
+	return r < 0 ? r : 0;
+}
+
 /* Wait for readability before the deadline: 0, CQW_ETIMEDOUT or error. */
 static int
 wait_readable(cqw_conn *c, int64_t deadline)
@@ -100,26 +112,68 @@ wait_readable(cqw_conn *c, int64_t deadline)
 			}
 		} while (cqw__now_us() < until);
 	}
-	r = cqw__io_wait(c->fd, 0, cqw__remaining_ms(deadline));
-
-	if (r == 0) {
-		return CQW_ETIMEDOUT;
-	}
-	return r < 0 ? r : 0;
+	return wait_ready(c, deadline);
 }
 
 /*
- * Wait for the first bytes of a header. Without a deadline or spinning,
- * sleep inside the read itself (one system call, as a raw blocking loop
- * does); otherwise wait for readiness. Bytes read are fed to the decoder.
+ * Opt-in spin for the first bytes of a header: retry the non-blocking
+ * read itself (as a raw spin loop does: one system call per look, and
+ * the bytes are in hand when they come) for c->spin_us. 0 when bytes (or
+ * the end of file) came, 1 if the time ran out, or an error.
+ */
+static int
+spin_first(cqw_conn *c, uint8_t *tmp)
+{
+	int64_t until = cqw__now_us() + c->spin_us, r;
+	int excl = (c->flags & CQW_EXCLUSIVE) != 0;
+
+	if (excl && cqw__chan_stage(c) < 0) {
+		return CQW_ENOMEM;
+	}
+	do {
+		if (excl) {
+			r = cqw__io_read(c->fd, &c->kind, c->stage,
+					 CQW__STAGE_SIZE);
+			if (r > 0) {
+				c->stage_off = 0;
+				c->stage_len = (size_t)r;
+			}
+		} else {
+			r = cqw__io_read(c->fd, &c->kind, tmp,
+					 cqw__dec_want(&c->dec));
+			if (r > 0) {
+				cqw__dec_feed(&c->dec, tmp, (size_t)r);
+			}
+		}
+		if (r >= 0) {
+			return 0; /* at 0 the read below sees the EOF again */
+		}
+		if (r != CQW_EAGAIN) {
+			return (int)r;
+		}
+	} while (cqw__now_us() < until);
+	return 1;
+}
+
+/*
+ * Wait for the first bytes of a header. Without a deadline, sleep inside
+ * the read itself (one system call, as a raw blocking loop does);
+ * otherwise wait for readiness. An opt-in spin comes first. Bytes read
+ * are fed to the decoder (or fill the stage).
  */
 static int
 wait_first(cqw_conn *c, uint8_t *tmp, int64_t deadline)
 {
 	int64_t r;
 
-	if (deadline >= 0 || c->spin_us > 0) {
-		return wait_readable(c, deadline);
+	if (c->spin_us > 0) {
+		r = spin_first(c, tmp);
+		if (r <= 0) {
+			return (int)r;
+		}
+	}
+	if (deadline >= 0) {
+		return wait_ready(c, deadline);
 	}
 	if (c->flags & CQW_EXCLUSIVE) {
 		/* Sleep in a read of the staging buffer, which is empty. */
@@ -144,7 +198,7 @@ wait_first(cqw_conn *c, uint8_t *tmp, int64_t deadline)
 	if (r == 0) {
 		return 0; /* the read below sees the EOF again */
 	}
-	return r == CQW_EAGAIN ? wait_readable(c, deadline) : (int)r;
+	return r == CQW_EAGAIN ? wait_ready(c, deadline) : (int)r;
 }
 
 static int
@@ -327,21 +381,28 @@ nap(unsigned *us, int64_t deadline)
 static int
 wait_header(cqw_conn *c, struct cqw__peek *p, int64_t deadline)
 {
+	int64_t until = c->spin_us > 0 ? cqw__now_us() + c->spin_us : 0;
 	unsigned us = 50, still = 0;
-	int partial, r = cqw__chan_take_deferred(c);
+	int partial, spin, r = cqw__chan_take_deferred(c);
 
 	if (r < 0) {
 		return r;
 	}
 	for (;;) {
-		/* Without a deadline or spinning, sleep inside the peek. */
-		r = peek_header(c, p, deadline < 0 && c->spin_us == 0,
-				&partial);
+		/*
+		 * An opt-in spin retries the peek itself; after it, and
+		 * without a deadline, sleep inside the peek.
+		 */
+		spin = until != 0 && cqw__now_us() < until;
+		r = peek_header(c, p, deadline < 0 && !spin, &partial);
 		if (r != 0) {
 			return r == CQW_EOPNOTSUPP ? 0 : r;
 		}
+		if (!partial && spin) {
+			continue;
+		}
 		if (!partial) {
-			r = wait_readable(c, deadline);
+			r = wait_ready(c, deadline);
 		} else {
 			/*
 			 * A header cut short: more is coming, or nothing. Only
