@@ -440,6 +440,16 @@ CQW_EXTERN void cqw_set_signal_check(int (*check)(void *arg), void *arg);
  * submitting it to another loop returns CQW_EBUSY, also after that loop
  * is freed.
  *
+ * A CQW_EXCLUSIVE socket on an io_uring loop receives with one multishot
+ * receive, which stays armed between its ops, so the connection stays the
+ * loop's after its last op: its next synchronous receive (from the loop's
+ * thread), closing it, and cqw_loop_free() end that receive first and keep
+ * every byte it took; until then, submitting it to another loop is
+ * CQW_EBUSY, and so is a synchronous receive from another thread. Bytes
+ * that arrive while it has no op wait in the loop's buffers until the next
+ * receive (bounded: past a few buffers the receive stops, and the peer
+ * waits in the kernel).
+ *
  * A loop belongs to the thread that first flushes or reaps it (io_uring
  * rings are made for one issuer); from other threads, submit, flush, reap,
  * cancel and closing one of its connections return CQW_EBUSY. Only
