@@ -387,14 +387,14 @@ cqw_loop_features(const cqw_loop *loop)
 	return loop->ops->features != NULL ? loop->ops->features(loop) : "";
 }
 
-static int check_fork(cqw_loop *loop);
+static CQW__NOINLINE int check_fork(cqw_loop *loop);
 
 /*
  * A loop belongs to the thread that first flushes or reaps it (an
  * io_uring ring has one issuer; the lists here have no locks). Others get
  * CQW_EBUSY. claim: make the caller the owner if there is none yet.
  */
-static int
+static CQW__INLINE int
 check_thread(cqw_loop *loop, int claim)
 {
 	uint64_t self = cqw__thread_id();
@@ -432,7 +432,7 @@ cqw_loop_wake(cqw_loop *loop)
  * except where an io was in flight (its position in the stream is lost:
  * the channel makes that side fail with CQW_EFORK).
  */
-static int
+static CQW__NOINLINE int
 check_fork(cqw_loop *loop)
 {
 	unsigned gen = cqw__fork_gen();
@@ -488,12 +488,19 @@ check_fork(cqw_loop *loop)
  * so that the loop has no owner yet there, whichever thread forked; then
  * the thread (claim: the first flusher becomes the owner).
  */
-static int
+static CQW__INLINE int
 check_use(cqw_loop *loop, int claim)
 {
-	int r = check_fork(loop);
+	int r;
 
-	return r < 0 ? r : check_thread(loop, claim);
+	/* Every op's path: the fork check's common case inline. */
+	if (!CQW__LIKELY(cqw__fork_gen() == loop->fork_gen)) {
+		r = check_fork(loop);
+		if (r < 0) {
+			return r;
+		}
+	}
+	return check_thread(loop, claim);
 }
 
 /*
