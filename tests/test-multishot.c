@@ -364,6 +364,81 @@ test_fork_armed(void **state)
 }
 
 /*
+ * fork() while a completion of the armed receive was taken from the ring
+ * but not yet handed to the framer (a flush takes completions too): the
+ * child ends that receive once, and every op it has still comes back
+ * once (with CQW_EFORK).
+ */
+static void
+test_fork_completion_taken(void **state)
+{
+	struct cqw_op op, sop, *d;
+	cqw_conn *a, *b, *c, *e;
+	cqw_loop *loop = new_loop();
+	uint8_t buf[64];
+	pid_t pid;
+	int st;
+
+	(void)state;
+	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX | CQW_EXCLUSIVE));
+	T_OK(cqw_pipe(&c, &e, CQW_DUPLEX));
+	T_OK(cqw_send_bytes(a, "1", 1));
+	t_io_op(&op, CQW_OP_RECV, b, buf, sizeof(buf));
+	T_OK(cqw_submit(loop, &op));
+	T_EXPECT(reap_one(loop)->result, 1);
+	T_OK(cqw_send_bytes(a, "22", 2));
+	usleep(20000);
+	/* A send to push: the flush takes the receive's completion too. */
+	t_io_op(&sop, CQW_OP_SEND, c, "s", 1);
+	T_OK(cqw_submit(loop, &sop));
+	T_OK(cqw_flush(loop));
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct cqw_op *cd[2];
+		int r, n = 0, seen_send = 0, seen_recv = 0;
+
+		if (!want_multishot(loop)) {
+			_exit(0); /* it would read the parent's frame */
+		}
+		alarm(20); /* a child that spins is killed, and fails */
+		T_OK(cqw_submit(loop, &op));
+		while (n < 2) {
+			r = cqw_reap(loop, cd + n, 2 - n, 2000);
+			if (r <= 0) {
+				_exit(10);
+			}
+			n += r;
+		}
+		for (r = 0; r < n; r++) {
+			seen_send += cd[r] == &sop;
+			seen_recv += cd[r] == &op;
+		}
+		if (seen_send != 1 || seen_recv != 1) {
+			_exit(11);
+		}
+		_exit(op.result == CQW_EFORK && sop.result == CQW_EFORK ? 0
+									: 12);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	d = reap_one(loop);
+	assert_ptr_equal(d, &sop);
+	T_EXPECT(d->result, 0);
+	T_OK(cqw_submit(loop, &op));
+	d = reap_one(loop);
+	T_EXPECT(d->result, 2);
+	assert_memory_equal(buf, "22", 2);
+	check_multishot(loop);
+	cqw_conn_free(a);
+	cqw_conn_free(b);
+	cqw_conn_free(c);
+	cqw_conn_free(e);
+	cqw_loop_free(loop);
+}
+
+/*
  * More connections than the loop has buffers, half of them with bytes
  * that no op takes for a while: every frame still arrives, once.
  */
@@ -445,6 +520,7 @@ main(void)
 		cmocka_unit_test(test_cancel_and_close),
 		cmocka_unit_test(test_fork_armed),
 		cmocka_unit_test(test_more_conns_than_buffers),
+		cmocka_unit_test(test_fork_completion_taken),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
