@@ -505,6 +505,41 @@ test_fork_completion_taken(void **state)
 }
 
 /*
+ * A connection whose ops are all reaped is free again (cqwire.h): it may
+ * be submitted to another loop, even with the first loop's receive armed
+ * and a frame taken by it.
+ */
+static void
+test_moves_to_another_loop(void **state)
+{
+	struct cqw_op op;
+	cqw_conn *a, *b;
+	cqw_loop *loop = new_loop(), *loop2 = new_loop();
+	uint8_t buf[64];
+
+	(void)state;
+	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX | CQW_EXCLUSIVE));
+	T_OK(cqw_send_bytes(a, "1", 1));
+	t_io_op(&op, CQW_OP_RECV, b, buf, sizeof(buf));
+	T_OK(cqw_submit(loop, &op));
+	T_EXPECT(reap_one(loop)->result, 1);
+	T_OK(cqw_send_bytes(a, "22", 2));
+	usleep(10000);
+	T_OK(cqw_submit(loop2, &op));
+	T_EXPECT(reap_one(loop2)->result, 2);
+	assert_memory_equal(buf, "22", 2);
+	T_OK(cqw_send_bytes(a, "333", 3));
+	T_OK(cqw_submit(loop2, &op));
+	T_EXPECT(reap_one(loop2)->result, 3);
+	assert_memory_equal(buf, "333", 3);
+	check_multishot(loop);
+	cqw_conn_free(a);
+	cqw_conn_free(b);
+	cqw_loop_free(loop2);
+	cqw_loop_free(loop);
+}
+
+/*
  * More connections than the loop has buffers, half of them with bytes
  * that no op takes for a while: every frame still arrives, once.
  */
@@ -588,6 +623,7 @@ main(void)
 		cmocka_unit_test(test_more_conns_than_buffers),
 		cmocka_unit_test(test_wait_sees_held_bytes),
 		cmocka_unit_test(test_fork_completion_taken),
+		cmocka_unit_test(test_moves_to_another_loop),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
