@@ -16,6 +16,7 @@
  */
 #include "t-conn.h"
 
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -364,6 +365,181 @@ test_fork_armed(void **state)
 }
 
 /*
+ * Until the armed receive (if any) has taken every byte the socket had:
+ * they then wait in the loop's buffers, where poll() cannot see them. A
+ * reap with no op in flight does not enter the kernel, so a one-byte
+ * send on tx (another connection) is what makes the loop go each time.
+ */
+static void
+drain_into_loop(cqw_loop *loop, cqw_conn *c, cqw_conn *tx)
+{
+	struct cqw_op sop;
+	int queued = 1, i;
+
+	if (!want_multishot(loop)) {
+		return;
+	}
+	for (i = 0; i < 2000 && queued > 0; i++) {
+		t_io_op(&sop, CQW_OP_SEND, tx, "t", 1);
+		T_OK(cqw_submit(loop, &sop));
+		assert_ptr_equal(reap_one(loop), &sop);
+		assert_int_equal(ioctl(cqw_conn_fileno(c), FIONREAD, &queued),
+				 0);
+		if (queued > 0) {
+			usleep(1000);
+		}
+	}
+	assert_int_equal(queued, 0);
+}
+
+/*
+ * cqw_wait() on a connection whose armed receive took a frame while no
+ * op asked: it is ready (the bytes are the connection's, not the
+ * socket's), and the synchronous read that follows gets it.
+ */
+static void
+test_wait_sees_held_bytes(void **state)
+{
+	struct cqw_op op;
+	struct cqw_wait_item it;
+	cqw_conn *a, *b, *c, *e;
+	cqw_loop *loop = new_loop();
+	uint8_t buf[64];
+
+	(void)state;
+	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX | CQW_EXCLUSIVE));
+	T_OK(cqw_pipe(&c, &e, CQW_DUPLEX));
+	T_OK(cqw_send_bytes(a, "one", 3));
+	t_io_op(&op, CQW_OP_RECV, b, buf, sizeof(buf));
+	T_OK(cqw_submit(loop, &op));
+	T_EXPECT(reap_one(loop)->result, 3);
+	T_OK(cqw_send_bytes(a, "two", 3));
+	drain_into_loop(loop, b, c);
+	memset(&it, 0, sizeof(it));
+	it.conn = b;
+	T_EXPECT(cqw_wait(&it, 1, 0), 1);
+	assert_int_equal(it.ready, 1);
+	T_EXPECT(cqw_recv_bytes_into(b, buf, sizeof(buf), 0, NULL), 3);
+	assert_memory_equal(buf, "two", 3);
+	check_multishot(loop);
+	cqw_conn_free(a);
+	cqw_conn_free(b);
+	cqw_conn_free(c);
+	cqw_conn_free(e);
+	cqw_loop_free(loop);
+}
+
+/*
+ * fork() while a completion of the armed receive was taken from the ring
+ * but not yet handed to the framer (a flush takes completions too): the
+ * child ends that receive once, and every op it has still comes back
+ * once (with CQW_EFORK).
+ */
+static void
+test_fork_completion_taken(void **state)
+{
+	struct cqw_op op, sop, *d;
+	cqw_conn *a, *b, *c, *e;
+	cqw_loop *loop = new_loop();
+	uint8_t buf[64];
+	pid_t pid;
+	int st;
+
+	(void)state;
+	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX | CQW_EXCLUSIVE));
+	T_OK(cqw_pipe(&c, &e, CQW_DUPLEX));
+	T_OK(cqw_send_bytes(a, "1", 1));
+	t_io_op(&op, CQW_OP_RECV, b, buf, sizeof(buf));
+	T_OK(cqw_submit(loop, &op));
+	T_EXPECT(reap_one(loop)->result, 1);
+	T_OK(cqw_send_bytes(a, "22", 2));
+	usleep(20000);
+	/* A send to push: the flush takes the receive's completion too. */
+	t_io_op(&sop, CQW_OP_SEND, c, "s", 1);
+	T_OK(cqw_submit(loop, &sop));
+	T_OK(cqw_flush(loop));
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct cqw_op *cd[2];
+		int r, n = 0, seen_send = 0, seen_recv = 0;
+
+		if (!want_multishot(loop)) {
+			_exit(0); /* it would read the parent's frame */
+		}
+		alarm(20); /* a child that spins is killed, and fails */
+		T_OK(cqw_submit(loop, &op));
+		while (n < 2) {
+			r = cqw_reap(loop, cd + n, 2 - n, 2000);
+			if (r <= 0) {
+				_exit(10);
+			}
+			n += r;
+		}
+		for (r = 0; r < n; r++) {
+			seen_send += cd[r] == &sop;
+			seen_recv += cd[r] == &op;
+		}
+		if (seen_send != 1 || seen_recv != 1) {
+			_exit(11);
+		}
+		_exit(op.result == CQW_EFORK && sop.result == CQW_EFORK ? 0
+									: 12);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	d = reap_one(loop);
+	assert_ptr_equal(d, &sop);
+	T_EXPECT(d->result, 0);
+	T_OK(cqw_submit(loop, &op));
+	d = reap_one(loop);
+	T_EXPECT(d->result, 2);
+	assert_memory_equal(buf, "22", 2);
+	check_multishot(loop);
+	cqw_conn_free(a);
+	cqw_conn_free(b);
+	cqw_conn_free(c);
+	cqw_conn_free(e);
+	cqw_loop_free(loop);
+}
+
+/*
+ * A connection whose ops are all reaped is free again (cqwire.h): it may
+ * be submitted to another loop, even with the first loop's receive armed
+ * and a frame taken by it.
+ */
+static void
+test_moves_to_another_loop(void **state)
+{
+	struct cqw_op op;
+	cqw_conn *a, *b;
+	cqw_loop *loop = new_loop(), *loop2 = new_loop();
+	uint8_t buf[64];
+
+	(void)state;
+	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX | CQW_EXCLUSIVE));
+	T_OK(cqw_send_bytes(a, "1", 1));
+	t_io_op(&op, CQW_OP_RECV, b, buf, sizeof(buf));
+	T_OK(cqw_submit(loop, &op));
+	T_EXPECT(reap_one(loop)->result, 1);
+	T_OK(cqw_send_bytes(a, "22", 2));
+	usleep(10000);
+	T_OK(cqw_submit(loop2, &op));
+	T_EXPECT(reap_one(loop2)->result, 2);
+	assert_memory_equal(buf, "22", 2);
+	T_OK(cqw_send_bytes(a, "333", 3));
+	T_OK(cqw_submit(loop2, &op));
+	T_EXPECT(reap_one(loop2)->result, 3);
+	assert_memory_equal(buf, "333", 3);
+	check_multishot(loop);
+	cqw_conn_free(a);
+	cqw_conn_free(b);
+	cqw_loop_free(loop2);
+	cqw_loop_free(loop);
+}
+
+/*
  * More connections than the loop has buffers, half of them with bytes
  * that no op takes for a while: every frame still arrives, once.
  */
@@ -445,6 +621,9 @@ main(void)
 		cmocka_unit_test(test_cancel_and_close),
 		cmocka_unit_test(test_fork_armed),
 		cmocka_unit_test(test_more_conns_than_buffers),
+		cmocka_unit_test(test_wait_sees_held_bytes),
+		cmocka_unit_test(test_fork_completion_taken),
+		cmocka_unit_test(test_moves_to_another_loop),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

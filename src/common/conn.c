@@ -400,6 +400,23 @@ cqw_wait(struct cqw_wait_item *items, size_t n, int timeout_ms)
 			return CQW_ECLOSED;
 		}
 	}
+	for (i = 0; i < n; i++) {
+		cqw_conn *c = items[i].conn;
+		int r;
+
+		/*
+		 * A multishot the loop kept armed holds bytes the socket no
+		 * longer shows: it ends first (as for a read), so that they
+		 * are the connection's again (stream.c).
+		 */
+		if (c != NULL && c->loop != NULL && c->recv_busy &&
+		    (c->flags & CQW_READABLE)) {
+			r = cqw__loop_quiesce(c);
+			if (r < 0) {
+				return r;
+			}
+		}
+	}
 	return cqw__os_wait(items, n, timeout_ms);
 }
 

@@ -586,7 +586,11 @@ cqw_submit(cqw_loop *loop, struct cqw_op *op)
 		return need == CQW_READABLE ? CQW_EWRITEONLY : CQW_EREADONLY;
 	}
 	if (c->loop != NULL && c->loop != loop) {
-		return CQW_EBUSY;
+		/* Only a multishot the old loop kept armed: it ends first. */
+		r = cqw__loop_quiesce(c);
+		if (r < 0 || (c->loop != NULL && c->loop != loop)) {
+			return CQW_EBUSY;
+		}
 	}
 	if (CQW__OP_STATE(op) != CQW__OPS_IDLE) {
 		return CQW_EBUSY; /* still the loop's, maybe not yet reaped */

@@ -552,6 +552,12 @@ finish(cqw_loop *loop, uint32_t i, int64_t result)
 	struct cqw__io *io = s->slots[i].io;
 
 	slot_put(s, i);
+	if (io->queued) {
+		/* A multishot's completion waits: it becomes the last. */
+		io->result = result;
+		io->flags = 0;
+		return;
+	}
 	cqw__loop_io_complete(loop, io, result, 0);
 }
 
