@@ -88,6 +88,11 @@ struct cqwb_transport {
 #define CQWB_V_PIPE 0x1000u
 /* "pipe" for a CQWB_V_PIPE transport, NULL for a socket pair. */
 const char *cqwb_channel(const struct cqwb_transport *t);
+/*
+ * Fan-out rows whose workers are not the raw worker: "cqwire-sync
+ * frame-exact", "cqwire-sync exclusive" (JSON "worker"); NULL otherwise.
+ */
+const char *cqwb_worker(const struct cqwb_transport *t);
 
 /* Every transport, in display order; the list ends with a NULL name. */
 extern const struct cqwb_transport cqwb_transports[];
@@ -148,6 +153,7 @@ struct cqwb_measure {
 	uint64_t cpu_peers_ns;	/* every peer's CPU time */
 	int64_t syscalls;	/* the parent's system calls; -1: not counted */
 	int64_t vcsw;		/* the parent's voluntary context switches */
+	int64_t peers_vcsw;	/* every peer's; -1: not known */
 	uint64_t parent_rss_kib; /* the parent role's resident memory after */
 };
 

@@ -62,12 +62,13 @@ cqwb_now_ns(void)
 void
 cqwb_label(const struct cqwb_transport *t, char *buf, size_t len)
 {
-	const char *ch = cqwb_channel(t);
+	const char *ch = cqwb_channel(t), *w = cqwb_worker(t);
 
-	snprintf(buf, len, "%s%s%s%s%s%s%s%s%s", t->name, t->api ? " " : "",
+	snprintf(buf, len, "%s%s%s%s%s%s%s%s%s%s%s", t->name, t->api ? " " : "",
 		 t->api ? t->api : "", t->mode ? " " : "",
 		 t->mode ? t->mode : "", t->wait ? " " : "",
-		 t->wait ? t->wait : "", ch ? " " : "", ch ? ch : "");
+		 t->wait ? t->wait : "", ch ? " " : "", ch ? ch : "",
+		 w ? ", workers " : "", w ? w : "");
 }
 
 const char *
@@ -201,12 +202,14 @@ cpu_ns_of(pid_t pid)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* VmRSS of pid (0: this process) in KiB, 0 if unknown. */
-static uint64_t
-rss_kib_of(pid_t pid)
+/* The number after key in /proc/PID/status (0: this process), or -1. */
+static int64_t
+status_of(pid_t pid, const char *key)
 {
 	unsigned long long v = 0;
 	char path[64], line[128];
+	size_t klen = strlen(key);
+	int found = 0;
 	FILE *f;
 
 	if (pid == 0) {
@@ -219,12 +222,40 @@ rss_kib_of(pid_t pid)
 		return 0;
 	}
 	while (fgets(line, sizeof(line), f) != NULL) {
-		if (sscanf(line, "VmRSS: %llu", &v) == 1) {
+		if (strncmp(line, key, klen) == 0 && line[klen] == ':' &&
+		    sscanf(line + klen + 1, "%llu", &v) == 1) {
+			found = 1;
 			break;
 		}
 	}
 	fclose(f);
-	return v;
+	return found ? (int64_t)v : -1;
+}
+
+/* VmRSS of pid (0: this process) in KiB, 0 if unknown. */
+static uint64_t
+rss_kib_of(pid_t pid)
+{
+	int64_t v = status_of(pid, "VmRSS");
+
+	return v > 0 ? (uint64_t)v : 0;
+}
+
+/* Every peer's voluntary context switches so far, or -1 if unknown. */
+static int64_t
+peers_vcsw_of(const struct cqwb_session *s)
+{
+	int64_t sum = 0, v;
+	int i;
+
+	for (i = 0; i < s->npeers; i++) {
+		v = status_of(s->peers[i], "voluntary_ctxt_switches");
+		if (v < 0) {
+			return -1;
+		}
+		sum += v;
+	}
+	return sum;
 }
 
 static int syscall_tp = -1; /* raw_syscalls:sys_enter id, or -1 */
@@ -314,11 +345,13 @@ cqwb_measure(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
 	     struct cqwb_hist *lat, int count_syscalls, struct cqwb_measure *m)
 {
 	uint64_t cp0, cp1, peers0 = 0, peers1 = 0, count = 0;
+	int64_t pv0, pv1;
 	struct rusage ru0, ru1;
 	struct cqwb_step st;
 	int i, r, fd = count_syscalls ? open_counter(s->parent_pid) : -1;
 
 	memset(m, 0, sizeof(*m));
+	pv0 = peers_vcsw_of(s);
 	getrusage(RUSAGE_SELF, &ru0);
 	for (i = 0; i < s->npeers; i++) {
 		peers0 += cpu_ns_of(s->peers[i]);
@@ -341,6 +374,7 @@ cqwb_measure(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
 		peers1 += cpu_ns_of(s->peers[i]);
 	}
 	getrusage(RUSAGE_SELF, &ru1);
+	pv1 = peers_vcsw_of(s);
 	if (r < 0) {
 		return r;
 	}
@@ -357,6 +391,7 @@ cqwb_measure(struct cqwb_session *s, uint64_t max_ops, uint64_t max_ns,
 		m->syscalls = 0;
 	}
 	m->vcsw = s->parent_pid ? -1 : ru1.ru_nvcsw - ru0.ru_nvcsw;
+	m->peers_vcsw = pv0 >= 0 && pv1 >= pv0 ? pv1 - pv0 : -1;
 	m->parent_rss_kib = rss_kib_of(s->parent_pid);
 	return 0;
 }

@@ -33,6 +33,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cqwire.h"
 #include "sess.h"
 
 #define WRITEV_FRAMES 64
@@ -300,9 +301,59 @@ cqwb__raw_worker(int fd)
 	}
 }
 
+/*
+ * A fan-out worker on cqwire's synchronous API, as a pool worker written
+ * with cqwire is: cqw_recv_bytes_into() then cqw_send_bytes(), one message
+ * at a time, on a blocking descriptor (CQWB_V_CQWW; CQWB_V_CQWW_EX:
+ * exclusive, else frame-exact).
+ */
+static void __attribute__((noreturn)) cqw_worker(int fd, unsigned v)
+{
+	unsigned flags = CQW_READABLE | CQW_WRITABLE;
+	size_t cap = CQWB_RBUF_SIZE, need = 0;
+	cqw_conn *c = NULL;
+	uint8_t *buf;
+	int64_t n;
+	int r;
+
+	if ((v & CQWB_V_CQWW_EX) != 0) {
+		flags |= CQW_EXCLUSIVE;
+	}
+	/* The experiment's switch (src/posix/stream.c), per row. */
+	if ((v & CQWB_V_CQWW_POLL) != 0) {
+		setenv("CQW_SYNC_WAIT", "poll", 1);
+	} else {
+		unsetenv("CQW_SYNC_WAIT");
+	}
+	buf = malloc(cap);
+	if (buf == NULL || cqw_conn_from_fd(&c, fd, flags) != 0) {
+		_exit(1);
+	}
+	for (;;) {
+		n = cqw_recv_bytes_into(c, buf, cap, 0, &need);
+		if (n == CQW_ETOOSHORT) {
+			free(buf);
+			cap = need;
+			buf = malloc(cap);
+			if (buf == NULL) {
+				_exit(1);
+			}
+			continue;
+		}
+		if (n < 0) {
+			_exit(n == CQW_EOF || n == CQW_ECONNRESET ? 0 : 1);
+		}
+		r = cqw_send_bytes(c, buf, (size_t)n);
+		if (r != 0) {
+			_exit(r == CQW_EPIPE || r == CQW_ECONNRESET ? 0 : 1);
+		}
+	}
+}
+
 int
 cqwb__spawn_workers(struct cqwb_session *s, int *fds, int n)
 {
+	unsigned v = (unsigned)s->t->arg;
 	int i, j, sv[2], r;
 	pid_t pid;
 
@@ -323,6 +374,9 @@ cqwb__spawn_workers(struct cqwb_session *s, int *fds, int n)
 				close(fds[j]);
 			}
 			close(sv[0]);
+			if ((v & CQWB_V_CQWW) != 0) {
+				cqw_worker(sv[1], v);
+			}
 			cqwb__raw_worker(sv[1]);
 		}
 		close(sv[1]);
@@ -711,7 +765,7 @@ cqwb__raw_open(struct cqwb_session **out, const struct cqwb_transport *t,
 	rs->fd = -1;
 	rs->wfd = -1;
 	rs->ep = -1;
-	rs->variant = (int)((unsigned)t->arg & ~CQWB_V_PIPE);
+	rs->variant = (int)((unsigned)t->arg & ~(CQWB_V_PIPE | CQWB_V_WORKERS));
 	rs->pipe = ((unsigned)t->arg & CQWB_V_PIPE) != 0;
 	rs->size = p->size;
 	rs->frame = calloc(1, 4 + p->size);

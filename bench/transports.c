@@ -14,6 +14,9 @@
  * raw-contig (512 frames copied into one buffer per write) have a receiver
  * that reads 1 MiB at a time and walks the headers.
  * Pipe variants (CQWB_V_PIPE) keep their name and add "channel": "pipe".
+ * Fan-out rows with cqwire sync workers (CQWB_V_CQWW) keep the parent's
+ * name and add "worker": "cqwire-sync frame-exact" or "cqwire-sync
+ * exclusive" (" poll-first": the workers wait in poll() first).
  */
 #include <stddef.h>
 
@@ -28,6 +31,9 @@
 #define X CQWB_V_EXCL
 #define B CQWB_V_BATCH
 #define P CQWB_V_PIPE
+#define WF CQWB_V_CQWW
+#define WX (CQWB_V_CQWW | CQWB_V_CQWW_EX)
+#define WP CQWB_V_CQWW_POLL
 
 #define RAWT(name, scns, v)                                           \
 	{                                                             \
@@ -64,6 +70,15 @@ const struct cqwb_transport cqwb_transports[] = {
 	RAWT("raw-writev512", STREAM, CQWB_RAW_WRITEV512),
 	RAWT("raw-contig", STREAM, CQWB_RAW_CONTIG),
 	RAWT("epoll", FANOUT, CQWB_RAW_EPOLL),
+	/* Fan-out with cqwire sync workers (JSON "worker"), same parents. */
+	RAWT("epoll", FANOUT, CQWB_RAW_EPOLL | WF),
+	RAWT("epoll", FANOUT, CQWB_RAW_EPOLL | WX),
+	RAWT("epoll", FANOUT, CQWB_RAW_EPOLL | WF | WP),
+	RAWT("epoll", FANOUT, CQWB_RAW_EPOLL | WX | WP),
+	LOOP("cqwire-uring", "async", EX, FANOUT, U | X | WF),
+	LOOP("cqwire-uring", "async", EX, FANOUT, U | X | WX),
+	LOOP("cqwire-uring", "async", EX, FANOUT, U | X | WF | WP),
+	LOOP("cqwire-uring", "async", EX, FANOUT, U | X | WX | WP),
 	{ "io_uring", NULL, NULL, NULL, FANOUT, 0, cqwb__uring_unavailable,
 	  cqwb__uring_open },
 
@@ -152,4 +167,21 @@ const char *
 cqwb_channel(const struct cqwb_transport *t)
 {
 	return (t->arg & CQWB_V_PIPE) != 0 ? "pipe" : NULL;
+}
+
+const char *
+cqwb_worker(const struct cqwb_transport *t)
+{
+	static const char *const names[] = {
+		"cqwire-sync frame-exact", "cqwire-sync exclusive",
+		"cqwire-sync frame-exact poll-first",
+		"cqwire-sync exclusive poll-first"
+	};
+	unsigned v = (unsigned)t->arg;
+
+	if ((v & CQWB_V_CQWW) == 0) {
+		return NULL;
+	}
+	return names[((v & CQWB_V_CQWW_EX) ? 1 : 0) +
+		     ((v & CQWB_V_CQWW_POLL) ? 2 : 0)];
 }

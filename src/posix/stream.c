@@ -156,6 +156,19 @@ spin_first(cqw_conn *c, uint8_t *tmp)
 }
 
 /*
+ * Experiment (issue 11, item 6): CQW_SYNC_WAIT=poll makes the sync
+ * receive wait in poll() (keyed wake-ups) and then read, instead of
+ * sleeping inside the read or peek.
+ */
+static int
+poll_first(void)
+{
+	const char *e = getenv("CQW_SYNC_WAIT");
+
+	return e != NULL && strcmp(e, "poll") == 0;
+}
+
+/*
  * Wait for the first bytes of a header. Without a deadline, sleep inside
  * the read itself (one system call, as a raw blocking loop does);
  * otherwise wait for readiness. An opt-in spin comes first. Bytes read
@@ -172,7 +185,7 @@ wait_first(cqw_conn *c, uint8_t *tmp, int64_t deadline)
 			return (int)r;
 		}
 	}
-	if (deadline >= 0) {
+	if (deadline >= 0 || poll_first()) {
 		return wait_ready(c, deadline);
 	}
 	if (c->flags & CQW_EXCLUSIVE) {
@@ -384,9 +397,17 @@ wait_header(cqw_conn *c, struct cqw__peek *p, int64_t deadline)
 	int64_t until = c->spin_us > 0 ? cqw__now_us() + c->spin_us : 0;
 	unsigned us = 50, still = 0;
 	int partial, spin, r = cqw__chan_take_deferred(c);
+	int pf = deadline < 0 && poll_first();
 
 	if (r < 0) {
 		return r;
+	}
+	if (pf && until == 0 && c->waited) {
+		/* Still ping-pong (see recv_header()): wait first. */
+		r = wait_ready(c, deadline);
+		if (r < 0) {
+			return r;
+		}
 	}
 	for (;;) {
 		/*
@@ -394,7 +415,7 @@ wait_header(cqw_conn *c, struct cqw__peek *p, int64_t deadline)
 		 * without a deadline, sleep inside the peek.
 		 */
 		spin = until != 0 && cqw__now_us() < until;
-		r = peek_header(c, p, deadline < 0 && !spin, &partial);
+		r = peek_header(c, p, deadline < 0 && !spin && !pf, &partial);
 		if (r != 0) {
 			return r == CQW_EOPNOTSUPP ? 0 : r;
 		}
@@ -402,6 +423,7 @@ wait_header(cqw_conn *c, struct cqw__peek *p, int64_t deadline)
 			continue;
 		}
 		if (!partial) {
+			c->waited = c->waited || pf;
 			r = wait_ready(c, deadline);
 		} else {
 			/*

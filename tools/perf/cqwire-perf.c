@@ -594,6 +594,9 @@ measure_once(struct perf_group *g, struct perf_case *c, int round,
 	    (double)(w.m.cpu_parent_ns + w.m.cpu_peers_ns) / 1e3 / (double)ops;
 	c->pcpu[round] = (double)w.m.cpu_parent_ns / 1e3 / (double)ops;
 	c->rss[round] = (double)w.m.parent_rss_kib;
+	if (w.m.peers_vcsw >= 0) {
+		c->wcsw[c->nwcsw++] = (double)w.m.peers_vcsw / (double)ops;
+	}
 	if (w.note[0] != '\0') {
 		snprintf(c->note, sizeof(c->note), "%s", w.note);
 	}
@@ -649,6 +652,7 @@ finish_case(const struct perf_group *g, struct perf_case *c)
 
 	c->r_p50 = c->r_p99 = c->r_p999 = NAN;
 	c->r_sys = NAN;
+	c->r_wcsw = NAN;
 	c->r_spread = NAN;
 	if (c->failed || c->nrounds == 0) {
 		return;
@@ -675,6 +679,9 @@ finish_case(const struct perf_group *g, struct perf_case *c)
 	c->r_rss = median(c->rss, c->nrounds);
 	if (c->nsys > 0) {
 		c->r_sys = median(c->sys, c->nsys);
+	}
+	if (c->nwcsw > 0) {
+		c->r_wcsw = median(c->wcsw, c->nwcsw);
 	}
 }
 

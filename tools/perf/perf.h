@@ -23,6 +23,8 @@ struct perf_case {
 	double pcpu[PERF_MAX_ROUNDS]; /* us of parent CPU per op */
 	double sys[PERF_MAX_ROUNDS];  /* parent system calls per op */
 	double rss[PERF_MAX_ROUNDS];  /* parent (server) RSS after, KiB */
+	double wcsw[PERF_MAX_ROUNDS]; /* peers' voluntary switches per op */
+	int nwcsw;		      /* rounds that counted them */
 	int nsys;		      /* rounds that counted them */
 	uint64_t samples;
 	struct cqwb_hist *hist; /* every round's latencies, merged */
@@ -32,7 +34,7 @@ struct perf_case {
 	/* Results: medians of the rounds (tails from the merged histogram). */
 	int done;
 	double r_p50, r_p99, r_p999; /* us; NAN when absent */
-	double r_mps, r_bps, r_cpu, r_pcpu, r_sys, r_rss;
+	double r_mps, r_bps, r_cpu, r_pcpu, r_sys, r_rss, r_wcsw;
 	/* (max - min) / median of the rounds' msgs/s; NAN under 2 rounds */
 	double r_spread;
 };

@@ -48,7 +48,8 @@ find_ch(const struct perf_run *run, enum cqwb_scn scn, size_t size, int workers,
 			if (c->done && same(c->t->name, name) &&
 			    same(c->t->api, api) && same(c->t->mode, mode) &&
 			    same(c->t->wait, wait) &&
-			    same(cqwb_channel(c->t), channel)) {
+			    same(cqwb_channel(c->t), channel) &&
+			    cqwb_worker(c->t) == NULL) {
 				return c;
 			}
 		}
@@ -1017,6 +1018,10 @@ perf_print_json(FILE *f, const struct perf_run *run)
 				json_kv_str(f, "channel", cqwb_channel(c->t),
 					    &first);
 			}
+			if (cqwb_worker(c->t) != NULL) {
+				json_kv_str(f, "worker", cqwb_worker(c->t),
+					    &first);
+			}
 			if (receiver_note(c->t) != NULL) {
 				json_kv_str(f, "receiver", receiver_note(c->t),
 					    &first);
@@ -1056,6 +1061,15 @@ perf_print_json(FILE *f, const struct perf_run *run)
 			}
 			json_kv_num(f, "parent_syscalls_per_msg", c->r_sys,
 				    &first);
+			if (gr->p.scn == CQWB_FANOUT) {
+				json_kv_num(f, "worker_cpu_us_per_msg",
+					    c->r_cpu - c->r_pcpu, &first);
+				json_kv_num(f, "worker_vcsw_per_msg", c->r_wcsw,
+					    &first);
+			} else if (gr->p.scn == CQWB_RTT) {
+				json_kv_num(f, "peer_vcsw_per_msg", c->r_wcsw,
+					    &first);
+			}
 			json_kv_num(f, "rounds", c->nrounds, &first);
 			json_kv_num(f, "msgs_per_s_spread", c->r_spread,
 				    &first);
