@@ -540,6 +540,42 @@ test_moves_to_another_loop(void **state)
 }
 
 /*
+ * The armed receive took a frame and then the peer's reset (it closed
+ * with bytes it never read), with no op queued: the synchronous reads get
+ * the frame, then CQW_ECONNRESET, as without a multishot (not an end of
+ * file: the socket said the reset once, to the multishot).
+ */
+static void
+test_reset_owed_to_sync_read(void **state)
+{
+	cqw_conn *a, *b, *c, *e;
+	cqw_loop *loop = new_loop();
+	struct cqw_op op;
+	uint8_t buf[64];
+
+	(void)state;
+	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX | CQW_EXCLUSIVE));
+	T_OK(cqw_pipe(&c, &e, CQW_DUPLEX));
+	T_OK(cqw_send_bytes(a, "1", 1));
+	t_io_op(&op, CQW_OP_RECV, b, buf, sizeof(buf));
+	T_OK(cqw_submit(loop, &op));
+	T_EXPECT(reap_one(loop)->result, 1);
+	T_OK(cqw_send_bytes(b, "unread", 6));
+	T_OK(cqw_send_bytes(a, "x", 1));
+	cqw_conn_free(a); /* with "unread" queued: b's next read is a reset */
+	drain_into_loop(loop, b, c);
+	T_EXPECT(cqw_recv_bytes_into(b, buf, sizeof(buf), 0, NULL), 1);
+	assert_memory_equal(buf, "x", 1);
+	T_EXPECT(cqw_recv_bytes_into(b, buf, sizeof(buf), 0, NULL),
+		 CQW_ECONNRESET);
+	check_multishot(loop);
+	cqw_conn_free(b);
+	cqw_conn_free(c);
+	cqw_conn_free(e);
+	cqw_loop_free(loop);
+}
+
+/*
  * More connections than the loop has buffers, half of them with bytes
  * that no op takes for a while: every frame still arrives, once.
  */
@@ -624,6 +660,7 @@ main(void)
 		cmocka_unit_test(test_wait_sees_held_bytes),
 		cmocka_unit_test(test_fork_completion_taken),
 		cmocka_unit_test(test_moves_to_another_loop),
+		cmocka_unit_test(test_reset_owed_to_sync_read),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -228,6 +228,15 @@ check_read(cqw_conn *c)
 			return r;
 		}
 	}
+	/*
+	 * An error the multishot ended with (the socket said it once, to
+	 * it) is the next receive's once the bytes it took are out.
+	 */
+	if (c->ms_final < 0 && !c->recv_busy && c->stage_off == c->stage_len &&
+	    c->deferred_err == 0) {
+		c->deferred_err = c->ms_final;
+		c->ms_final = 0;
+	}
 	return c->recv_error;
 }
 

@@ -367,6 +367,10 @@ cqw_loop_free(cqw_loop *loop)
 		}
 		unlink_conn(loop, c);
 	}
+	/* Completions never processed: their ios may go on another loop. */
+	for (struct cqw__io *io = loop->iodone; io != NULL; io = io->next) {
+		io->queued = 0;
+	}
 	loop->ops->fini(loop);
 	cqw__pool_fini(loop);
 	free(loop);
