@@ -22,14 +22,11 @@
 /*
  * Fan-out rows whose workers are cqwire's synchronous API (t-raw.c
  * cqw_worker()) instead of the raw worker: frame-exact, or exclusive with
- * CQWB_V_CQWW_EX. CQWB_V_CQWW_POLL: the worker sets CQW_SYNC_WAIT=poll
- * (the sync receive waits in poll() first; an experiment, src/posix/
- * stream.c). The parent is the row's own.
+ * CQWB_V_CQWW_EX. The parent is the row's own.
  */
 #define CQWB_V_CQWW 0x2000u
 #define CQWB_V_CQWW_EX 0x4000u
-#define CQWB_V_CQWW_POLL 0x8000u
-#define CQWB_V_WORKERS (CQWB_V_CQWW | CQWB_V_CQWW_EX | CQWB_V_CQWW_POLL)
+#define CQWB_V_WORKERS (CQWB_V_CQWW | CQWB_V_CQWW_EX)
 
 /* Variants of the raw transports (t-raw.c) and Python peers. */
 enum {

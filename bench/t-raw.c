@@ -319,12 +319,6 @@ static void __attribute__((noreturn)) cqw_worker(int fd, unsigned v)
 	if ((v & CQWB_V_CQWW_EX) != 0) {
 		flags |= CQW_EXCLUSIVE;
 	}
-	/* The experiment's switch (src/posix/stream.c), per row. */
-	if ((v & CQWB_V_CQWW_POLL) != 0) {
-		setenv("CQW_SYNC_WAIT", "poll", 1);
-	} else {
-		unsetenv("CQW_SYNC_WAIT");
-	}
 	buf = malloc(cap);
 	if (buf == NULL || cqw_conn_from_fd(&c, fd, flags) != 0) {
 		_exit(1);

@@ -16,7 +16,7 @@
  * Pipe variants (CQWB_V_PIPE) keep their name and add "channel": "pipe".
  * Fan-out rows with cqwire sync workers (CQWB_V_CQWW) keep the parent's
  * name and add "worker": "cqwire-sync frame-exact" or "cqwire-sync
- * exclusive" (" poll-first": the workers wait in poll() first).
+ * exclusive".
  */
 #include <stddef.h>
 
@@ -33,7 +33,6 @@
 #define P CQWB_V_PIPE
 #define WF CQWB_V_CQWW
 #define WX (CQWB_V_CQWW | CQWB_V_CQWW_EX)
-#define WP CQWB_V_CQWW_POLL
 
 #define RAWT(name, scns, v)                                           \
 	{                                                             \
@@ -73,12 +72,8 @@ const struct cqwb_transport cqwb_transports[] = {
 	/* Fan-out with cqwire sync workers (JSON "worker"), same parents. */
 	RAWT("epoll", FANOUT, CQWB_RAW_EPOLL | WF),
 	RAWT("epoll", FANOUT, CQWB_RAW_EPOLL | WX),
-	RAWT("epoll", FANOUT, CQWB_RAW_EPOLL | WF | WP),
-	RAWT("epoll", FANOUT, CQWB_RAW_EPOLL | WX | WP),
 	LOOP("cqwire-uring", "async", EX, FANOUT, U | X | WF),
 	LOOP("cqwire-uring", "async", EX, FANOUT, U | X | WX),
-	LOOP("cqwire-uring", "async", EX, FANOUT, U | X | WF | WP),
-	LOOP("cqwire-uring", "async", EX, FANOUT, U | X | WX | WP),
 	{ "io_uring", NULL, NULL, NULL, FANOUT, 0, cqwb__uring_unavailable,
 	  cqwb__uring_open },
 
@@ -172,16 +167,11 @@ cqwb_channel(const struct cqwb_transport *t)
 const char *
 cqwb_worker(const struct cqwb_transport *t)
 {
-	static const char *const names[] = {
-		"cqwire-sync frame-exact", "cqwire-sync exclusive",
-		"cqwire-sync frame-exact poll-first",
-		"cqwire-sync exclusive poll-first"
-	};
 	unsigned v = (unsigned)t->arg;
 
 	if ((v & CQWB_V_CQWW) == 0) {
 		return NULL;
 	}
-	return names[((v & CQWB_V_CQWW_EX) ? 1 : 0) +
-		     ((v & CQWB_V_CQWW_POLL) ? 2 : 0)];
+	return (v & CQWB_V_CQWW_EX) != 0 ? "cqwire-sync exclusive"
+					 : "cqwire-sync frame-exact";
 }

@@ -156,23 +156,26 @@ spin_first(cqw_conn *c, uint8_t *tmp)
 }
 
 /*
- * Experiment (issue 11, item 6): CQW_SYNC_WAIT=poll makes the sync
- * receive wait in poll() (keyed wake-ups) and then read, instead of
- * sleeping inside the read or peek.
- */
-static int
-poll_first(void)
-{
-	const char *e = getenv("CQW_SYNC_WAIT");
-
-	return e != NULL && strcmp(e, "poll") == 0;
-}
-
-/*
  * Wait for the first bytes of a header. Without a deadline, sleep inside
  * the read itself (one system call, as a raw blocking loop does);
  * otherwise wait for readiness. An opt-in spin comes first. Bytes read
  * are fed to the decoder (or fill the stage).
+ *
+ * Sleeping inside the read (and inside the peek, wait_header()) was
+ * measured against waiting in poll() first (issue 11, item 6; Linux 6.18,
+ * 2 vCPUs, `cqwire-perf --only fanout --transport epoll,cqwire-uring` and
+ * `--only rtt`, with the poll-first switch of commit "bench: fan-out rows
+ * with cqwire sync workers"). The write-space wake-up that a reader in
+ * read() shares did not cost a second sleep: cqwire sync workers switched
+ * 0.97-1.05 times per response at 64x1 and 256x1 either way, under both
+ * the epoll and cqwire-uring parents, frame-exact and exclusive (the poll()
+ * worker of bench/ also 1.00). poll() first adds a system call per message
+ * (rtt 64 B, sync: 2 -> 3 exclusive, 3 -> 4 frame-exact; pipes 3 -> 4 and
+ * 5 -> 6) and raised socket RTT p50 (three alternated runs, same load:
+ * 34-40 -> 55-61 us exclusive, 45 -> 56-63 us frame-exact; pipes level).
+ * Fan-out responses/s and worker CPU went either way by more than their
+ * round-to-round spread (30-220% on the shared machine). Neither wins on
+ * wake-ups, so the read keeps the sleep in every case.
  */
 static int
 wait_first(cqw_conn *c, uint8_t *tmp, int64_t deadline)
@@ -185,7 +188,7 @@ wait_first(cqw_conn *c, uint8_t *tmp, int64_t deadline)
 			return (int)r;
 		}
 	}
-	if (deadline >= 0 || poll_first()) {
+	if (deadline >= 0) {
 		return wait_ready(c, deadline);
 	}
 	if (c->flags & CQW_EXCLUSIVE) {
@@ -397,17 +400,9 @@ wait_header(cqw_conn *c, struct cqw__peek *p, int64_t deadline)
 	int64_t until = c->spin_us > 0 ? cqw__now_us() + c->spin_us : 0;
 	unsigned us = 50, still = 0;
 	int partial, spin, r = cqw__chan_take_deferred(c);
-	int pf = deadline < 0 && poll_first();
 
 	if (r < 0) {
 		return r;
-	}
-	if (pf && until == 0 && c->waited) {
-		/* Still ping-pong (see recv_header()): wait first. */
-		r = wait_ready(c, deadline);
-		if (r < 0) {
-			return r;
-		}
 	}
 	for (;;) {
 		/*
@@ -415,7 +410,7 @@ wait_header(cqw_conn *c, struct cqw__peek *p, int64_t deadline)
 		 * without a deadline, sleep inside the peek.
 		 */
 		spin = until != 0 && cqw__now_us() < until;
-		r = peek_header(c, p, deadline < 0 && !spin && !pf, &partial);
+		r = peek_header(c, p, deadline < 0 && !spin, &partial);
 		if (r != 0) {
 			return r == CQW_EOPNOTSUPP ? 0 : r;
 		}
@@ -423,7 +418,6 @@ wait_header(cqw_conn *c, struct cqw__peek *p, int64_t deadline)
 			continue;
 		}
 		if (!partial) {
-			c->waited = c->waited || pf;
 			r = wait_ready(c, deadline);
 		} else {
 			/*
