@@ -71,6 +71,7 @@
 #include "common/loop.h"
 #include "posix/io.h"
 #include "common/platform.h"
+#include "poll/attempt.h"
 
 #define WAKE_DATA UINT64_MAX
 enum { EVENTS = 128 }; /* per epoll_wait; more stay queued for the next */
@@ -242,30 +243,6 @@ epoll_detach(cqw_loop *loop, cqw_fd handle)
 	return 0;
 }
 
-/* Try the io's system call: 1 if it completed, 0 if it must wait. */
-static int
-attempt(cqw_loop *loop, struct cqw__io *io)
-{
-	int64_t r;
-
-	if (io->op == CQW__IO_RECV) {
-		r = cqw__io_read(io->handle, &io->kind, io->buf, io->len);
-	} else if (io->op == CQW__IO_PEEK) {
-		r = cqw__io_peek(io->handle, io->buf, io->len);
-	} else if (io->op == CQW__IO_ACCEPT) {
-		r = cqw__io_accept(io->handle);
-	} else if (io->op == CQW__IO_CONNECT) {
-		r = cqw__io_connected(io->handle);
-	} else {
-		r = cqw__io_writev(io->handle, &io->kind, io->iov, io->iovcnt);
-	}
-	if (r == CQW_EAGAIN) {
-		return 0;
-	}
-	cqw__loop_io_complete(loop, io, r, 0);
-	return 1;
-}
-
 /*
  * epoll reports dir for fd from now on: 0, or the error of epoll_ctl.
  * With repoll, or when the registration is not known good, the call made
@@ -360,7 +337,7 @@ epoll_start(cqw_loop *loop, struct cqw__io *io)
 		sampled = 1;
 	}
 	if (!(io->op == CQW__IO_ACCEPT && e->accept_idle)) {
-		if (attempt(loop, io)) {
+		if (cqw__poll_attempt(loop, io)) {
 			if (is_read(io)) {
 				e->waits = 0;
 				e->backoff = 0;
@@ -424,7 +401,7 @@ ready(cqw_loop *loop, struct epoll_state *s, struct fdent *e, int fd,
 		next = io->next; /* a completion relinks io */
 		if ((direction(io) & rdy) &&
 		    !(io->op == CQW__IO_ACCEPT && accepts_stop)) {
-			if (attempt(loop, io)) {
+			if (cqw__poll_attempt(loop, io)) {
 				continue;
 			}
 			if (io->op == CQW__IO_ACCEPT) {

@@ -15,6 +15,7 @@
 #include "common/loop.h"
 #include "posix/io.h"
 #include "common/platform.h"
+#include "poll/attempt.h"
 
 struct poll_state {
 	/*
@@ -91,37 +92,13 @@ poll_fini(cqw_loop *loop)
 	loop->backend = NULL;
 }
 
-/* Try the io's system call: 1 if it completed, 0 if it must wait. */
-static int
-attempt(cqw_loop *loop, struct cqw__io *io)
-{
-	int64_t r;
-
-	if (io->op == CQW__IO_RECV) {
-		r = cqw__io_read(io->handle, &io->kind, io->buf, io->len);
-	} else if (io->op == CQW__IO_PEEK) {
-		r = cqw__io_peek(io->handle, io->buf, io->len);
-	} else if (io->op == CQW__IO_ACCEPT) {
-		r = cqw__io_accept(io->handle);
-	} else if (io->op == CQW__IO_CONNECT) {
-		r = cqw__io_connected(io->handle);
-	} else {
-		r = cqw__io_writev(io->handle, &io->kind, io->iov, io->iovcnt);
-	}
-	if (r == CQW_EAGAIN) {
-		return 0;
-	}
-	cqw__loop_io_complete(loop, io, r, 0);
-	return 1;
-}
-
 static void
 poll_start(cqw_loop *loop, struct cqw__io *io)
 {
 	struct poll_state *s = state(loop);
 
 	if (!(io->op == CQW__IO_ACCEPT && io->handle == s->eagain_fd)) {
-		if (attempt(loop, io)) {
+		if (cqw__poll_attempt(loop, io)) {
 			return;
 		}
 		if (io->op == CQW__IO_ACCEPT) {
@@ -239,7 +216,7 @@ poll_wait(cqw_loop *loop, int timeout_ms)
 		next = io->next; /* a completion relinks io */
 		k = (size_t)io->backend_state;
 		if (p[k].revents != 0) {
-			if (attempt(loop, io)) {
+			if (cqw__poll_attempt(loop, io)) {
 				s->nwaiting--;
 				continue;
 			}
