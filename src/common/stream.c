@@ -56,7 +56,9 @@ enum { RT_HDR = 1, RT_STAGE, RT_PAYLOAD, RT_PEEK, RT_MULTI };
 static void
 start_read(cqw_loop *loop, cqw_conn *c, int target, void *buf, size_t len)
 {
-	c->rio.op = target == RT_PEEK ? CQW__IO_PEEK : CQW__IO_RECV;
+	c->rio.op = target == RT_PEEK	 ? CQW__IO_PEEK
+		    : target == RT_MULTI ? CQW__IO_RECV_MULTI
+					 : CQW__IO_RECV;
 	c->rio.handle = c->fd;
 	c->rio.kind = c->kind;
 	c->rio.conn = c;
@@ -369,18 +371,9 @@ multi_ok(const cqw_loop *loop, const cqw_conn *c)
 static void
 start_multi(cqw_loop *loop, cqw_conn *c)
 {
-	c->rio.op = CQW__IO_RECV_MULTI;
-	c->rio.handle = c->fd;
-	c->rio.kind = c->kind;
-	c->rio.conn = c;
-	c->rio.buf = NULL;
-	c->rio.len = 0;
-	c->rio.all = 0;
-	c->rtarget = RT_MULTI;
-	c->recv_busy = 1;
 	c->ms_on = 1;
 	c->ms_stop = 0;
-	loop->ops->start(loop, &c->rio);
+	start_read(loop, c, RT_MULTI, NULL, 0); /* into the backend's buffers */
 }
 
 static void
