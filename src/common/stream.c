@@ -521,12 +521,13 @@ static inline int
 take_whole(cqw_loop *loop, cqw_conn *c, struct cqw_op *op)
 {
 	size_t avail = c->stage_len - c->stage_off;
-	const uint8_t *p = c->stage + c->stage_off;
+	const uint8_t *p;
 	uint32_t len;
 
 	if (avail < CQW__HDR_SMALL) {
-		return 0;
+		return 0; /* also before there is a stage: c->stage is NULL */
 	}
+	p = c->stage + c->stage_off;
 	len = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
 	      (uint32_t)p[2] << 8 | (uint32_t)p[3];
 	/* Large and negative lengths take the decoder's path. */
