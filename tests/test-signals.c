@@ -412,7 +412,10 @@ raw_connect(const char *address, int nonblock)
 
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", address + 5);
+	if (strlen(address + 5) >= sizeof(sun.sun_path)) {
+		return -1;
+	}
+	memcpy(sun.sun_path, address + 5, strlen(address + 5));
 	fd = socket(AF_UNIX,
 		    SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0),
 		    0);
