@@ -66,6 +66,13 @@ msg_len(unsigned i)
 	return sizes[(i * 7u) % (sizeof(sizes) / sizeof(sizes[0]))];
 }
 
+/* Small frames only (a bulk stream fills every buffer it gets). */
+static size_t
+small_len(unsigned i)
+{
+	return (i * 37u) % 300u;
+}
+
 static void
 fill(uint8_t *p, size_t len, unsigned i)
 {
@@ -90,7 +97,7 @@ check(const uint8_t *p, size_t len, unsigned i)
 
 /* A forked writer of n messages on c (sync), then exit (closes c). */
 static pid_t
-writer(cqw_conn *c, cqw_conn *other, unsigned n)
+writer(cqw_conn *c, cqw_conn *other, unsigned n, size_t (*len)(unsigned))
 {
 	pid_t pid = fork();
 
@@ -101,8 +108,8 @@ writer(cqw_conn *c, cqw_conn *other, unsigned n)
 
 		cqw_conn_free(other);
 		for (i = 0; i < n; i++) {
-			fill(buf, msg_len(i), i);
-			if (cqw_send_bytes(c, buf, msg_len(i)) != 0) {
+			fill(buf, len(i), i);
+			if (cqw_send_bytes(c, buf, len(i)) != 0) {
 				_exit(1);
 			}
 		}
@@ -129,21 +136,23 @@ reap_one(cqw_loop *loop)
 	return done[0];
 }
 
-/* Every size in order through a window of receives, then end of file. */
+/*
+ * n messages of len(i) bytes in order through a window of receives, then
+ * end of file.
+ */
 static void
-test_sizes_in_order(void **state)
+window_in_order(unsigned n, size_t (*len)(unsigned))
 {
-	enum { N = 300, WIN = 6 };
+	enum { WIN = 6 };
 	struct cqw_op ops[WIN], *op;
 	uint8_t *bufs[WIN];
 	cqw_conn *a, *b;
 	cqw_loop *loop = new_loop();
-	unsigned next = 0, got = 0, i;
+	unsigned next = 0, i;
 	pid_t pid;
 
-	(void)state;
 	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX | CQW_EXCLUSIVE));
-	pid = writer(a, b, N);
+	pid = writer(a, b, n, len);
 	cqw_conn_free(a);
 	for (i = 0; i < WIN; i++) {
 		bufs[i] = malloc(BIG);
@@ -151,12 +160,10 @@ test_sizes_in_order(void **state)
 		ops[i].user_data = bufs[i];
 		T_OK(cqw_submit(loop, &ops[i]));
 	}
-	while (got < N) {
+	for (; next < n; next++) {
 		op = reap_one(loop);
-		T_EXPECT(op->result, (int64_t)msg_len(next));
+		T_EXPECT(op->result, (int64_t)len(next));
 		check(op->buf, (size_t)op->result, next);
-		next++;
-		got++;
 		T_OK(cqw_submit(loop, op));
 	}
 	check_multishot(loop);
@@ -171,6 +178,25 @@ test_sizes_in_order(void **state)
 	for (i = 0; i < WIN; i++) {
 		free(bufs[i]);
 	}
+}
+
+/* Every size, large ones among them (the receive stops and restarts). */
+static void
+test_sizes_in_order(void **state)
+{
+	(void)state;
+	window_in_order(300, msg_len);
+}
+
+/*
+ * Many small frames at once: buffers fill, plain reads take over, and
+ * the armed receive comes back when they drain the socket.
+ */
+static void
+test_bulk_in_order(void **state)
+{
+	(void)state;
+	window_in_order(60000, small_len);
 }
 
 /* A receive too small for the frame keeps it for the next. */
@@ -390,6 +416,114 @@ drain_into_loop(cqw_loop *loop, cqw_conn *c, cqw_conn *tx)
 		}
 	}
 	assert_int_equal(queued, 0);
+}
+
+/* Send message i (len bytes) from tx and receive it on rx, on loop. */
+static void
+loop_one(cqw_loop *loop, cqw_conn *tx, cqw_conn *rx, uint8_t *bufs[2],
+	 size_t len, unsigned i)
+{
+	struct cqw_op sop, rop, *d[2];
+	int n = 0, r;
+
+	fill(bufs[0], len, i);
+	t_io_op(&sop, CQW_OP_SEND, tx, bufs[0], len);
+	t_io_op(&rop, CQW_OP_RECV, rx, bufs[1], BIG);
+	T_OK(cqw_submit(loop, &sop));
+	T_OK(cqw_submit(loop, &rop));
+	while (n < 2) {
+		r = cqw_reap(loop, d + n, 2 - n, T_IO_DEADLINE_MS);
+		assert_true(r > 0);
+		n += r;
+	}
+	T_EXPECT(sop.result, 0);
+	T_EXPECT(rop.result, (int64_t)len);
+	check(bufs[1], len, i);
+}
+
+/* Make the loop enter the kernel n times (one-byte sends on tx). */
+static void
+loop_goes(cqw_loop *loop, cqw_conn *tx, int n)
+{
+	struct cqw_op sop;
+
+	while (n-- > 0) {
+		t_io_op(&sop, CQW_OP_SEND, tx, "t", 1);
+		T_OK(cqw_submit(loop, &sop));
+		assert_ptr_equal(reap_one(loop), &sop);
+		usleep(500);
+	}
+}
+
+/* One receive of up to BIG bytes into buf on loop: its result. */
+static int64_t
+recv_one(cqw_loop *loop, cqw_conn *rx, uint8_t *buf)
+{
+	struct cqw_op rop;
+
+	t_io_op(&rop, CQW_OP_RECV, rx, buf, BIG);
+	T_OK(cqw_submit(loop, &rop));
+	assert_ptr_equal(reap_one(loop), &rop);
+	return rop.result;
+}
+
+static int
+queued_in_kernel(cqw_conn *c)
+{
+	int queued = -1;
+
+	assert_int_equal(ioctl(cqw_conn_fileno(c), FIONREAD, &queued), 0);
+	return queued;
+}
+
+/*
+ * After a large payload nothing reads ahead (armed, the receive would
+ * put the next large payload in the loop's buffers: a second copy);
+ * after a small frame the armed receive is back.
+ */
+static void
+test_large_then_small(void **state)
+{
+	uint8_t *bufs[2] = { malloc(BIG), malloc(BIG) };
+	cqw_conn *a, *b, *c, *e;
+	cqw_loop *loop = new_loop();
+	unsigned i;
+
+	(void)state;
+	assert_non_null(bufs[0]);
+	assert_non_null(bufs[1]);
+	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX | CQW_EXCLUSIVE));
+	T_OK(cqw_pipe(&c, &e, CQW_DUPLEX));
+	for (i = 0; i < 3; i++) {
+		loop_one(loop, a, b, bufs, BIG - i, i);
+	}
+	T_OK(cqw_send_bytes(a, "idle", 4));
+	loop_goes(loop, c, 20);
+	T_EXPECT(queued_in_kernel(b), 8);
+	T_EXPECT(recv_one(loop, b, bufs[1]), 4);
+	assert_memory_equal(bufs[1], "idle", 4);
+	/* Small frames again: the receive stays armed after them. */
+	for (i = 3; i < 5; i++) {
+		loop_one(loop, a, b, bufs, i, i);
+	}
+	T_OK(cqw_send_bytes(a, "kept", 4));
+	if (want_multishot(loop)) {
+		drain_into_loop(loop, b, c);
+	} else {
+		loop_goes(loop, c, 20);
+		T_EXPECT(queued_in_kernel(b), 8);
+	}
+	T_EXPECT(recv_one(loop, b, bufs[1]), 4);
+	assert_memory_equal(bufs[1], "kept", 4);
+	check_multishot(loop);
+	cqw_loop_free(loop);
+	for (i = 0; i < 2; i++) {
+		free(bufs[i]);
+	}
+	cqw_conn_free(a);
+	cqw_conn_free(b);
+	cqw_conn_free(c);
+	cqw_conn_free(e);
 }
 
 /*
@@ -652,6 +786,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sizes_in_order),
+		cmocka_unit_test(test_bulk_in_order),
 		cmocka_unit_test(test_too_short_keeps_frame),
 		cmocka_unit_test(test_bytes_kept_between_ops),
 		cmocka_unit_test(test_cancel_and_close),
@@ -661,6 +796,7 @@ main(void)
 		cmocka_unit_test(test_fork_completion_taken),
 		cmocka_unit_test(test_moves_to_another_loop),
 		cmocka_unit_test(test_reset_owed_to_sync_read),
+		cmocka_unit_test(test_large_then_small),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

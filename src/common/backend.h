@@ -36,6 +36,7 @@
  *   backend's buffers, oldest first, until the framer gives each back
  *   (buf_put), also after the io's last completion; a buffer given back
  *   may be written by the kernel at once.
+ *   The buffers are CQW__PBUF_SIZE bytes each.
  * - cancel() asks; the io still completes once (maybe CQW_ECANCELED).
  * - All calls come from the loop's thread. wake() may come from any.
  * - after_fork() runs in a child on the loop's first use there. It must
@@ -50,6 +51,9 @@
 #define CQW_BACKEND_H
 
 #include "internal.h"
+
+/* The size of each buffer of a backend with buf_next(). */
+#define CQW__PBUF_SIZE 4096u
 
 struct cqw__backend_ops {
 	const char *name;
@@ -82,7 +86,7 @@ struct cqw__backend_ops {
 	 * how many buffers io holds), and giving that buffer back.
 	 */
 	size_t (*buf_next)(cqw_loop *loop, struct cqw__io *io, uint8_t **p,
-			   unsigned *held);
+			   unsigned *held); /* each of CQW__PBUF_SIZE */
 	void (*buf_put)(cqw_loop *loop, struct cqw__io *io);
 	/* Optional: what cqw_loop_features() reports (NULL: ""). */
 	const char *(*features)(const cqw_loop *loop);

@@ -175,9 +175,14 @@ struct cqw_conn {
 	 * rio is a CQW__IO_RECV_MULTI, armed while ms_on; c->stage is one
 	 * of its buffers while stage_pbuf. ms_stop: the framer cancelled
 	 * it (idle, or a large payload next); ms_final: how it ended, owed
-	 * once the bytes it left are taken; no_multi: never again here.
+	 * once the bytes it left are taken; no_multi: never again here;
+	 * ms_large: the last frame was large (CQW__STAGE_SIZE or more):
+	 * plain reads serve until a smaller one comes; ms_bulk: ms_full
+	 * full buffers in a row came: plain reads serve until one does not
+	 * fill the stage.
 	 */
-	uint8_t ms_on, ms_stop, stage_pbuf, no_multi, ms_once;
+	uint8_t ms_on, ms_stop, stage_pbuf, no_multi, ms_once, ms_large;
+	uint8_t ms_bulk, ms_full;
 	int ms_final;
 	int send_error; /* sticky: the stream is broken */
 	int recv_error; /* sticky: the receive position is unknown (fork) */

@@ -31,8 +31,12 @@
  * (c->stage_pbuf) while its bytes are taken, and each buffer goes back
  * the moment the last byte is out. The multishot is stopped (ms_stop)
  * for a payload of CQW__STAGE_SIZE or more that nothing holds yet (it
- * is then read straight into the op's buffer, once), and when bytes
- * nobody asked for pile up (MS_HOLD_MAX buffers). When it ends, what its
+ * is then read straight into the op's buffer, once), when bytes nobody
+ * asked for pile up (MS_HOLD_MAX buffers), and after a frame of that
+ * size: plain reads serve until a smaller one comes (ms_large). Armed,
+ * the kernel fills the buffers with the next large payload before its
+ * header is seen, and each byte is copied twice (1 MiB stream on the
+ * loop: 2.1 GB/s, against 3.2 with plain reads). When it ends, what its
  * buffers still hold is copied into a stage block (flatten()), so that
  * no buffer outlives it; an end of file or error it ended with is owed
  * (ms_final) until those bytes are taken. After the kernel ran out of
@@ -50,6 +54,8 @@ enum { RT_HDR = 1, RT_STAGE, RT_PAYLOAD, RT_PEEK, RT_MULTI };
 
 /* Buffers a multishot may hold with no receive queued before it stops. */
 #define MS_HOLD_MAX 8u
+/* Full buffers in a row after which plain reads serve (ms_bulk). */
+#define MS_BULK_RUN 4u
 /* ms_final for an end of file (0 means nothing owed). */
 #define MS_EOF 1
 
@@ -373,6 +379,7 @@ start_multi(cqw_loop *loop, cqw_conn *c)
 {
 	c->ms_on = 1;
 	c->ms_stop = 0;
+	c->ms_full = 0;
 	start_read(loop, c, RT_MULTI, NULL, 0); /* into the backend's buffers */
 }
 
@@ -404,6 +411,12 @@ next_pbuf(cqw_loop *loop, cqw_conn *c, unsigned *held)
 	c->stage_off = 0;
 	c->stage_len = n;
 	c->stage_pbuf = 1;
+	/* A stream that fills every buffer reads more per read plainly. */
+	c->ms_full = n == CQW__PBUF_SIZE ? c->ms_full + 1 : 0;
+	if (c->ms_full >= MS_BULK_RUN) {
+		c->ms_bulk = 1;
+		stop_multi(loop, c);
+	}
 	return 1;
 }
 
@@ -540,6 +553,7 @@ take_whole(cqw_loop *loop, cqw_conn *c, struct cqw_op *op)
 	}
 	c->stage_off += CQW__HDR_SMALL + (size_t)len;
 	c->no_peek = 0;
+	c->ms_large = 0;
 	cqw__opq_pop(&c->recvq);
 	cqw__loop_op_done(loop, op, (int64_t)len);
 	return 1;
@@ -582,6 +596,11 @@ recv_kick(cqw_loop *loop, cqw_conn *c)
 		}
 		len = c->dec.len;
 		if (want == 0 && c->pay_got == len) {
+			/* After a large one, the next is likely large too. */
+			c->ms_large = len >= CQW__STAGE_SIZE;
+			if (c->ms_large) {
+				stop_multi(loop, c);
+			}
 			cqw__dec_reset(&c->dec);
 			c->pay_got = 0;
 			c->no_peek = 0;
@@ -604,7 +623,8 @@ recv_kick(cqw_loop *loop, cqw_conn *c)
 			recv_failed(loop, c, r);
 			continue;
 		}
-		if (multi_ok(loop, c) && !c->ms_once &&
+		if (multi_ok(loop, c) && !c->ms_once && !c->ms_large &&
+		    !c->ms_bulk &&
 		    (want > 0 || len - c->pay_got < CQW__STAGE_SIZE)) {
 			put_stage(loop, c); /* empty: the buffers serve now */
 			start_multi(loop, c);
@@ -798,6 +818,7 @@ recv_done(cqw_loop *loop, cqw_conn *c, int64_t r)
 		break;
 	case RT_STAGE:
 		c->rfull = (size_t)r == c->rio.len;
+		c->ms_bulk = c->ms_bulk && c->rfull; /* drained: arm again */
 		c->stage_off = 0;
 		c->stage_len = (size_t)r;
 		break;

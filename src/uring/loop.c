@@ -81,7 +81,7 @@ enum { SLOT_FREE = 0, SLOT_FIFO, SLOT_KERNEL };
 
 /* The provided buffers (see the top). PB_COUNT: a power of two. */
 #define PB_COUNT 256u
-#define PB_SIZE 4096u
+#define PB_SIZE CQW__PBUF_SIZE
 #define PB_BGID 0
 #define PB_NONE 0xffffu
 
