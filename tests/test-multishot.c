@@ -477,9 +477,10 @@ queued_in_kernel(cqw_conn *c)
 }
 
 /*
- * After a large payload nothing reads ahead (armed, the receive would
- * put the next large payload in the loop's buffers: a second copy);
- * after a small frame the armed receive is back.
+ * After large payloads nothing reads ahead (armed, the receive would put
+ * the next large payload in the loop's buffers: a second copy; a 300 KiB
+ * frame ends it both as large and as a run of full buffers); after small
+ * frames the armed receive is back.
  */
 static void
 test_large_then_small(void **state)
@@ -493,7 +494,8 @@ test_large_then_small(void **state)
 	assert_non_null(bufs[0]);
 	assert_non_null(bufs[1]);
 	T_OK(cqw_pipe(&a, &b, CQW_DUPLEX | CQW_EXCLUSIVE));
-	T_OK(cqw_pipe(&c, &e, CQW_DUPLEX));
+	/* A pipe: thousands of the one-byte sends fit unread. */
+	T_OK(cqw_pipe(&e, &c, 0));
 	for (i = 0; i < 3; i++) {
 		loop_one(loop, a, b, bufs, BIG - i, i);
 	}

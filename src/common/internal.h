@@ -174,12 +174,13 @@ struct cqw_conn {
 	 * CQW_EXCLUSIVE sockets on a backend with buf_next() (stream.c):
 	 * rio is a CQW__IO_RECV_MULTI, armed while ms_on; c->stage is one
 	 * of its buffers while stage_pbuf. ms_stop: the framer cancelled
-	 * it (idle, or a large payload next); ms_final: how it ended, owed
-	 * once the bytes it left are taken; no_multi: never again here;
+	 * it (idle, a large payload next or done, a bulk stream);
+	 * ms_final: how it ended, owed once the bytes it left are taken;
+	 * no_multi: never again here;
 	 * ms_large: the last frame was large (CQW__STAGE_SIZE or more):
-	 * plain reads serve until a smaller one comes; ms_bulk: ms_full
-	 * full buffers in a row came: plain reads serve until one does not
-	 * fill the stage.
+	 * plain reads serve until a smaller one comes; ms_bulk: MS_BULK_RUN
+	 * full buffers in a row came (ms_full counts them): plain reads
+	 * serve until one does not fill the stage.
 	 */
 	uint8_t ms_on, ms_stop, stage_pbuf, no_multi, ms_once, ms_large;
 	uint8_t ms_bulk, ms_full;
