@@ -312,6 +312,7 @@ cqw_loop_new(cqw_loop **out, const struct cqw_loop_opts *opts)
 		return CQW_ENOMEM;
 	}
 	loop->fork_gen = cqw__fork_gen();
+	loop->wait_want = 1;
 	loop->id = atomic_fetch_add(&next_loop_id, 1) + 1;
 	for (i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
 		if (kind != CQW_BACKEND_AUTO && (int)order[i] != kind) {
@@ -682,6 +683,7 @@ cqw_reap_min(cqw_loop *loop, struct cqw_op **ops, int min, int max,
 {
 	int64_t deadline;
 	struct cqw_op *op;
+	unsigned want;
 	int r, n = 0;
 
 	if (loop == NULL || ops == NULL || max <= 0 || min > max) {
@@ -698,17 +700,20 @@ cqw_reap_min(cqw_loop *loop, struct cqw_op **ops, int min, int max,
 	 */
 	start_all(loop, 0);
 	deadline = timeout_ms < 0 ? -1 : cqw__now_ms() + timeout_ms;
-	while (still_wanted(loop, (unsigned)min) > 0) {
+	while ((want = still_wanted(loop, (unsigned)min)) > 0) {
 		timeout_ms =
 		    cqw__srv_wait_ms(loop, cqw__remaining_ms(deadline));
 		/*
-		 * One completion at a time: the kernel could count them
-		 * (io_uring's wait_nr), but a completion that needs a step
-		 * of ours before the next can come (the rest of a partial
-		 * write, of a partial frame) would then sleep until the
-		 * timeout. See BENCHMARKS.md (issue 11).
+		 * The kernel may count the completions (io_uring's wait_nr)
+		 * only where it also bounds the wait for more than the
+		 * first (a minimum wait): a completion that needs a step of
+		 * ours before the next can come (the rest of a partial
+		 * write, of a partial frame) would otherwise sleep until
+		 * the timeout. Elsewhere one completion at a time.
 		 */
+		loop->wait_want = want;
 		r = loop->ops->wait(loop, timeout_ms);
+		loop->wait_want = 1;
 		/*
 		 * CQW_EINTR: the backend asked the thread's signal check,
 		 * which said stop (asked once: a second ask may say no). Ops

@@ -17,9 +17,16 @@ struct cqw_loop {
 	cqw_conn *pending;    /* conns with ops not yet started */
 	cqw_conn *conns;      /* every conn with c->loop == this loop */
 	unsigned inflight;    /* ops submitted and not reaped */
-	uint64_t owner;	      /* the thread that flushes and reaps it... */
-	int owned;	      /* ...once one has */
-	uint64_t id;	      /* unique in the process, never reused */
+	/*
+	 * How many completions the reap that calls wait() still wants (1
+	 * outside cqw_reap_min): a backend may sleep until that many come,
+	 * if it bounds the wait for more than the first (see
+	 * cqw_reap_min).
+	 */
+	unsigned wait_want;
+	uint64_t owner; /* the thread that flushes and reaps it... */
+	int owned;	/* ...once one has */
+	uint64_t id;	/* unique in the process, never reused */
 
 	/* Accepts and connects (server.c): each op's handshake state. */
 	struct cqw__hs *hs;	   /* all of them */

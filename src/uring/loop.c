@@ -79,6 +79,18 @@
 
 enum { SLOT_FREE = 0, SLOT_FIFO, SLOT_KERNEL };
 
+/* The kernel's minimum wait, where it has one (6.12 and later). */
+#ifndef IORING_FEAT_MIN_TIMEOUT
+#define FEAT_MIN_TIMEOUT (1U << 15)
+#else
+#define FEAT_MIN_TIMEOUT IORING_FEAT_MIN_TIMEOUT
+#endif
+/*
+ * How long a reap for several completions waits for more than the first
+ * (enter_min): about the time a worker takes to answer on this machine.
+ */
+#define MIN_WAIT_US 50u
+
 /* The provided buffers (see the top). PB_COUNT: a power of two. */
 #define PB_COUNT 256u
 #define PB_SIZE CQW__PBUF_SIZE
@@ -130,10 +142,11 @@ struct uring_state {
 	int enabled;	 /* rings enabled by the thread that uses the loop */
 	pthread_t owner; /* that thread: the ring's single issuer */
 	int setup;	 /* SETUP_* from CQW_URING_SETUP */
-	int ext_arg; /* timed waits use io_uring_enter's extended argument */
+	int ext_arg;  /* timed waits use io_uring_enter's extended argument */
+	int min_wait; /* the kernel bounds a wait for several (see wait_one) */
 	struct pbufs *pb;  /* made at the first multishot receive */
 	int multi;	   /* 1 may, 0 not known yet, -1 may not (see top) */
-	char features[64]; /* what cqw_loop_features() reports */
+	char features[96]; /* what cqw_loop_features() reports */
 };
 
 /*
@@ -177,11 +190,11 @@ setup_from_env(void)
 static void
 set_features(struct uring_state *s, unsigned flags)
 {
-	snprintf(s->features, sizeof(s->features), "%s%s%s%s",
+	snprintf(s->features, sizeof(s->features), "%s%s%s%s%s",
 		 flags & IORING_SETUP_SINGLE_ISSUER ? "single_issuer," : "",
 		 flags & IORING_SETUP_DEFER_TASKRUN ? "defer_taskrun," : "",
 		 flags & IORING_SETUP_COOP_TASKRUN ? "coop_taskrun," : "",
-		 s->ext_arg ? "ext_arg," : "");
+		 s->ext_arg ? "ext_arg," : "", s->min_wait ? "min_wait," : "");
 	/* Drop the last comma. */
 	if (s->features[0] != '\0') {
 		s->features[strlen(s->features) - 1] = '\0';
@@ -266,6 +279,7 @@ setup_ring(struct uring_state *s)
 		/* So that no liburing call of ours uses it either. */
 		s->ring.features &= ~IORING_FEAT_EXT_ARG;
 	}
+	s->min_wait = s->ext_arg && (p.features & FEAT_MIN_TIMEOUT) != 0;
 	set_features(s, p.flags);
 	return 0;
 
@@ -1053,7 +1067,47 @@ uring_flush(cqw_loop *loop)
 	return r < 0 ? r : submit_guarded(loop);
 }
 
-/* Sleep until one completion, or timeout_ms (-1: no limit), then reap. */
+/*
+ * Submit and sleep until want completions, or timeout_ms (-1: no limit),
+ * in one io_uring_enter, with the kernel's minimum wait (IORING_FEAT_
+ * MIN_TIMEOUT, 6.12): once MIN_WAIT_US have passed it returns with what
+ * there is, or, with none, at the first that comes. So a completion that
+ * needs a step of ours before the next can come costs at most
+ * MIN_WAIT_US, never the timeout. With no general timeout the kernel
+ * would return at MIN_WAIT_US even with nothing (an idle loop would wake
+ * every 50 us): "no limit" is an hour here, and the caller waits again.
+ * liburing 2.3 has no call for it: the SQ tail is published here as
+ * io_uring_submit() does.
+ */
+static int
+enter_min(struct uring_state *s, unsigned want, int timeout_ms)
+{
+	struct io_uring_sq *sq = &s->ring.sq;
+	struct io_uring_getevents_arg arg;
+
+	if (sq->sqe_head != sq->sqe_tail) {
+		sq->sqe_head = sq->sqe_tail;
+		io_uring_smp_store_release(sq->ktail, sq->sqe_tail);
+	}
+	memset(&arg, 0, sizeof(arg));
+	arg.pad = MIN_WAIT_US; /* min_wait_usec in the kernel's own header */
+	if (timeout_ms < 0) {
+		timeout_ms = 3600 * 1000;
+	}
+	s->ts.tv_sec = timeout_ms / 1000;
+	s->ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+	arg.ts = (uint64_t)(uintptr_t)&s->ts;
+	return io_uring_enter2(
+	    (unsigned)s->ring.ring_fd,
+	    *sq->ktail - io_uring_smp_load_acquire(sq->khead), want,
+	    IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, (sigset_t *)&arg,
+	    sizeof(arg));
+}
+
+/*
+ * Sleep until one completion (loop->wait_want with the minimum wait), or
+ * timeout_ms (-1: no limit), then reap.
+ */
 static int
 wait_one(cqw_loop *loop, int timeout_ms)
 {
@@ -1062,7 +1116,9 @@ wait_one(cqw_loop *loop, int timeout_ms)
 	struct io_uring_sqe *sqe;
 	int r;
 
-	if (timeout_ms < 0) {
+	if (loop->wait_want > 1 && s->min_wait) {
+		r = enter_min(s, loop->wait_want, timeout_ms);
+	} else if (timeout_ms < 0) {
 		r = io_uring_submit_and_wait(&s->ring, 1);
 	} else if (s->ext_arg) {
 		s->ts.tv_sec = timeout_ms / 1000;
