@@ -570,9 +570,11 @@ CQW_EXTERN int cqw_reap(cqw_loop *loop, struct cqw_op **ops, int max,
  * cqw_reap, but wait until min ops have completed (or the timeout, or
  * fewer ops are left in flight than min, or a cqw_loop_wake()): a
  * round trip reaps its SEND and its RECV in one call, a fan-out parent
- * sleeps until a batch is worth waking for. The loop counts them (each
- * completion is still a wake-up: see BENCHMARKS.md, issue 11). min <= 1
- * is cqw_reap; min > max is CQW_EINVAL.
+ * sleeps until a batch is worth waking for. On io_uring with the
+ * kernel's minimum wait (6.12; cqw_loop_features() says "min_wait") the
+ * kernel counts them, and returns with what there is once 50 us have
+ * passed; elsewhere the loop counts them (each completion is still a
+ * wake-up). min <= 1 is cqw_reap; min > max is CQW_EINVAL.
  */
 CQW_EXTERN int cqw_reap_min(cqw_loop *loop, struct cqw_op **ops, int min,
 			    int max, int timeout_ms);
