@@ -390,6 +390,16 @@ test_fork_armed(void **state)
 	cqw_loop_free(loop);
 }
 
+/* What the kernel still queues on c's socket. */
+static int
+queued_in_kernel(cqw_conn *c)
+{
+	int queued = -1;
+
+	assert_int_equal(ioctl(cqw_conn_fileno(c), FIONREAD, &queued), 0);
+	return queued;
+}
+
 /*
  * Until the armed receive (if any) has taken every byte the socket had:
  * they then wait in the loop's buffers, where poll() cannot see them. A
@@ -409,8 +419,7 @@ drain_into_loop(cqw_loop *loop, cqw_conn *c, cqw_conn *tx)
 		t_io_op(&sop, CQW_OP_SEND, tx, "t", 1);
 		T_OK(cqw_submit(loop, &sop));
 		assert_ptr_equal(reap_one(loop), &sop);
-		assert_int_equal(ioctl(cqw_conn_fileno(c), FIONREAD, &queued),
-				 0);
+		queued = queued_in_kernel(c);
 		if (queued > 0) {
 			usleep(1000);
 		}
@@ -465,15 +474,6 @@ recv_one(cqw_loop *loop, cqw_conn *rx, uint8_t *buf)
 	T_OK(cqw_submit(loop, &rop));
 	assert_ptr_equal(reap_one(loop), &rop);
 	return rop.result;
-}
-
-static int
-queued_in_kernel(cqw_conn *c)
-{
-	int queued = -1;
-
-	assert_int_equal(ioctl(cqw_conn_fileno(c), FIONREAD, &queued), 0);
-	return queued;
 }
 
 /*

@@ -1067,6 +1067,15 @@ uring_flush(cqw_loop *loop)
 	return r < 0 ? r : submit_guarded(loop);
 }
 
+/* s->ts, the timespec the next enter points at, for timeout_ms >= 0. */
+static struct __kernel_timespec *
+set_ts(struct uring_state *s, int timeout_ms)
+{
+	s->ts.tv_sec = timeout_ms / 1000;
+	s->ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+	return &s->ts;
+}
+
 /*
  * Submit and sleep until want completions, or timeout_ms (-1: no limit),
  * in one io_uring_enter, with the kernel's minimum wait (IORING_FEAT_
@@ -1094,9 +1103,7 @@ enter_min(struct uring_state *s, unsigned want, int timeout_ms)
 	if (timeout_ms < 0) {
 		timeout_ms = 3600 * 1000;
 	}
-	s->ts.tv_sec = timeout_ms / 1000;
-	s->ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
-	arg.ts = (uint64_t)(uintptr_t)&s->ts;
+	arg.ts = (uint64_t)(uintptr_t)set_ts(s, timeout_ms);
 	return io_uring_enter2(
 	    (unsigned)s->ring.ring_fd,
 	    *sq->ktail - io_uring_smp_load_acquire(sq->khead), want,
@@ -1121,10 +1128,8 @@ wait_one(cqw_loop *loop, int timeout_ms)
 	} else if (timeout_ms < 0) {
 		r = io_uring_submit_and_wait(&s->ring, 1);
 	} else if (s->ext_arg) {
-		s->ts.tv_sec = timeout_ms / 1000;
-		s->ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
-		r = io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, &s->ts,
-						     NULL);
+		r = io_uring_submit_and_wait_timeout(
+		    &s->ring, &cqe, 1, set_ts(s, timeout_ms), NULL);
 	} else {
 		/*
 		 * No EXT_ARG: a timeout SQE of ours (never liburing's, whose
@@ -1139,11 +1144,8 @@ wait_one(cqw_loop *loop, int timeout_ms)
 		if (sqe == NULL) {
 			r = io_uring_submit_and_get_events(&s->ring);
 		} else {
-			s->ts.tv_sec = timeout_ms / 1000;
-			s->ts.tv_nsec =
-			    (long long)(timeout_ms % 1000) * 1000000;
 			/* Ends at the first other completion, or in time. */
-			io_uring_prep_timeout(sqe, &s->ts, 1, 0);
+			io_uring_prep_timeout(sqe, set_ts(s, timeout_ms), 1, 0);
 			io_uring_sqe_set_data64(sqe, TAG_TIMEOUT);
 			r = io_uring_submit_and_wait(&s->ring, 1);
 		}
